@@ -1,0 +1,39 @@
+"""Backends: the small op set every model is written against.
+
+`get_backend(device)` imports a backend only when it is chosen, so `import polyasr`
+never pulls in torch-CUDA, Triton or MLX.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+
+from polyasr.errors import BackendError
+
+DEVICES = ("auto", "cpu", "cuda", "mlx")
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' -> 'mlx' on Apple Silicon with MLX installed, 'cuda' when torch sees a GPU, else 'cpu'."""
+    device = (device or "auto").lower()
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device != "auto":
+        return device
+    if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx"):
+        return "mlx"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def get_backend(device: str | None = "auto", dtype: str | None = None):
+    """The backend object for a device: ops plus `device` and `dtype` attributes."""
+    device = resolve_device(device)
+    if device == "mlx":
+        raise BackendError("the MLX backend has not landed yet (issue 8); use --device cpu or cuda")
+    from polyasr.backends.torch import TorchBackend
+
+    return TorchBackend(device, dtype)

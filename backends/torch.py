@@ -1,0 +1,191 @@
+"""The torch backend: the reference op set (CPU, and CUDA eager).
+
+Arrays are torch tensors in channels-last layout `(B, T, C)`; attention takes
+`(B, H, T, D)`. Every op is a thin, allocation-aware wrapper so model code reads the
+same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA (issue 7);
+the model code does not change to pick one.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from polyasr.errors import BackendError
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: str = "cpu", dtype: str | None = None):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        self.device = torch.device(device)
+        # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs.
+        dtype = dtype or ("float16" if self.device.type == "cuda" else "float32")
+        if dtype not in _DTYPES:
+            raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+        self.dtype_name = dtype
+        self.dtype = _DTYPES[dtype]
+
+    def __repr__(self):
+        return f"TorchBackend(device={self.device}, dtype={self.dtype_name})"
+
+    # ---- arrays -------------------------------------------------------------------------
+    def asarray(self, x, dtype=None) -> torch.Tensor:
+        """Host data (numpy / tensor) -> a tensor on this backend; float data takes the compute dtype."""
+        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+        if dtype is None and t.is_floating_point():
+            dtype = self.dtype
+        return t.to(device=self.device, dtype=dtype)
+
+    def param(self, x: np.ndarray, dtype_name: str | None = None) -> torch.Tensor:
+        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits."""
+        with warnings.catch_warnings():
+            # Checkpoint arrays are read-only memory maps; parameters are never written, so
+            # sharing the pages (no copy) is what we want, and torch's warning is noise.
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(np.ascontiguousarray(x))
+        if dtype_name == "bfloat16":
+            t = t.view(torch.bfloat16)
+        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype)
+
+    def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+
+    def cast(self, x) -> torch.Tensor:
+        """A float tensor in the compute dtype (frontends compute in fp32)."""
+        return x.to(self.dtype)
+
+    def zeros(self, shape, dtype=None) -> torch.Tensor:
+        return torch.zeros(shape, device=self.device, dtype=dtype or self.dtype)
+
+    def arange(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device)
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def no_grad(self):
+        return torch.inference_mode()
+
+    # ---- layers ---------------------------------------------------------------------------
+    @staticmethod
+    def linear(x, w, b=None):
+        """x: (..., Cin), w: (Cout, Cin) -> (..., Cout)."""
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def conv1d(x, w, b=None, stride: int = 1, padding: int = 0):
+        """Channels-last conv: x (B, T, Cin), w (Cout, Cin, K) -> (B, T', Cout)."""
+        return F.conv1d(x.transpose(1, 2), w, b, stride=stride, padding=padding).transpose(1, 2)
+
+    @staticmethod
+    def layer_norm(x, w, b, eps: float = 1e-5):
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+    @staticmethod
+    def gelu(x):
+        return F.gelu(x)
+
+    @staticmethod
+    def embedding(ids, table):
+        """ids (B, T) int -> (B, T, C)."""
+        return F.embedding(ids, table)
+
+    @staticmethod
+    def attention(q, k, v, *, mask=None, causal: bool = False):
+        """Scaled dot-product attention. q (B, H, Tq, D), k/v (B, H, Tk, D) -> (B, H, Tq, D).
+
+        mask: additive float or boolean (True = keep), broadcastable to (B, H, Tq, Tk).
+        causal: query i sees keys <= i + (Tk - Tq), i.e. queries are the last Tq positions.
+        """
+        if causal and q.shape[2] > 1:
+            tq, tk = q.shape[2], k.shape[2]
+            if tq == tk and mask is None:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            keep = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(tk - tq)
+            if mask is None or mask.dtype == torch.bool:
+                mask = keep if mask is None else mask & keep
+            else:
+                mask = mask.masked_fill(~keep, -torch.inf)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    # ---- shapes ---------------------------------------------------------------------------
+    @staticmethod
+    def split_heads(x, n_heads: int):
+        """(B, T, H*D) -> (B, H, T, D)."""
+        b, t, c = x.shape
+        return x.view(b, t, n_heads, c // n_heads).transpose(1, 2)
+
+    @staticmethod
+    def merge_heads(x):
+        """(B, H, T, D) -> (B, T, H*D)."""
+        b, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * d)
+
+    @staticmethod
+    def split(x, sizes, axis: int = -1):
+        return torch.split(x, list(sizes), dim=axis)
+
+    @staticmethod
+    def concat(xs, axis: int = -1):
+        return torch.cat(list(xs), dim=axis)
+
+    @staticmethod
+    def transpose(x, axes):
+        return x.permute(*axes)
+
+    @staticmethod
+    def repeat_batch(x, n: int):
+        """(B, ...) -> (B*n, ...), each item repeated n times consecutively."""
+        return x.repeat_interleave(n, dim=0)
+
+    @staticmethod
+    def take_batch(x, index):
+        """Select (reorder) batch items: x[index] along axis 0."""
+        return x.index_select(0, index) if isinstance(index, torch.Tensor) else x[index]
+
+    @staticmethod
+    def cache_write(cache, value, pos: int):
+        """Write value (B, H, n, D) into cache (B, H, Tmax, D) at positions pos..pos+n; returns the cache."""
+        cache[:, :, pos:pos + value.shape[2]] = value
+        return cache
+
+    # ---- reductions / heads -----------------------------------------------------------------
+    @staticmethod
+    def log_softmax(x, axis: int = -1):
+        return F.log_softmax(x.float(), dim=axis)
+
+    @staticmethod
+    def softmax(x, axis: int = -1):
+        return F.softmax(x.float(), dim=axis)
+
+    @staticmethod
+    def argmax(x, axis: int = -1):
+        return x.argmax(dim=axis)
+
+    # ---- audio frontend ---------------------------------------------------------------------
+    def mel_power(self, samples: np.ndarray, cfg):
+        """Mel power frames of host samples (N,), no centring: (1, n_mels, 1 + (N - n_fft) // hop)."""
+        from polyasr.kernels.mel import mel_power
+
+        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)[None]
+        return mel_power(x, cfg, center=False)
+
+    @staticmethod
+    def whisper_log(mel, log_max: float):
+        from polyasr.kernels.mel import whisper_log
+
+        return whisper_log(mel, log_max)
+
+    @staticmethod
+    def pad_last(x, n: int, value: float = 0.0):
+        """Append n entries of `value` along the last axis."""
+        return F.pad(x, (0, n), value=value)

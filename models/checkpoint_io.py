@@ -1,0 +1,95 @@
+"""Reading tensors from checkpoint files into host arrays without executing code.
+
+safetensors: parsed here (8-byte header length, JSON header, raw little-endian data) into
+numpy views on one memory map, so a checkpoint costs no copy until a backend converts a
+tensor, and no framework (torch or MLX) is needed to read it. bfloat16, which numpy lacks,
+comes back as uint16 bits tagged "bfloat16".
+torch pickles: only through `torch.load(weights_only=True)`, which refuses any object that
+is not a tensor or plain container.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from polyasr.errors import CheckpointError
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
+              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """One .safetensors file -> (name -> array view, name -> dtype tag)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        try:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: empty file, not safetensors") from e
+    if len(buf) < 8:
+        raise CheckpointError(f"{path}: too short to be safetensors")
+    (n,) = struct.unpack("<Q", buf[:8])
+    if n > len(buf) - 8:
+        raise CheckpointError(f"{path}: corrupt safetensors header (length {n})")
+    try:
+        header = json.loads(bytes(buf[8:8 + n]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+    base = 8 + n
+    arrays, tags = {}, {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        if meta["dtype"] not in _ST_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}")
+        start, end = meta["data_offsets"]
+        dt = np.dtype(_ST_DTYPES[meta["dtype"]])
+        shape = tuple(meta["shape"])
+        if end - start != int(np.prod(shape)) * dt.itemsize or base + end > len(buf):
+            raise CheckpointError(f"{path}: tensor {name!r} has inconsistent offsets")
+        arrays[name] = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)), offset=base + start).reshape(shape)
+        tags[name] = "bfloat16" if meta["dtype"] == "BF16" else dt.name
+    return arrays, tags
+
+
+def read_safetensors_dir(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """`model.safetensors`, or the shards listed in `model.safetensors.index.json`."""
+    index = directory / "model.safetensors.index.json"
+    files = ["model.safetensors"]
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    arrays, tags = {}, {}
+    for name in files:
+        a, t = read_safetensors(directory / name)
+        arrays.update(a)
+        tags.update(t)
+    return arrays, tags
+
+
+def read_torch_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A `pytorch_model.bin`-style state dict, loaded with weights_only=True (no code runs)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: not a plain tensor checkpoint that can be loaded safely ({e})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    arrays, tags = {}, {}
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        if t.dtype == torch.bfloat16:
+            arrays[name], tags[name] = t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
+        else:
+            arrays[name] = t.numpy()
+            tags[name] = arrays[name].dtype.name
+    return arrays, tags

@@ -1,0 +1,32 @@
+"""Whisper as the engine sees it: load a checkpoint onto a backend, transcribe samples."""
+
+from __future__ import annotations
+
+from polyasr.models.whisper import transcribe as long_form
+from polyasr.models.whisper.tokenizer import WhisperTokenizer
+from polyasr.models.whisper.weights import load_checkpoint
+
+
+class WhisperModel:
+    sample_rate = 16000
+
+    def __init__(self, name: str, ckpt, B):
+        self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
+        self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
+        self.params = {k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}
+
+    def transcribe(self, audio, opts, progress=None):
+        """audio (N,) float32 16 kHz -> (segments, language, info dict, timings dict)."""
+        with self.B.no_grad():
+            segments, language, log = long_form.transcribe(self, audio, opts, progress)
+        info = {"windows": log.windows, "temperature_fallbacks": log.fallbacks,
+                "windows_skipped_no_speech": log.skipped_no_speech, "checkpoint_format": self.format}
+        if log.language_probability is not None:
+            info["language_probability"] = round(log.language_probability, 4)
+        if log.first_token_secs is not None:
+            info["first_token_latency_secs"] = round(log.first_token_secs, 4)
+        return segments, language, info, dict(log.timings)
+
+
+def load_model(spec, path, B) -> WhisperModel:
+    return WhisperModel(spec.id, load_checkpoint(path), B)

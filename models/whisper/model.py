@@ -1,0 +1,131 @@
+"""The Whisper network as plain functions of (params, cfg, B): encoder, decoder step, logits.
+
+params: flat dict of backend arrays under the canonical names of `param_shapes`.
+Self-attention q/k/v and cross-attention k/v are stored fused (one matmul each); Whisper's
+k projections have no bias, so their slice of the fused bias is zero.
+Layouts are channels-last: mel (B, n_mels, T) is transposed once, then x is (B, T, C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every parameter the network needs, with its shape: the contract checkpoints are checked against."""
+    d, shapes = cfg.d_model, {}
+
+    def ln(prefix):
+        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (d,), (d,)
+
+    def lin(prefix, n_out, n_in):
+        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (n_out, n_in), (n_out,)
+
+    shapes.update({"encoder.conv1.weight": (d, cfg.num_mel_bins, 3), "encoder.conv1.bias": (d,),
+                   "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
+                   "encoder.positional_embedding": (cfg.max_source_positions, d)})
+    for i in range(cfg.encoder_layers):
+        p = f"encoder.blocks.{i}"
+        ln(f"{p}.attn_ln"), lin(f"{p}.attn.qkv", 3 * d, d), lin(f"{p}.attn.out", d, d)
+        ln(f"{p}.mlp_ln"), lin(f"{p}.mlp1", cfg.encoder_ffn_dim, d), lin(f"{p}.mlp2", d, cfg.encoder_ffn_dim)
+    ln("encoder.ln_post")
+    shapes["decoder.token_embedding.weight"] = (cfg.vocab_size, d)
+    shapes["decoder.positional_embedding"] = (cfg.max_target_positions, d)
+    for i in range(cfg.decoder_layers):
+        p = f"decoder.blocks.{i}"
+        ln(f"{p}.attn_ln"), lin(f"{p}.attn.qkv", 3 * d, d), lin(f"{p}.attn.out", d, d)
+        ln(f"{p}.cross_attn_ln"), lin(f"{p}.cross_attn.q", d, d), lin(f"{p}.cross_attn.kv", 2 * d, d)
+        lin(f"{p}.cross_attn.out", d, d)
+        ln(f"{p}.mlp_ln"), lin(f"{p}.mlp1", cfg.decoder_ffn_dim, d), lin(f"{p}.mlp2", d, cfg.decoder_ffn_dim)
+    ln("decoder.ln")
+    return shapes
+
+
+def _ln(params, B, x, prefix):
+    return B.layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
+
+
+def _lin(params, B, x, prefix):
+    return B.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
+
+
+def _mlp(params, B, x, prefix):
+    return _lin(params, B, B.gelu(_lin(params, B, x, f"{prefix}.mlp1")), f"{prefix}.mlp2")
+
+
+def encode(params, cfg, B, mel):
+    """mel: (B, n_mels, 2 * n_ctx) -> audio features (B, n_ctx, d_model)."""
+    x = B.transpose(mel, (0, 2, 1))
+    x = B.gelu(B.conv1d(x, params["encoder.conv1.weight"], params["encoder.conv1.bias"], padding=1))
+    x = B.gelu(B.conv1d(x, params["encoder.conv2.weight"], params["encoder.conv2.bias"], stride=2, padding=1))
+    x = x + params["encoder.positional_embedding"][: x.shape[1]]
+    h = cfg.encoder_attention_heads
+    for i in range(cfg.encoder_layers):
+        p = f"encoder.blocks.{i}"
+        q, k, v = B.split(_lin(params, B, _ln(params, B, x, f"{p}.attn_ln"), f"{p}.attn.qkv"), [cfg.d_model] * 3)
+        a = B.attention(B.split_heads(q, h), B.split_heads(k, h), B.split_heads(v, h))
+        x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
+        x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
+    return _ln(params, B, x, "encoder.ln_post")
+
+
+@dataclass
+class KVCache:
+    """Preallocated per-layer self-attention keys/values (B, H, max_len, D), and the cross K/V of
+    the audio, computed once per window. `length` is how many positions are filled."""
+
+    self_k: list
+    self_v: list
+    cross_k: list
+    cross_v: list
+    length: int = 0
+
+    def reorder(self, B, index):
+        """Keep / repeat batch rows (temperature fallback duplicates, finished rows dropped)."""
+        for lst in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+            lst[:] = [B.take_batch(t, index) for t in lst]
+
+
+def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
+    """Empty self-attention cache for `max_len` tokens plus the cross K/V of `audio_features` (B, T, d)."""
+    n, h = audio_features.shape[0], cfg.decoder_attention_heads
+    shape = (n, h, max_len, cfg.d_model // h)
+    cache = KVCache([], [], [], [])
+    for i in range(cfg.decoder_layers):
+        cache.self_k.append(B.zeros(shape))
+        cache.self_v.append(B.zeros(shape))
+        k, v = B.split(_lin(params, B, audio_features, f"decoder.blocks.{i}.cross_attn.kv"), [cfg.d_model] * 2)
+        cache.cross_k.append(B.split_heads(k, h))
+        cache.cross_v.append(B.split_heads(v, h))
+    return cache
+
+
+def decode(params, cfg, B, tokens, cache: KVCache):
+    """tokens: (B, T) ids following the cache's `length` positions -> hidden states (B, T, d).
+
+    Writes the new keys/values into the cache and advances `cache.length` by T.
+    """
+    start, t = cache.length, tokens.shape[1]
+    if start + t > cfg.max_target_positions:
+        raise ValueError(f"decoder context overflow: {start + t} > {cfg.max_target_positions}")
+    x = B.embedding(tokens, params["decoder.token_embedding.weight"])
+    x = x + params["decoder.positional_embedding"][start:start + t]
+    h, d = cfg.decoder_attention_heads, cfg.d_model
+    for i in range(cfg.decoder_layers):
+        p = f"decoder.blocks.{i}"
+        q, k, v = B.split(_lin(params, B, _ln(params, B, x, f"{p}.attn_ln"), f"{p}.attn.qkv"), [d] * 3)
+        keys = B.cache_write(cache.self_k[i], B.split_heads(k, h), start)[:, :, :start + t]
+        values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, :start + t]
+        a = B.attention(B.split_heads(q, h), keys, values, causal=True)
+        x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
+        q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")
+        a = B.attention(B.split_heads(q, h), cache.cross_k[i], cache.cross_v[i])
+        x = x + _lin(params, B, B.merge_heads(a), f"{p}.cross_attn.out")
+        x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
+    cache.length = start + t
+    return _ln(params, B, x, "decoder.ln")
+
+
+def logits(params, B, hidden):
+    """hidden (B, T, d) -> logits (B, T, vocab); the output projection is tied to the token embedding."""
+    return B.linear(hidden, params["decoder.token_embedding.weight"])

@@ -1,0 +1,131 @@
+"""Whole-file transcription: 30 s windows, seeking to the last complete timestamp.
+
+Each window is encoded, decoded with temperature fallback, and cut into segments at its
+timestamp pairs; the next window starts at the last closed timestamp, so a sentence cut by
+the window edge is decoded again whole in the next window rather than split mid-word.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polyasr.errors import InvalidOptionError
+from polyasr.models.whisper import model as net
+from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language
+from polyasr.models.whisper.features import WhisperFeatures
+from polyasr.result import Segment
+
+
+@dataclass
+class WindowLog:
+    """What happened in the file, for `TranscriptionResult.info` and timings."""
+
+    timings: dict[str, float] = field(default_factory=lambda: {"features": 0.0, "encoder": 0.0, "decoder": 0.0})
+    windows: int = 0
+    fallbacks: int = 0
+    skipped_no_speech: int = 0
+    language_probability: float | None = None
+    first_token_secs: float | None = None
+
+    def add(self, key: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[key] += now - t0
+        return now
+
+
+def transcribe(m, audio: np.ndarray, opts, progress=None):
+    """audio: (N,) float32 at 16 kHz -> (segments, language, WindowLog)."""
+    tok, cfg, log = m.tok, m.cfg, WindowLog()
+    t0 = start = time.perf_counter()
+    feats = WhisperFeatures(audio, cfg.num_mel_bins, cfg.n_audio_frames, m.B)
+    t0 = log.add("features", t0)
+    language = opts.language if tok.multilingual else _english_only(opts.language, m.name)
+    if language is not None:
+        tok.language_token(language)  # an unknown code fails before any work
+    if language is None:
+        af = net.encode(m.params, cfg, m.B, feats.window(0, cfg.n_audio_frames, zero_pad=False))
+        language, log.language_probability = detect_language(m, af)
+        log.add("encoder", t0)
+    sot_seq = tok.sot_sequence(language, opts.task)
+    all_tokens = tok.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+    prompt_from, seek, segments = 0, 0, []
+    rng = np.random.default_rng(opts.seed)
+    frames_per_token = cfg.n_audio_frames // cfg.max_source_positions  # 2 mel frames per timestamp step
+    while seek < feats.content_frames:
+        size = min(cfg.n_audio_frames, feats.content_frames - seek)
+        offset = seek * feats.hop / m.sample_rate
+        t0 = time.perf_counter()
+        mel = feats.window(seek, size)
+        t0 = log.add("features", t0)
+        af = net.encode(m.params, cfg, m.B, mel)
+        t0 = log.add("encoder", t0)
+        first_token = None if log.windows else (lambda: setattr(log, "first_token_secs", time.perf_counter() - start))
+        result = decode_with_fallback(m, af, all_tokens[prompt_from:], sot_seq, opts, rng, first_token)
+        log.add("decoder", t0)
+        log.windows += 1
+        log.fallbacks += result.temperature > 0
+        if _is_silence(result, opts):
+            log.skipped_no_speech += 1
+            seek += size
+        else:
+            new, advance = _split_segments(tok, result, offset, size, size * feats.hop / m.sample_rate,
+                                           frames_per_token)
+            seek += advance
+            segments += new
+            all_tokens += [t for s in new for t in s.tokens]
+            if not opts.condition_on_previous_text or result.temperature > 0.5:
+                prompt_from = len(all_tokens)  # a hot fallback is no prompt to build on
+        if progress is not None:
+            progress(min(seek, feats.content_frames) / max(feats.content_frames, 1))
+    return segments, language, log
+
+
+def _english_only(language: str | None, name: str) -> str:
+    if language not in (None, "en"):
+        raise InvalidOptionError(f"{name} is an English-only model; language {language!r} cannot be forced "
+                                 "(use a multilingual Whisper for other languages)")
+    return "en"
+
+
+def _is_silence(result, opts) -> bool:
+    """Skip a window the model thinks is silence, unless its text is confident anyway."""
+    if opts.no_speech_threshold is None or result.no_speech_prob <= opts.no_speech_threshold:
+        return False
+    return not (opts.log_prob_threshold is not None and result.avg_logprob > opts.log_prob_threshold)
+
+
+def _split_segments(tok, result, offset, size, duration, frames_per_token):
+    """Cut a window's tokens at consecutive timestamp pairs -> (segments, frames to advance)."""
+    tokens, lps, tb = result.tokens, result.token_logprobs, tok.timestamp_begin
+    is_ts = [t >= tb for t in tokens]
+    cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    single_end = is_ts[-2:] == [False, True]
+    if not cuts:
+        stamps = [t for t in tokens if t >= tb]
+        end = offset + ((stamps[-1] - tb) * TIME_PRECISION if stamps and stamps[-1] != tb else duration)
+        return _keep([_segment(tok, tokens, lps, offset, end)]), size
+    if single_end:
+        cuts.append(len(tokens))
+    segments, last = [], 0
+    for cut in cuts:
+        piece, piece_lps = tokens[last:cut], lps[last:cut]
+        start = offset + (piece[0] - tb) * TIME_PRECISION
+        end = offset + (piece[-1] - tb) * TIME_PRECISION
+        segments.append(_segment(tok, piece, piece_lps, start, end))
+        last = cut
+    advance = size if single_end else (tokens[last - 1] - tb) * frames_per_token
+    return _keep(segments), advance if advance > 0 else size  # a <|0.00|> pair must not stall the seek
+
+
+def _segment(tok, tokens, lps, start, end) -> Segment:
+    text_lps = [lp for t, lp in zip(tokens, lps) if t < tok.eot] or list(lps) or [0.0]
+    return Segment(start=round(start, 3), end=round(end, 3), text=tok.decode(tokens),
+                   confidence=float(np.exp(np.mean(text_lps))), tokens=[int(t) for t in tokens])
+
+
+def _keep(segments):
+    """Drop instantaneous or empty segments, as the reference clears them."""
+    return [s for s in segments if s.end > s.start and s.text.strip()]

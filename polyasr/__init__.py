@@ -1,0 +1,40 @@
+"""polyasr: one API and one CLI over several speech-recognition models.
+
+    from polyasr import AsrEngine, TranscribeOptions
+    engine = AsrEngine.from_model("whisper-base", device="cpu")
+    result = engine.transcribe_file("speech.wav", TranscribeOptions(language="en"))
+    print(result.text, result.rtf)
+
+Importing polyasr imports neither torch nor MLX; a backend is imported when a model is loaded.
+"""
+
+from polyasr.engine import AsrEngine
+from polyasr.errors import (
+    AsrError,
+    AudioDecodeError,
+    AudioError,
+    AudioFileNotFoundError,
+    BackendError,
+    CheckpointError,
+    EmptyAudioError,
+    InvalidAudioError,
+    InvalidOptionError,
+    ModelError,
+    ModelNotFoundError,
+    ModelNotImplementedError,
+    UnknownModelError,
+    UnsupportedAudioFormatError,
+    WeightsMismatchError,
+)
+from polyasr.options import TranscribeOptions
+from polyasr.registry import REGISTRY, ModelSpec, ModelType
+from polyasr.result import Segment, TranscriptionResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsrEngine", "TranscribeOptions", "TranscriptionResult", "Segment", "ModelType", "ModelSpec", "REGISTRY",
+    "AsrError", "AudioError", "AudioFileNotFoundError", "UnsupportedAudioFormatError", "AudioDecodeError",
+    "EmptyAudioError", "InvalidAudioError", "ModelError", "UnknownModelError", "ModelNotImplementedError",
+    "ModelNotFoundError", "CheckpointError", "WeightsMismatchError", "BackendError", "InvalidOptionError",
+]

