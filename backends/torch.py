@@ -65,9 +65,6 @@ class TorchBackend:
     def zeros(self, shape, dtype=None) -> torch.Tensor:
         return torch.zeros(shape, device=self.device, dtype=dtype or self.dtype)
 
-    def arange(self, n: int) -> torch.Tensor:
-        return torch.arange(n, device=self.device)
-
     def synchronize(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -76,10 +73,26 @@ class TorchBackend:
         return torch.inference_mode()
 
     # ---- layers ---------------------------------------------------------------------------
+    def prepare_linear(self, w):
+        """A (Cout, Cin) checkpoint weight in the layout `linear` takes on this device.
+
+        On CPU that is (Cin, Cout), contiguous: a decoder step is a chain of (1, Cin) GEMVs whose
+        weights come from DRAM, and MKL streams the transposed layout 1.7x faster (2.4x for the
+        vocabulary projection); the encoder's large GEMMs are indifferent. GPUs keep (Cout, Cin).
+        """
+        return w.t().contiguous() if self.device.type == "cpu" else w
+
+    def linear(self, x, w, b=None):
+        """x: (..., Cin), w: as `prepare_linear` returned it -> (..., Cout)."""
+        if self.device.type != "cpu":
+            return F.linear(x, w, b)
+        flat = x.reshape(-1, x.shape[-1])
+        y = torch.addmm(b, flat, w) if b is not None else flat @ w
+        return y.view(*x.shape[:-1], w.shape[1])
+
     @staticmethod
-    def linear(x, w, b=None):
-        """x: (..., Cin), w: (Cout, Cin) -> (..., Cout)."""
-        return F.linear(x, w, b)
+    def contiguous(x):
+        return x.contiguous()
 
     @staticmethod
     def conv1d(x, w, b=None, stride: int = 1, padding: int = 0):
@@ -135,10 +148,6 @@ class TorchBackend:
         return torch.split(x, list(sizes), dim=axis)
 
     @staticmethod
-    def concat(xs, axis: int = -1):
-        return torch.cat(list(xs), dim=axis)
-
-    @staticmethod
     def transpose(x, axes):
         return x.permute(*axes)
 
@@ -148,28 +157,10 @@ class TorchBackend:
         return x.repeat_interleave(n, dim=0)
 
     @staticmethod
-    def take_batch(x, index):
-        """Select (reorder) batch items: x[index] along axis 0."""
-        return x.index_select(0, index) if isinstance(index, torch.Tensor) else x[index]
-
-    @staticmethod
     def cache_write(cache, value, pos: int):
         """Write value (B, H, n, D) into cache (B, H, Tmax, D) at positions pos..pos+n; returns the cache."""
         cache[:, :, pos:pos + value.shape[2]] = value
         return cache
-
-    # ---- reductions / heads -----------------------------------------------------------------
-    @staticmethod
-    def log_softmax(x, axis: int = -1):
-        return F.log_softmax(x.float(), dim=axis)
-
-    @staticmethod
-    def softmax(x, axis: int = -1):
-        return F.softmax(x.float(), dim=axis)
-
-    @staticmethod
-    def argmax(x, axis: int = -1):
-        return x.argmax(dim=axis)
 
     # ---- audio frontend ---------------------------------------------------------------------
     def mel_power(self, samples: np.ndarray, cfg):

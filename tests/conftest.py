@@ -137,3 +137,11 @@ def make_hf_whisper(directory: Path, tokenizer_src: Path, **overrides):
     else:
         copy_tokenizer(tokenizer_src, directory)
     return model
+
+
+@pytest.fixture(scope="session")
+def random_whisper_dir(tmp_path_factory, whisper_base_dir) -> Path:
+    """A random tiny multilingual Whisper saved by transformers (HF safetensors directory)."""
+    d = tmp_path_factory.mktemp("random-whisper")
+    make_hf_whisper(d, whisper_base_dir)
+    return d

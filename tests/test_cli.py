@@ -40,23 +40,6 @@ SRT_TIMING = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d
 VTT_TIMING = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) --> (\d\d):(\d\d):(\d\d)\.(\d\d\d)$")
 
 
-def _write_random_whisper(dest: Path, tokenizer_dir: Path) -> Path:
-    """A random tiny multilingual Whisper in HF format (safetensors), with a real 51865-token tokenizer."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    cfg = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128)
-    WhisperForConditionalGeneration(cfg).save_pretrained(dest, safe_serialization=True)
-    shutil.copy(tokenizer_dir / "tokenizer.json", dest / "tokenizer.json")  # base's vocab matches 51865
-    return dest
-
-
-@pytest.fixture(scope="session")
-def random_whisper_dir(tmp_path_factory, whisper_base_dir) -> Path:
-    return _write_random_whisper(tmp_path_factory.mktemp("random-whisper"), whisper_base_dir)
-
-
 class _MemoEngine:
     """An engine whose `transcribe_file` returns a copy of its first result for the same file and options."""
 

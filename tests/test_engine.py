@@ -4,7 +4,6 @@ the weight-map checks, and that `import polyasr` stays free of torch."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import make_hf_whisper
 
 from polyasr import AsrEngine, ModelType, TranscribeOptions
 from polyasr.errors import BackendError, InvalidOptionError, WeightsMismatchError
@@ -21,18 +21,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHORT = FIXTURES / "en_short.wav"
 STEREO_44K = FIXTURES / "en_short_stereo_44k.flac"
 KEY_WORDS = ("weather", "cold", "morning", "coat", "station")
-
-
-def _write_random_whisper(dest: Path, tokenizer_dir: Path) -> Path:
-    """A random tiny multilingual Whisper in HF format (safetensors), with a real 51865-token tokenizer."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    cfg = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128)
-    WhisperForConditionalGeneration(cfg).save_pretrained(dest, safe_serialization=True)
-    shutil.copy(tokenizer_dir / "tokenizer.json", dest / "tokenizer.json")  # base's vocab matches 51865
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +52,7 @@ def test_from_model_resolves_from_hub_cache(tmp_path, monkeypatch, whisper_base_
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    _write_random_whisper(snapshot, whisper_base_dir)
+    make_hf_whisper(snapshot, whisper_base_dir)
     for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

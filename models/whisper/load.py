@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from polyasr.models.whisper import model as net
 from polyasr.models.whisper import transcribe as long_form
 from polyasr.models.whisper.tokenizer import WhisperTokenizer
 from polyasr.models.whisper.weights import load_checkpoint
@@ -13,7 +14,7 @@ class WhisperModel:
     def __init__(self, name: str, ckpt, B):
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
         self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
-        self.params = {k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}
+        self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, B)
 
     def transcribe(self, audio, opts, progress=None):
         """audio (N,) float32 16 kHz -> (segments, language, info dict, timings dict)."""

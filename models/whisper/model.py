@@ -80,11 +80,6 @@ class KVCache:
     cross_v: list
     length: int = 0
 
-    def reorder(self, B, index):
-        """Keep / repeat batch rows (temperature fallback duplicates, finished rows dropped)."""
-        for lst in (self.self_k, self.self_v, self.cross_k, self.cross_v):
-            lst[:] = [B.take_batch(t, index) for t in lst]
-
 
 def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
     """Empty self-attention cache for `max_len` tokens plus the cross K/V of `audio_features` (B, T, d)."""
@@ -95,8 +90,9 @@ def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
         cache.self_k.append(B.zeros(shape))
         cache.self_v.append(B.zeros(shape))
         k, v = B.split(_lin(params, B, audio_features, f"decoder.blocks.{i}.cross_attn.kv"), [cfg.d_model] * 2)
-        cache.cross_k.append(B.split_heads(k, h))
-        cache.cross_v.append(B.split_heads(v, h))
+        # Contiguous once here, or attention would copy the strided views at every decoded token.
+        cache.cross_k.append(B.contiguous(B.split_heads(k, h)))
+        cache.cross_v.append(B.contiguous(B.split_heads(v, h)))
     return cache
 
 
@@ -126,6 +122,20 @@ def decode(params, cfg, B, tokens, cache: KVCache):
     return _ln(params, B, x, "decoder.ln")
 
 
+_LINEARS = ("attn.qkv", "attn.out", "cross_attn.q", "cross_attn.kv", "cross_attn.out", "mlp1", "mlp2")
+
+
+def prepare(params, B) -> dict:
+    """Checkpoint parameters -> what the functions below take, once at load time: linear weights
+    in the backend's layout, and the output projection, tied to the token embedding."""
+    out = dict(params)
+    for name, w in params.items():
+        if any(name.endswith(f".{n}.weight") for n in _LINEARS):
+            out[name] = B.prepare_linear(w)
+    out["decoder.output_projection"] = B.prepare_linear(params["decoder.token_embedding.weight"])
+    return out
+
+
 def logits(params, B, hidden):
-    """hidden (B, T, d) -> logits (B, T, vocab); the output projection is tied to the token embedding."""
-    return B.linear(hidden, params["decoder.token_embedding.weight"])
+    """hidden (B, T, d) -> logits (B, T, vocab)."""
+    return B.linear(hidden, params["decoder.output_projection"])

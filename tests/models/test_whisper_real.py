@@ -14,6 +14,7 @@ from whisper_refs import openai_whisper_model
 from polyasr import TranscribeOptions
 from polyasr.audio import audio_duration, load_audio
 from polyasr.benchmark import normalize_text, word_error_rate
+from polyasr.models.whisper.weights import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +33,8 @@ def openai_models(request):
 
     def get(size):
         if size not in cache:
-            engine = request.getfixturevalue(ENGINES[size])
-            cache[size] = openai_whisper_model({k: v.numpy() for k, v in engine.model.params.items()},
-                                               engine.model.cfg)
+            ckpt = load_checkpoint(request.getfixturevalue(DIRS[size]))
+            cache[size] = openai_whisper_model(ckpt.params, ckpt.cfg)
         return cache[size]
 
     return get
