@@ -97,3 +97,16 @@ def test_greedy_tokens_identical(pair, seed):
     expected = _reference_greedy(ref, mel, prefix, banned, tok.eot, len(prefix) + ours.cfg.max_target_positions // 2)
     got = result.tokens + ([tok.eot] if len(result.tokens) < len(expected) else [])
     assert got == expected
+
+
+def test_task_and_language_shape_the_prompt(pair):
+    _, ours = pair
+    tok = ours.tok
+    assert tok.sot_sequence("ru", "translate") == [tok.sot, tok.languages["ru"], tok.translate]
+    assert tok.sot_sequence("en", "transcribe") == [tok.sot, tok.languages["en"], tok.transcribe]
+    from polyasr.models.whisper.decode import initial_tokens
+
+    prompt = list(range(300))  # longer than half the context: only the last 223 tokens are kept
+    tokens = initial_tokens(tok, ours.cfg, prompt, tok.sot_sequence(None, "translate"), without_timestamps=True)
+    assert tokens[0] == tok.sot_prev and tokens[1:224] == prompt[-223:]
+    assert tokens[224:] == [tok.sot, tok.translate, tok.no_timestamps]

@@ -1,0 +1,35 @@
+"""CTC greedy decoding over a batch, by the compiled `polyasr._decode` extension (the package's
+only CTC collapse). Inputs are taken without copies when they are C-contiguous CPU arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polyasr import _decode
+
+_ID_DTYPES = (np.int32, np.int64)
+
+
+def ctc_greedy(x, lengths=None, blank: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Collapse repeats and drop blanks, per item.
+
+    x: (B, T) int32/int64 label ids (the argmax already taken, e.g. on the device), or
+       (B, T, V) float32 scores (the argmax is taken here); numpy or any CPU DLPack tensor.
+    lengths: (B,) valid frames per item; None means all T frames.
+    Returns, per item, (token ids int32 (N,), frame index of each token int32 (N,)).
+    Raises ValueError for a wrong dtype or rank, negative lengths or lengths beyond T.
+    """
+    if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+        x = np.from_dlpack(x)
+    x = np.asarray(x)
+    if x.ndim == 2 and x.dtype not in _ID_DTYPES or x.ndim == 3 and x.dtype != np.float32 or x.ndim not in (2, 3):
+        raise ValueError(f"ctc_greedy takes (B, T) int32/int64 ids or (B, T, V) float32 scores, "
+                         f"got {x.ndim}-D {x.dtype}")
+    if lengths is None:
+        lengths = np.full(x.shape[0], x.shape[1], dtype=np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be a 1-D integer array, got {lengths.ndim}-D {lengths.dtype}")
+    tokens, frames, offsets = _decode.ctc_greedy(np.ascontiguousarray(x), np.ascontiguousarray(lengths, np.int64),
+                                                 int(blank))
+    return [(tokens[a:b], frames[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
