@@ -12,10 +12,10 @@ import resource
 import sys
 from pathlib import Path
 
-from polyasr.errors import AsrError, InvalidOptionError
+from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
 from polyasr.options import TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
-from polyasr.registry import DEFAULT_MODEL, REGISTRY
+from polyasr.registry import DEFAULT_MODEL, REGISTRY, get_spec
 
 DEVICES = ("auto", "cpu", "cuda", "mlx")
 
@@ -65,6 +65,11 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     b.add_argument("--output", "-o", default=None, help="write results as JSON to this file")
     _add_model_args(b)
+
+    c = sub.add_parser("convert", help="convert a checkpoint to polyasr's safetensors layout (no model load)")
+    c.add_argument("--model", required=True, help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc)")
+    c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt file or a checkpoint directory")
+    c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     return parser
 
 
@@ -169,7 +174,27 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark}
+def cmd_convert(args) -> int:
+    """Read the source checkpoint safely and write model.safetensors + config.json (+ tokenizer.model)."""
+    spec = get_spec(args.model)
+    if spec.family != "gigaam":
+        raise InvalidOptionError(f"`polyasr convert` supports the gigaam models only (gigaam-v3-ctc, "
+                                 f"gigaam-v3-e2e-ctc); {spec.id} checkpoints load as they are")
+    src, out = Path(args.model_path), Path(args.output)
+    if not src.exists():
+        raise ModelNotFoundError(f"--model-path {src} does not exist")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
+    from polyasr.models.gigaam.checkpoint import check_variant, read_gigaam_checkpoint, write_safetensors_dir
+
+    ckpt = read_gigaam_checkpoint(src)
+    check_variant(ckpt, spec.id)
+    write_safetensors_dir(ckpt, out)
+    print(f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}")
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:
