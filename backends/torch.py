@@ -180,3 +180,77 @@ class TorchBackend:
     def pad_last(x, n: int, value: float = 0.0):
         """Append n entries of `value` along the last axis."""
         return F.pad(x, (0, n), value=value)
+
+    # ---- Conformer ops (GigaAM; Parakeet and Qwen3-ASR's audio encoder share them) --------------
+    @staticmethod
+    def conv2d(x, w, b=None, stride: int = 1, padding: int = 0):
+        """Image-layout conv: x (B, Cin, H, W), w (Cout, Cin, kh, kw) -> (B, Cout, H', W').
+
+        Not channels-last: its users are conv stems over (time, frequency) that flatten
+        (Cout, W') per frame right after (see `merge_heads`).
+        """
+        return F.conv2d(x, w, b, stride=stride, padding=padding)
+
+    @staticmethod
+    def depthwise_conv1d(x, w, b=None, padding: int = 0):
+        """Per-channel conv along time: x (B, T, C), w (C, K) -> (B, T + 2 * padding - K + 1, C)."""
+        y = F.conv1d(x.transpose(1, 2), w[:, None, :], b, padding=padding, groups=w.shape[0])
+        return y.transpose(1, 2)
+
+    @staticmethod
+    def relu(x):
+        return F.relu(x)
+
+    @staticmethod
+    def silu(x):
+        return F.silu(x)
+
+    @staticmethod
+    def glu(x, axis: int = -1):
+        """First half * sigmoid(second half) along `axis`: (..., 2C) -> (..., C)."""
+        return F.glu(x, dim=axis)
+
+    @staticmethod
+    def log_softmax(x, axis: int = -1):
+        return F.log_softmax(x, dim=axis)
+
+    @staticmethod
+    def argmax(x, axis: int = -1):
+        """Indices of the maxima (int64), on the device."""
+        return x.argmax(dim=axis)
+
+    @staticmethod
+    def max(x, axis: int = -1):
+        return x.amax(dim=axis)
+
+    def rope_tables(self, length: int, dim: int, base: float):
+        """Rotary tables for positions 0..length-1: cos, sin (length, dim), rotate-half layout
+        (frequency j and j + dim/2 equal), computed in fp32, returned in the compute dtype."""
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32, device=self.device) / dim))
+        freqs = torch.outer(torch.arange(length, dtype=torch.float32, device=self.device), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+
+    @staticmethod
+    def rope(x, cos, sin):
+        """x * cos + rotate_half(x) * sin per head of cos.shape[-1] = D channels.
+
+        x: (B, T, H*D) channels-last (heads not split yet) or (B, H, T, D); cos, sin: (T, D).
+        rotate_half(u) = concat(-u[D/2:], u[:D/2]).
+        """
+        d = cos.shape[-1]
+        y = x.unflatten(-1, (-1, d)) if x.ndim == 3 else x  # (B, T, H, D) or (B, H, T, D)
+        c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
+        y1, y2 = y[..., : d // 2], y[..., d // 2 :]
+        out = y * c + torch.cat((-y2, y1), dim=-1) * s
+        return out.flatten(-2) if x.ndim == 3 else out
+
+    def length_mask(self, lengths, size: int):
+        """(B,) valid lengths (host ints) -> (B, size) bool on the device, True on valid frames."""
+        n = torch.as_tensor(np.asarray(lengths), dtype=torch.int64, device=self.device)
+        return torch.arange(size, device=self.device)[None, :] < n[:, None]
+
+    @staticmethod
+    def zero_masked(x, keep):
+        """x where `keep` (bool, broadcastable to x) else 0; NaN/Inf outside `keep` do not survive."""
+        return x.masked_fill(~keep, 0.0)

@@ -23,6 +23,9 @@ class TranscribeOptions:
     without_timestamps: decode text only; segments then span whole 30 s windows.
     max_initial_timestamp: seconds; the first timestamp may not be later than this.
     best_of: candidates sampled at each temperature > 0; the most likely one is kept.
+    chunk_secs: CTC/TDT models cut longer audio into chunks of at most this many seconds
+        (None: the model's own default).
+    batch_size: chunks (CTC/TDT models) decoded in one forward pass.
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     """
 
@@ -38,6 +41,7 @@ class TranscribeOptions:
     max_initial_timestamp: float = 1.0
     suppress_blank: bool = True
     best_of: int = 5
+    chunk_secs: float | None = None
     seed: int = 0
     batch_size: int = 1
     extra: dict = field(default_factory=dict)
@@ -56,5 +60,7 @@ class TranscribeOptions:
                 self.language = None
         if self.best_of < 1:
             raise InvalidOptionError(f"best_of must be >= 1, got {self.best_of}")
+        if self.chunk_secs is not None and not self.chunk_secs > 2.0:
+            raise InvalidOptionError(f"chunk_secs must be > 2 seconds, got {self.chunk_secs}")
         if self.batch_size < 1:
             raise InvalidOptionError(f"batch_size must be >= 1, got {self.batch_size}")

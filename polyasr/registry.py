@@ -86,20 +86,18 @@ _SPECS = [
         family="gigaam",
         architecture="Conformer (RoPE MHSA, conv k=5) + CTC, characters",
         languages="Russian",
-        status=PLANNED,
+        status=AVAILABLE,
         formats=("gigaam-ckpt", "hf-hub", "safetensors"),
         hub_repos=("ai-sage/GigaAM-v3",),
-        note="issue 4",
     ),
     ModelSpec(
         id="gigaam-v3-e2e-ctc",
         family="gigaam",
         architecture="Conformer (RoPE MHSA, conv k=5) + CTC, SentencePiece with punctuation",
         languages="Russian",
-        status=PLANNED,
+        status=AVAILABLE,
         formats=("gigaam-ckpt", "hf-hub", "safetensors"),
         hub_repos=("ai-sage/GigaAM-v3",),
-        note="issue 4",
     ),
     ModelSpec(
         id="parakeet-tdt-v3",
@@ -132,7 +130,7 @@ ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BA
 DEFAULT_MODEL = "whisper-base"
 
 # family -> "module:function" that builds a loaded model from (spec, path, backend, dtype).
-_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model"}
+_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model", "gigaam": "polyasr.models.gigaam.load:load_model"}
 
 
 def get_spec(model: str | ModelType) -> ModelSpec:

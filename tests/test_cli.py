@@ -238,7 +238,8 @@ def test_models_list_table(capsys):
     assert list(rows) == list(REGISTRY)
     for model_id, spec in REGISTRY.items():
         assert f"  {spec.status}" in rows[model_id], rows[model_id]
-    assert "available" in rows["whisper-tiny.en"] and "planned" in rows["gigaam-v3-ctc"]
+    assert "available" in rows["whisper-tiny.en"] and "available" in rows["gigaam-v3-ctc"]
+    assert "planned" in rows["qwen3-asr-0.6b"]
 
 
 def test_models_list_json(capsys):
@@ -271,8 +272,8 @@ def test_missing_model_path(capsys, tmp_path):
 
 
 def test_planned_model_is_not_implemented(capsys):
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "gigaam-v3-ctc"])
-    _assert_user_error(code, err, 4, "gigaam-v3-ctc", "not implemented")
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "qwen3-asr-0.6b"])
+    _assert_user_error(code, err, 4, "qwen3-asr-0.6b", "not implemented")
 
 
 def test_unreadable_audio(capsys, tmp_path, shared_tiny_en):

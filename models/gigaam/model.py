@@ -1,0 +1,191 @@
+"""The GigaAM network as plain functions of (params, cfg, B): Conformer encoder + CTC head.
+
+Encoder (upstream `ConformerEncoder`, v2 and v3):
+  stem      log-mel (B, F, T) -> strided convs (stride 2, ReLU) x log2(subsampling_factor):
+            conv1d over channels = mel bins (v3), or conv2d over (T, F) and a linear over
+            (channels x F') per frame (v2); padded frames are zeroed before every stage.
+  layers    macaron Conformer: x + 1/2 FF(LN x); + MHSA(LN x); + Conv(LN x); + 1/2 FF(LN x); LN.
+            FF = linear, SiLU, linear. MHSA is rotary: the rotation (base = pos_emb_max_len)
+            is applied per head to the *normalised input* before the q and k projections,
+            v is projected from the unrotated input. Conv = pointwise (2C), GLU, zero padded
+            frames, depthwise k, BatchNorm (folded into the depthwise conv at load) or LayerNorm,
+            SiLU, pointwise. No final encoder norm: each layer ends with its own.
+Head: a 1x1 conv (a linear) to num_classes, log-softmax; the blank is the last class.
+
+params: flat dict of backend arrays under the canonical names of `param_shapes`, as
+`prepare` returns them. Layout is channels-last: x (B, T, C). Batches carry valid lengths;
+a padded item's valid frames equal the item computed alone (key-padding mask in attention,
+masked convolutions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_ENC = "encoder"
+_LINEARS = ("self_attn.qk", "self_attn.linear_v", "self_attn.linear_out", "feed_forward1.linear1",
+            "feed_forward1.linear2", "feed_forward2.linear1", "feed_forward2.linear2")
+_NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
+
+
+def n_stages(cfg) -> int:
+    return int(math.log2(cfg.subsampling_factor))
+
+
+def stem_freq_bins(cfg) -> int:
+    """conv2d stem: frequency bins left after the strided stages (upstream `calc_output_length(feat_in)`)."""
+    return int(subsampled_lengths(cfg, np.array([cfg.feat_in]))[0])
+
+
+def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every parameter with its shape: the contract checkpoints are checked against.
+
+    With conv_norm_type batch_norm the BatchNorm statistics are listed too; `weights.fold_batch_norm`
+    folds them into the depthwise conv before `prepare`.
+    """
+    d, k, shapes = cfg.d_model, cfg.subs_kernel_size, {}
+    c_in = 1 if cfg.subsampling == "conv2d" else cfg.feat_in
+    for i in range(n_stages(cfg)):
+        kernel = (k, k) if cfg.subsampling == "conv2d" else (k,)
+        shapes[f"{_ENC}.pre_encode.conv.{2 * i}.weight"] = (d, c_in, *kernel)
+        shapes[f"{_ENC}.pre_encode.conv.{2 * i}.bias"] = (d,)
+        c_in = d
+    if cfg.subsampling == "conv2d":
+        shapes[f"{_ENC}.pre_encode.out.weight"] = (d, d * stem_freq_bins(cfg))
+        shapes[f"{_ENC}.pre_encode.out.bias"] = (d,)
+    ff = d * cfg.ff_expansion_factor
+    for i in range(cfg.n_layers):
+        p = f"{_ENC}.layers.{i}"
+        for n in _NORMS:
+            shapes[f"{p}.{n}.weight"], shapes[f"{p}.{n}.bias"] = (d,), (d,)
+        for j in (1, 2):
+            shapes[f"{p}.feed_forward{j}.linear1.weight"], shapes[f"{p}.feed_forward{j}.linear1.bias"] = (ff, d), (ff,)
+            shapes[f"{p}.feed_forward{j}.linear2.weight"], shapes[f"{p}.feed_forward{j}.linear2.bias"] = (d, ff), (d,)
+        shapes[f"{p}.self_attn.qk.weight"], shapes[f"{p}.self_attn.qk.bias"] = (2 * d, d), (2 * d,)
+        for n in ("linear_v", "linear_out"):
+            shapes[f"{p}.self_attn.{n}.weight"], shapes[f"{p}.self_attn.{n}.bias"] = (d, d), (d,)
+        c = f"{p}.conv"
+        shapes[f"{c}.pointwise_conv1.weight"], shapes[f"{c}.pointwise_conv1.bias"] = (2 * d, d, 1), (2 * d,)
+        shapes[f"{c}.depthwise_conv.weight"], shapes[f"{c}.depthwise_conv.bias"] = (d, 1, cfg.conv_kernel_size), (d,)
+        norm = ("weight", "bias") + (("running_mean", "running_var") if cfg.conv_norm_type == "batch_norm" else ())
+        shapes.update({f"{c}.batch_norm.{n}": (d,) for n in norm})
+        shapes[f"{c}.pointwise_conv2.weight"], shapes[f"{c}.pointwise_conv2.bias"] = (d, d, 1), (d,)
+    shapes["head.decoder_layers.0.weight"] = (cfg.num_classes, d, 1)
+    shapes["head.decoder_layers.0.bias"] = (cfg.num_classes,)
+    return shapes
+
+
+def prepare(params, cfg, B) -> dict:
+    """Checkpoint parameters -> what the functions below take, once at load time: 1x1 convs as
+    linear weights in the backend's layout, depthwise kernels as (C, K). BatchNorm must be folded."""
+    if any(".conv.batch_norm.running_mean" in n for n in params):
+        raise ValueError("prepare: fold the conv module's BatchNorm first (weights.fold_batch_norm)")
+    out = dict(params)
+    for name, w in params.items():
+        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name == f"{_ENC}.pre_encode.out.weight":
+            out[name] = B.prepare_linear(w)
+        elif name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")) or name.startswith("head."):
+            out[name] = B.prepare_linear(w[..., 0]) if name.endswith("weight") else w
+        elif name.endswith("depthwise_conv.weight"):
+            out[name] = B.contiguous(w[:, 0, :])
+    return out
+
+
+def subsampled_lengths(cfg, lengths) -> np.ndarray:
+    """Frames after each strided stage: floor((L + 2 * pad - k) / 2) + 1 per stage. (B,) -> (B,)."""
+    out = np.asarray(lengths, dtype=np.int64)
+    for _ in range(n_stages(cfg)):
+        out = stage_lengths(cfg, out)
+    return out
+
+
+def stage_lengths(cfg, lengths) -> np.ndarray:
+    k = cfg.subs_kernel_size
+    return np.floor((np.asarray(lengths, dtype=np.float64) + 2 * ((k - 1) // 2) - k) / 2 + 1).astype(np.int64)
+
+
+def _lin(params, B, x, prefix):
+    return B.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
+
+
+def _ln(params, B, x, prefix):
+    return B.layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
+
+
+def _stem(params, cfg, B, x, lengths):
+    """x (B, T, F) features, lengths (B,) host ints -> (B, T', d_model), (B,) lengths after the stem."""
+    conv2d, pad = cfg.subsampling == "conv2d", (cfg.subs_kernel_size - 1) // 2
+    ragged = bool((lengths < x.shape[1]).any())
+    if conv2d:
+        x = x[:, None]  # (B, 1, T, F): time is axis 2
+    for i in range(n_stages(cfg)):
+        if ragged:
+            keep = B.length_mask(lengths, x.shape[2 if conv2d else 1])
+            x = B.zero_masked(x, keep[:, None, :, None] if conv2d else keep[:, :, None])
+        w, b = params[f"{_ENC}.pre_encode.conv.{2 * i}.weight"], params[f"{_ENC}.pre_encode.conv.{2 * i}.bias"]
+        x = B.relu(B.conv2d(x, w, b, 2, pad) if conv2d else B.conv1d(x, w, b, 2, pad))
+        lengths = stage_lengths(cfg, lengths)
+    if ragged:  # the last stage's padded frames are not read by a conv again, but keep them zero
+        keep = B.length_mask(lengths, x.shape[2 if conv2d else 1])
+        x = B.zero_masked(x, keep[:, None, :, None] if conv2d else keep[:, :, None])
+    if conv2d:  # (B, C, T', F') -> (B, T', C * F') -> linear
+        x = _lin(params, B, B.merge_heads(x), f"{_ENC}.pre_encode.out")
+    return x, lengths
+
+
+def _self_attention(params, cfg, B, x, p, rope, keep):
+    """x (B, T, d) normalised -> (B, T, d). keep: (B, T) bool valid frames, or None."""
+    d, h = cfg.d_model, cfg.n_heads
+    q, k = B.split(_lin(params, B, B.rope(x, *rope), f"{p}.self_attn.qk"), [d, d])
+    v = _lin(params, B, x, f"{p}.self_attn.linear_v")
+    mask = None if keep is None else keep[:, None, None, :]
+    a = B.attention(B.split_heads(q, h), B.split_heads(k, h), B.split_heads(v, h), mask=mask)
+    return _lin(params, B, B.merge_heads(a), f"{p}.self_attn.linear_out")
+
+
+def _conv_module(params, cfg, B, x, p, keep):
+    """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
+    c = f"{p}.conv"
+    x = B.glu(_lin(params, B, x, f"{c}.pointwise_conv1"))
+    if keep is not None:
+        x = B.zero_masked(x, keep[:, :, None])
+    x = B.depthwise_conv1d(x, params[f"{c}.depthwise_conv.weight"], params[f"{c}.depthwise_conv.bias"],
+                           padding=(cfg.conv_kernel_size - 1) // 2)
+    if cfg.conv_norm_type == "layer_norm":
+        x = _ln(params, B, x, f"{c}.batch_norm")
+    return _lin(params, B, B.silu(x), f"{c}.pointwise_conv2")
+
+
+def _feed_forward(params, B, x, prefix):
+    return _lin(params, B, B.silu(_lin(params, B, x, f"{prefix}.linear1")), f"{prefix}.linear2")
+
+
+def layer(params, cfg, B, x, i: int, rope, keep):
+    """One Conformer block: x (B, T, d) -> (B, T, d)."""
+    p = f"{_ENC}.layers.{i}"
+    x = x + 0.5 * _feed_forward(params, B, _ln(params, B, x, f"{p}.norm_feed_forward1"), f"{p}.feed_forward1")
+    x = x + _self_attention(params, cfg, B, _ln(params, B, x, f"{p}.norm_self_att"), p, rope, keep)
+    x = x + _conv_module(params, cfg, B, _ln(params, B, x, f"{p}.norm_conv"), p, keep)
+    x = x + 0.5 * _feed_forward(params, B, _ln(params, B, x, f"{p}.norm_feed_forward2"), f"{p}.feed_forward2")
+    return _ln(params, B, x, f"{p}.norm_out")
+
+
+def encode(params, cfg, B, features, lengths=None):
+    """features (B, n_mels, T) log-mel, lengths (B,) valid frames (host ints; None = all T)
+    -> encoded (B, T', d_model), encoded lengths (B,) int64 numpy."""
+    x = B.transpose(features, (0, 2, 1))
+    lengths = np.full(x.shape[0], x.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    x, lengths = _stem(params, cfg, B, x, lengths)
+    t = x.shape[1]
+    keep = B.length_mask(lengths, t) if bool((lengths < t).any()) else None
+    rope = B.rope_tables(t, cfg.d_model // cfg.n_heads, float(cfg.pos_emb_max_len))
+    for i in range(cfg.n_layers):
+        x = layer(params, cfg, B, x, i, rope, keep)
+    return x, lengths
+
+
+def log_probs(params, B, encoded):
+    """encoded (B, T, d) -> CTC log-probabilities (B, T, num_classes)."""
+    return B.log_softmax(_lin(params, B, encoded, "head.decoder_layers.0"))

@@ -1,0 +1,76 @@
+"""GigaAM end to end on random weights in the released `.ckpt` layout: the CLI path, the one-line
+error for a checkpoint missing a tensor, convert -> identical output, and long audio in chunks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
+
+from polyasr import AsrEngine, TranscribeOptions
+from polyasr.audio import load_audio
+from polyasr.cli import main
+
+pytest.importorskip("omegaconf")  # only to WRITE the released layout; reading never needs it
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    cfg = tiny_cfg()
+    path = tmp_path_factory.mktemp("gigaam") / "v3_ctc.ckpt"
+    return save_ckpt(path, cfg, v3_state_dict(cfg, bf16_window=True)), cfg
+
+
+def test_cli_transcribes_with_a_released_layout_checkpoint(ckpt, fixtures_dir, capsys):
+    path, _ = ckpt
+    code = main(["transcribe", str(fixtures_dir / "ru_short.wav"), "--model", "gigaam-v3-ctc", "--model-path",
+                 str(path), "--device", "cpu", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["model_name"] == "gigaam-v3-ctc" and out["language"] == "ru"
+    assert out["info"]["checkpoint_format"] == "gigaam-ckpt" and out["info"]["chunks"] == 1
+    starts = [s["start"] for s in out["segments"]]
+    assert starts == sorted(starts) and all(0 <= s["start"] < s["end"] <= 5.4 for s in out["segments"])
+    assert all(0 < s["confidence"] <= 1 for s in out["segments"])
+    assert out["text"] == "".join(s["text"] for s in out["segments"]).strip()
+
+
+def test_checkpoint_missing_a_tensor_is_one_line_naming_it(tmp_path, fixtures_dir, capsys):
+    cfg = tiny_cfg()
+    sd = v3_state_dict(cfg)
+    del sd["encoder.layers.1.conv.depthwise_conv.weight"]
+    path = save_ckpt(tmp_path / "broken.ckpt", cfg, sd)
+    code = main(["transcribe", str(fixtures_dir / "ru_short.wav"), "--model", "gigaam-v3-ctc", "--model-path",
+                 str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and err[0].startswith("polyasr: error:")
+    assert "encoder.layers.1.conv.depthwise_conv.weight" in err[0] and "missing" in err[0]
+
+
+def test_converted_checkpoint_gives_identical_output(ckpt, tmp_path, fixtures_dir, capsys):
+    path, _ = ckpt
+    assert main(["convert", "--model", "gigaam-v3-ctc", "--model-path", str(path), "--output",
+                 str(tmp_path / "st")]) == 0
+    audio = load_audio(fixtures_dir / "ru_short.wav")
+    a = AsrEngine.from_model("gigaam-v3-ctc", path, device="cpu").transcribe(audio)
+    b = AsrEngine.from_model("gigaam-v3-ctc", tmp_path / "st", device="cpu").transcribe(audio)
+    assert b.info["checkpoint_format"] == "safetensors"
+    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens)
+                                                                        for s in b.segments]
+
+
+def test_ten_minutes_run_in_chunks_with_every_word_once(ckpt, fixtures_dir):
+    """600 s of speech and pauses: cut into chunks of at most 25 s, batched, stitched in order."""
+    path, _ = ckpt
+    engine = AsrEngine.from_model("gigaam-v3-ctc", path, device="cpu")
+    phrase = load_audio(fixtures_dir / "ru_short.wav")
+    pause = np.zeros(8000, np.float32)
+    audio = np.tile(np.concatenate([phrase, pause]), 600 * 16000 // (len(phrase) + len(pause)) + 1)[: 600 * 16000]
+    result = engine.transcribe(audio, TranscribeOptions(batch_size=4))
+    assert result.info["chunks"] >= 24 and result.audio_duration_secs == 600.0
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing kept twice
+    assert result.segments[-1].end > 590  # nothing lost at the end
+    one_by_one = engine.transcribe(audio, TranscribeOptions(batch_size=1))
+    assert [s.text for s in one_by_one.segments] == [s.text for s in result.segments]
