@@ -226,6 +226,8 @@ def _concat(stream):
 
 
 def load_model(spec, path, B) -> GigaAMModel:
-    from polyasr.models.gigaam.checkpoint import read_gigaam_checkpoint
+    from polyasr.models.gigaam.checkpoint import check_variant, read_gigaam_checkpoint
 
-    return GigaAMModel(spec.id, read_gigaam_checkpoint(path), B)
+    ckpt = read_gigaam_checkpoint(path)
+    check_variant(ckpt, spec.id)  # an e2e checkpoint under gigaam-v3-ctc (or the reverse) says so
+    return GigaAMModel(spec.id, ckpt, B)

@@ -78,3 +78,11 @@ def test_ten_minutes_run_in_chunks_with_every_word_once(ckpt, fixtures_dir):
     assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing kept twice
     one_by_one = engine.transcribe(audio, TranscribeOptions(batch_size=1))
     assert [s.text for s in one_by_one.segments] == [s.text for s in result.segments]
+
+
+def test_checkpoint_of_the_other_variant_is_refused(ckpt):
+    from polyasr.errors import CheckpointError
+
+    path, _ = ckpt
+    with pytest.raises(CheckpointError, match="use --model gigaam-v3-ctc"):
+        AsrEngine.from_model("gigaam-v3-e2e-ctc", path, device="cpu")
