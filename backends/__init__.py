@@ -29,11 +29,14 @@ def resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def get_backend(device: str | None = "auto", dtype: str | None = None):
-    """The backend object for a device: ops plus `device` and `dtype` attributes."""
+def get_backend(device: str | None = "auto", dtype: str | None = None, kernels: str | None = None):
+    """The backend object for a device: ops plus `device` and `dtype` attributes.
+
+    kernels: "auto" | "torch" | "triton" | None (= $POLYASR_KERNELS, else "auto"): which
+    implementation the hot ops run (`kernel_dispatch`)."""
     device = resolve_device(device)
     if device == "mlx":
         raise BackendError("the MLX backend has not landed yet (issue 8); use --device cpu or cuda")
     from polyasr.backends.torch import TorchBackend
 
-    return TorchBackend(device, dtype)
+    return TorchBackend(device, dtype, kernels)

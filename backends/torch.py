@@ -2,7 +2,9 @@
 
 Arrays are torch tensors in channels-last layout `(B, T, C)`; attention takes
 `(B, H, T, D)`. Every op is a thin, allocation-aware wrapper so model code reads the
-same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA (issue 7);
+same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA (issue 7):
+`attention`, `rel_pos_attention` and `glu_dwconv_silu` run a Triton kernel when
+`backends/kernel_dispatch.py` says so (opt-in with `kernels=` / POLYASR_KERNELS until validated on a GPU);
 the model code does not change to pick one.
 """
 
@@ -14,15 +16,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from polyasr.backends.kernel_dispatch import resolve_kernels
 from polyasr.errors import BackendError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _key_mask(mask, batch: int, tk: int):
+    """A mask the Triton attention kernels take, as (B, Tk) bool: None for no mask, the key row of a
+    boolean key-padding mask (B, 1, 1, Tk); False (not None) for any other mask."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool and mask.ndim == 4 and tuple(mask.shape) == (batch, 1, 1, tk):
+        return mask[:, 0, 0]
+    return False
+
+
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, device: str = "cpu", dtype: str | None = None):
+    def __init__(self, device: str = "cpu", dtype: str | None = None, kernels: str | None = None):
+        """kernels: "auto" | "torch" | "triton" | None (= POLYASR_KERNELS, else "auto"); see kernel_dispatch."""
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
         self.device = torch.device(device)
@@ -32,9 +46,10 @@ class TorchBackend:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
         self.dtype_name = dtype
         self.dtype = _DTYPES[dtype]
+        self.kernels = resolve_kernels(kernels, self.device.type)  # "torch" | "triton"
 
     def __repr__(self):
-        return f"TorchBackend(device={self.device}, dtype={self.dtype_name})"
+        return f"TorchBackend(device={self.device}, dtype={self.dtype_name}, kernels={self.kernels})"
 
     # ---- arrays -------------------------------------------------------------------------
     def asarray(self, x, dtype=None) -> torch.Tensor:
@@ -112,13 +127,19 @@ class TorchBackend:
         """ids (B, T) int -> (B, T, C)."""
         return F.embedding(ids, table)
 
-    @staticmethod
-    def attention(q, k, v, *, mask=None, causal: bool = False):
+    def attention(self, q, k, v, *, mask=None, causal: bool = False):
         """Scaled dot-product attention. q (B, H, Tq, D), k/v (B, H, Tk, D) -> (B, H, Tq, D).
 
         mask: additive float or boolean (True = keep), broadcastable to (B, H, Tq, Tk).
         causal: query i sees keys <= i + (Tk - Tq), i.e. queries are the last Tq positions.
+        With Triton kernels on, no mask or a boolean key-padding mask (B, 1, 1, Tk) runs the
+        flash kernel; other masks (additive, per query, broadcast over the batch) stay on SDPA.
         """
+        key_mask = _key_mask(mask, q.shape[0], k.shape[2])
+        if self.kernels == "triton" and key_mask is not False:
+            from polyasr.kernels.attention import attention
+
+            return attention(q, k, v, key_mask=key_mask, causal=causal)
         if causal and q.shape[2] > 1:
             tq, tk = q.shape[2], k.shape[2]
             if tq == tk and mask is None:
@@ -129,6 +150,24 @@ class TorchBackend:
             else:
                 mask = mask.masked_fill(~keep, -torch.inf)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def rel_pos_attention(self, q, k, v, pos, bias_u, bias_v, *, mask=None):
+        """Transformer-XL relative-position attention (Dai et al. 2019, sec. 3.3), as FastConformer uses it.
+
+        q, k, v: (B, H, T, D); pos: (H, 2T-1, D), the projected embeddings of distances T-1 .. -(T-1);
+        bias_u, bias_v: (H, 1, D); mask: bool (B, 1, 1, T), True on valid keys, or None.
+        scores[i, j] = ((q_i + u) . k_j + (q_i + v) . pos[T-1-i+j]) / sqrt(D) -> softmax -> @ v.
+        Torch path: `kernels.rel_pos_attention.rel_pos_attention_ref` (the shift as a strided view);
+        Triton path: the fused kernel (shift by index arithmetic), for None or (B, 1, 1, T) masks.
+        """
+        key_mask = _key_mask(mask, q.shape[0], k.shape[2])
+        if self.kernels == "triton" and key_mask is not False:
+            from polyasr.kernels.rel_pos_attention import rel_pos_attention
+
+            return rel_pos_attention(q, k, v, pos, bias_u, bias_v, key_mask=key_mask)
+        from polyasr.kernels.rel_pos_attention import rel_pos_attention_ref
+
+        return rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, mask=mask)
 
     # ---- shapes ---------------------------------------------------------------------------
     @staticmethod
@@ -183,19 +222,36 @@ class TorchBackend:
 
     # ---- Conformer ops (GigaAM; Parakeet and Qwen3-ASR's audio encoder share them) --------------
     @staticmethod
-    def conv2d(x, w, b=None, stride: int = 1, padding: int = 0):
-        """Image-layout conv: x (B, Cin, H, W), w (Cout, Cin, kh, kw) -> (B, Cout, H', W').
+    def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, groups: int = 1):
+        """Image-layout conv: x (B, Cin, H, W), w (Cout, Cin / groups, kh, kw) -> (B, Cout, H', W').
 
         Not channels-last: its users are conv stems over (time, frequency) that flatten
-        (Cout, W') per frame right after (see `merge_heads`).
+        (Cout, W') per frame right after (see `merge_heads`). groups = Cin: depthwise.
         """
-        return F.conv2d(x, w, b, stride=stride, padding=padding)
+        return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
 
     @staticmethod
     def depthwise_conv1d(x, w, b=None, padding: int = 0):
         """Per-channel conv along time: x (B, T, C), w (C, K) -> (B, T + 2 * padding - K + 1, C)."""
         y = F.conv1d(x.transpose(1, 2), w[:, None, :], b, padding=padding, groups=w.shape[0])
         return y.transpose(1, 2)
+
+    def glu_dwconv_silu(self, x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
+        """A Conformer conv module's middle: x (B, T, 2C) -> GLU -> frames outside `keep` (B, T) bool
+        zeroed -> depthwise conv w (C, K), K odd, 'same' padding, bias b (C,) -> LayerNorm (ln =
+        (gamma, beta), or None) -> SiLU -> (B, T, C). The torch path is exactly `glu`, `zero_masked`,
+        `depthwise_conv1d`, `layer_norm`, `silu`; the Triton path is one fused kernel."""
+        if self.kernels == "triton":
+            from polyasr.kernels.dwconv import dwconv_glu_silu
+
+            return dwconv_glu_silu(x, w, b, keep, ln, eps)
+        x = self.glu(x)
+        if keep is not None:
+            x = self.zero_masked(x, keep[:, :, None])
+        x = self.depthwise_conv1d(x, w, b, padding=(w.shape[1] - 1) // 2)
+        if ln is not None:
+            x = self.layer_norm(x, ln[0], ln[1], eps)
+        return self.silu(x)
 
     @staticmethod
     def relu(x):
@@ -254,3 +310,38 @@ class TorchBackend:
     def zero_masked(x, keep):
         """x where `keep` (bool, broadcastable to x) else 0; NaN/Inf outside `keep` do not survive."""
         return x.masked_fill(~keep, 0.0)
+
+    # ---- LLM decoder ops (Qwen3-ASR's Qwen3 decoder) ---------------------------------------------
+    @staticmethod
+    def rms_norm(x, w, eps: float = 1e-6):
+        """x / sqrt(mean(x^2) + eps) * w over the last axis, the statistic in fp32 (as Qwen3/Llama do)."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), w, eps)
+        y = x.float()
+        y = y * torch.rsqrt(y.square().mean(-1, keepdim=True) + eps)
+        return w * y.to(x.dtype)
+
+    @staticmethod
+    def silu_mul(gate_up):
+        """SwiGLU's gate: (..., 2F) = [gate | up] -> silu(gate) * up, (..., F)."""
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate).mul_(up)
+
+    @staticmethod
+    def attention_gqa(q, k, v, *, mask=None):
+        """Grouped-query attention: q (B, H, Tq, D), k/v (B, Hkv, Tk, D), H a multiple of Hkv; query
+        head h reads kv head h // (H / Hkv). mask: boolean (True = keep) or additive, broadcastable
+        to (B, H, Tq, Tk); causality comes in through the mask (decode steps need none)."""
+        if k.shape[1] == q.shape[1]:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    @staticmethod
+    def masked_scatter(x, where, rows):
+        """x (B, T, C) with the positions where `where` (B, T) is True replaced, in row-major order,
+        by the rows of `rows` (N, C), N = where.sum(); returns a new array."""
+        return x.masked_scatter(where[..., None], rows.to(x.dtype))
+
+    @staticmethod
+    def concat(xs, axis: int = 0):
+        return torch.cat(list(xs), dim=axis)

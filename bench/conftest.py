@@ -25,8 +25,15 @@ def whisper_base_dir() -> Path:
         pytest.skip(str(e))
 
 
+NOTES: dict[str, list[str]] = {}  # group title -> lines printed under its table (RTF, memory, ...)
+
+
 def record(group: str, baseline: str, name: str, benchmark) -> None:
     RESULTS.setdefault(group, (baseline, {}))[1][name] = benchmark.stats.stats.min
+
+
+def note(group: str, line: str) -> None:
+    NOTES.setdefault(group, []).append(line)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -36,3 +43,5 @@ def pytest_terminal_summary(terminalreporter):
         for name, secs in times.items():
             ratio = f"x{secs / base:.2f}" if base else "(baseline not measured)"
             terminalreporter.write_line(f"  {name:<28} {secs:8.3f} s   {ratio}")
+        for line in NOTES.get(group, []):
+            terminalreporter.write_line(f"    {line}")

@@ -12,6 +12,8 @@ Which keys row ``i`` of item ``b`` may see:
 
 - ``kv_lengths`` (B,): key-padding mask for a batch of variable-length items, keys
   ``j < kv_lengths[b]`` (values are clamped to 0..Tk);
+- ``key_mask`` (B, Tk) bool: any per-item set of keys, ``key_mask[b, j]`` True = keep (the
+  torch backend's ``mask=`` of shape (B, 1, 1, Tk)); combines with the other two;
 - ``causal``: the queries are the LAST Tq of the Tk positions, so row ``i`` sees keys
   ``j <= i + Tk - Tq`` (Tq == Tk is the usual triangle; Tq == 1 is one decode step against
   a KV cache). Both masks may be combined; the causal offset uses the full Tk, as
@@ -44,8 +46,8 @@ import math
 import os
 
 import torch
-import triton
-import triton.language as tl
+
+from polyasr.kernels._triton import tl, triton
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_HEAD_DIM = 256
@@ -71,14 +73,15 @@ def _load_tile(ptrs, rows_ok, cols_ok, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.
 
 
 @triton.jit
-def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn,
+def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
                 offs_m, offs_n, d_ok, lo, hi, kv_len, q_shift, qk_scale,
-                TK, MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, EVEN_N: tl.constexpr,
-                EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+                TK, MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+                EVEN_N: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
     """Online softmax over key blocks [lo, hi): returns the updated (acc, l_i, m_i).
 
     acc (BLOCK_M, BLOCK_D) fp32, l_i / m_i (BLOCK_M,) fp32. With MASKED, keys past
-    ``kv_len`` and (IS_CAUSAL) keys right of ``row + q_shift`` get -inf scores.
+    ``kv_len``, (IS_CAUSAL) keys right of ``row + q_shift`` and (HAS_KEY_MASK) keys whose
+    ``km_ptr`` byte is 0 get -inf scores.
     """
     CHECK_N: tl.constexpr = MASKED and not EVEN_N  # only a masked block can hold the Tk tail
     for start_n in range(lo, hi, BLOCK_N):
@@ -90,6 +93,8 @@ def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn,
             keep = cols[None, :] < kv_len
             if IS_CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None] + q_shift)
+            if HAS_KEY_MASK:
+                keep = keep & (tl.load(km_ptr + cols * stride_kmn, mask=cols < TK, other=0) != 0)[None, :]
             qk = tl.where(keep, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_new[:, None])
@@ -108,15 +113,16 @@ def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn,
     "EVEN_D": lambda a: a["HEAD_DIM"] == a["BLOCK_D"],
 })
 @triton.jit
-def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr,
+def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr, KMASK_ptr,
                      stride_qb, stride_qh, stride_qm, stride_qd,
                      stride_kb, stride_kh, stride_kn, stride_kd,
                      stride_vb, stride_vh, stride_vn, stride_vd,
                      stride_ob, stride_oh, stride_om, stride_od,
+                     stride_kmb, stride_kmn,
                      H, GROUP, TQ, TK, qk_scale,
                      HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_KV_LENS: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+                     HAS_KEY_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
                      EVEN_D: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head). Grid (cdiv(TQ, BLOCK_M), B * H)."""
     start_m = tl.program_id(0)
@@ -147,16 +153,19 @@ def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr,
         hi = tl.maximum(tl.minimum(hi, m0 + BLOCK_M + q_shift), 0)
         full = tl.maximum(tl.minimum(full, m0 + 1 + q_shift), 0)
     full = full // BLOCK_N * BLOCK_N
+    if HAS_KEY_MASK:  # any key may be masked: every block pays for the mask
+        full = 0
+    km_ptr = KMASK_ptr + b * stride_kmb
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], _M_INIT, dtype=tl.float32)
-    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn,
+    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
                                 offs_m, offs_n, d_ok, 0, full, kv_len, q_shift, qk_scale, TK,
-                                False, IS_CAUSAL, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
-    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn,
+                                False, IS_CAUSAL, HAS_KEY_MASK, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
+    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
                                 offs_m, offs_n, d_ok, full, hi, kv_len, q_shift, qk_scale, TK,
-                                True, IS_CAUSAL, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
+                                True, IS_CAUSAL, HAS_KEY_MASK, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # a row that saw no key stays 0
 
     o_ptrs = O_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
@@ -169,7 +178,8 @@ def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr,
 
 # ---- reference ----------------------------------------------------------------------------------
 
-def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths) -> tuple[int, int, int]:
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths,
+                  key_mask=None) -> tuple[int, int, int]:
     """Validate shapes; returns (B, H // Hkv, Tk). q (B, H, Tq, D), k / v (B, Hkv, Tk, D)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
@@ -190,14 +200,21 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths)
             raise ValueError(f"attention: kv_lengths must be a ({batch},) tensor, got {shape}")
         if kv_lengths.dtype.is_floating_point or kv_lengths.dtype.is_complex or kv_lengths.dtype == torch.bool:
             raise ValueError(f"attention: kv_lengths must be integer, got {kv_lengths.dtype}")
+    if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool
+                                 or key_mask.shape != (batch, k.shape[2])):
+        what = f"{key_mask.dtype} {tuple(key_mask.shape)}" if isinstance(key_mask, torch.Tensor) else key_mask
+        raise ValueError(f"attention: key_mask must be a bool ({batch}, {k.shape[2]}) tensor, got {what}")
     return batch, heads // kv_heads, k.shape[2]
 
 
-def attention_mask(tq: int, tk: int, *, kv_lengths=None, causal: bool = False, device=None) -> torch.Tensor:
-    """The keys each query may see, True = keep: (Tq, Tk), or (B, 1, Tq, Tk) with ``kv_lengths``."""
+def attention_mask(tq: int, tk: int, *, kv_lengths=None, causal: bool = False, key_mask=None,
+                   device=None) -> torch.Tensor:
+    """The keys each query may see, True = keep: (Tq, Tk), or (B, 1, Tq, Tk) with ``kv_lengths`` / ``key_mask``."""
     keep = torch.ones(tq, tk, dtype=torch.bool, device=device)
     if causal:
         keep = keep.tril(tk - tq)  # row i keeps j <= i + Tk - Tq
+    if key_mask is not None:
+        keep = keep & key_mask.to(device=device)[:, None, None, :]
     if kv_lengths is None:
         return keep
     cols = torch.arange(tk, device=device)
@@ -205,20 +222,20 @@ def attention_mask(tq: int, tk: int, *, kv_lengths=None, causal: bool = False, d
 
 
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=None,
-                  causal: bool = False, scale: float | None = None) -> torch.Tensor:
+                  causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
     """The spec in fp32 plain torch: q (B, H, Tq, D), k / v (B, Hkv, Tk, D) -> (B, H, Tq, D) float32.
 
     Materialises the (B, H, Tq, Tk) scores, so it is for tests and short inputs. float64
     inputs stay float64 (to check the formula itself). See the module docstring for the masks.
     """
-    _, group, tk = _check_inputs(q, k, v, kv_lengths)
+    _, group, tk = _check_inputs(q, k, v, kv_lengths, key_mask)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, Tq, Tk)
-    keep = attention_mask(q.shape[2], tk, kv_lengths=kv_lengths, causal=causal, device=q.device)
+    keep = attention_mask(q.shape[2], tk, kv_lengths=kv_lengths, causal=causal, key_mask=key_mask, device=q.device)
     scores = scores.masked_fill(~keep, -torch.inf)
     probs = scores.softmax(dim=-1).nan_to_num(nan=0.0)  # a row with no key: exp(-inf) / 0 -> 0
     return probs @ v
@@ -257,15 +274,16 @@ def _pick_config(tq: int, head_dim: int, dtype: torch.dtype, sm: int | None) -> 
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=None,
-              causal: bool = False, scale: float | None = None) -> torch.Tensor:
+              causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
     """Flash-attention forward: q (B, H, Tq, D), k / v (B, Hkv, Tk, D) -> (B, H, Tq, D) in q's dtype.
 
     ``kv_lengths`` (B,) integer tensor (key-padding mask, clamped to 0..Tk, read on the
     device: no host sync), ``causal`` (queries are the last Tq positions), ``scale``
-    (default 1 / sqrt(D)). q, k, v share one dtype (fp16, bf16 or fp32) and one device;
-    any strides are accepted, a copy is made only when the last dimension is not contiguous.
+    (default 1 / sqrt(D)), ``key_mask`` (B, Tk) bool, True = keep. q, k, v share one dtype
+    (fp16, bf16 or fp32) and one device; any strides are accepted, a copy is made only when the
+    last dimension is not contiguous.
     """
-    batch, group, tk = _check_inputs(q, k, v, kv_lengths)
+    batch, group, tk = _check_inputs(q, k, v, kv_lengths, key_mask)
     interpret = _interpreting()
     if q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"attention: q, k, v must share one of {_KERNEL_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -284,15 +302,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=N
         lens = kv_lengths.to(device=q.device, dtype=torch.int32).contiguous()
     else:
         lens = out  # never read: HAS_KV_LENS is False
+    if key_mask is not None:
+        kmask = key_mask.to(q.device).view(torch.uint8)  # same bytes; Triton reads them as 0 / 1
+    else:
+        kmask = out  # never read: HAS_KEY_MASK is False
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     sm = None if interpret else 10 * torch.cuda.get_device_capability(q.device)[0]
     cfg = _pick_config(tq, head_dim, q.dtype, sm)
     grid = (triton.cdiv(tq, cfg["BLOCK_M"]), batch * heads)
     _attn_fwd_kernel[grid](
-        q, k, v, out, lens,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, out, lens, kmask,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *(kmask.stride() if key_mask is not None else (0, 0)),
         heads, group, tq, tk, scale * _LOG2E,
         HEAD_DIM=head_dim, IS_CAUSAL=bool(causal), HAS_KV_LENS=kv_lengths is not None,
+        HAS_KEY_MASK=key_mask is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         **cfg,
     )

@@ -128,3 +128,32 @@ def _check(params, expected, unexpected, source, wm):
 def _short(items: list[str], n: int = 6) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+def host_float32(arr: np.ndarray, dtype_tag: str | None) -> np.ndarray:
+    """A checkpoint array as float32 on the host; "bfloat16" marks raw uint16 bf16 bits."""
+    if dtype_tag == "bfloat16":
+        return (np.asarray(arr, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(arr, dtype=np.float32)
+
+
+_BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default; neither GigaAM nor NeMo changes it
+
+
+def fold_batch_norm(params: dict, tags: dict, conv_modules: list[str]) -> tuple[dict, dict]:
+    """Fold each Conformer conv module's eval-mode BatchNorm into its depthwise conv (host, fp32):
+    w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta (b = 0 when the conv
+    has no bias). conv_modules: the modules' name prefixes (`<prefix>.batch_norm.*`,
+    `<prefix>.depthwise_conv.*`)."""
+    params, tags = dict(params), dict(tags)
+    for c in conv_modules:
+        f32 = {n: host_float32(params.pop(f"{c}.batch_norm.{n}"), tags.pop(f"{c}.batch_norm.{n}", None))
+               for n in ("weight", "bias", "running_mean", "running_var")}
+        scale = f32["weight"] / np.sqrt(f32["running_var"] + _BN_EPS)
+        w = host_float32(params[f"{c}.depthwise_conv.weight"], tags.get(f"{c}.depthwise_conv.weight"))
+        bias = f"{c}.depthwise_conv.bias"
+        b = host_float32(params[bias], tags.get(bias)) if bias in params else np.zeros_like(scale)
+        params[f"{c}.depthwise_conv.weight"] = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+        params[bias] = (b - f32["running_mean"]) * scale + f32["bias"]
+        tags[f"{c}.depthwise_conv.weight"] = tags[bias] = "float32"
+    return params, tags

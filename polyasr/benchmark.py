@@ -48,7 +48,7 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
     from polyasr.engine import AsrEngine
 
     engine = AsrEngine.from_model(model_id, path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download)
+                                  allow_download=args.allow_download, kernels=getattr(args, "kernels", None))
     engine.transcribe(audio, options)  # warm-up: allocator, kernels, caches
     times, result = [], None
     for _ in range(max(1, args.repeats)):

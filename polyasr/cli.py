@@ -30,6 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser):
     p.add_argument("--device", default="auto", choices=DEVICES, help="backend device (default: auto)")
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="compute dtype (default: float32 on CPU, float16 on CUDA)")
+    p.add_argument("--kernels", default=None, choices=("auto", "torch", "triton"),
+                   help="hot ops on our Triton kernels or plain torch (default: $POLYASR_KERNELS, else auto, "
+                        "which is torch until the kernels are validated on a GPU)")
     p.add_argument("--allow-download", action="store_true",
                    help="download the model from the Hugging Face hub if it is not found locally")
 
@@ -47,6 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
     t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
     t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
+    t.add_argument("--batch-size", type=int, default=1,
+                   help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)")
+    t.add_argument("--chunk-secs", type=float, default=None,
+                   help="cut longer audio into chunks of at most this many seconds (default: the model's own)")
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
     _add_model_args(t)
@@ -81,7 +88,8 @@ def _options(args) -> TranscribeOptions:
         except ValueError as e:
             raise InvalidOptionError(f"--temperature takes comma-separated numbers, got {args.temperature!r}") from e
     kw = {"temperatures": temps} if temps else {}
-    return TranscribeOptions(language=args.language, task=args.task, initial_prompt=args.initial_prompt, **kw)
+    return TranscribeOptions(language=args.language, task=args.task, initial_prompt=args.initial_prompt,
+                             batch_size=args.batch_size, chunk_secs=args.chunk_secs, **kw)
 
 
 def _progress_bar(path: str):
@@ -107,14 +115,25 @@ def cmd_transcribe(args) -> int:
     if out is not None and len(args.audio) > 1 and not out.is_dir():
         raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
     engine = AsrEngine.from_model(args.model, args.model_path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download)
+                                  allow_download=args.allow_download, kernels=args.kernels)
     results = []
-    for path in args.audio:
-        bar, update = _progress_bar(path)
+    if len(args.audio) > 1 and hasattr(engine.model, "transcribe_many"):  # decoded together, batched
+        bar, update = _progress_bar(f"{len(args.audio)} files")
         try:
-            result = engine.transcribe_file(path, options, progress=update)
+            batch = engine.transcribe_files(args.audio, options, progress=update)
         finally:
             bar.close()
+    else:
+        batch = None
+    for i, path in enumerate(args.audio):
+        if batch is not None:
+            result = batch[i]
+        else:
+            bar, update = _progress_bar(path)
+            try:
+                result = engine.transcribe_file(path, options, progress=update)
+            finally:
+                bar.close()
         result.info["peak_rss_mb"] = peak_rss_mb()
         results.append((path, result))
         if out is not None:

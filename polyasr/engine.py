@@ -23,10 +23,12 @@ class AsrEngine:
 
     @classmethod
     def from_model(cls, model: str | ModelType = "whisper-base", path: str | Path | None = None, *,
-                   device: str = "auto", dtype: str | None = None, allow_download: bool = False) -> AsrEngine:
+                   device: str = "auto", dtype: str | None = None, allow_download: bool = False,
+                   kernels: str | None = None) -> AsrEngine:
         """Load `model` (an id from `polyasr models list`) from `path`, or find it (hub cache, PyPI packages).
 
-        device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device).
+        device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device);
+        kernels: "auto" | "torch" | "triton" (default: $POLYASR_KERNELS, else "auto"; see backends/kernel_dispatch.py).
         """
         from polyasr.backends import get_backend
 
@@ -34,7 +36,7 @@ class AsrEngine:
         spec = get_spec(model)
         load = loader_for(spec)
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
-        backend = get_backend(device, dtype)
+        backend = get_backend(device, dtype, kernels)
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
     def transcribe(self, samples, options: TranscribeOptions | None = None, *, sample_rate: int = SAMPLE_RATE,
@@ -52,15 +54,40 @@ class AsrEngine:
         audio = load_audio(path)
         return self._run(audio, options, progress, {"load_audio": time.perf_counter() - t0})
 
+    def transcribe_files(self, paths, options: TranscribeOptions | None = None,
+                         progress=None) -> list[TranscriptionResult]:
+        """Several audio files -> one result per file, in order, each equal to `transcribe_file`'s.
+
+        Models that decode several inputs together (Qwen3-ASR: pieces of different files share a
+        padded batch, `options.batch_size` at a time) get all files at once; the others run the
+        files one after another. Every file is read (and checked) before any decoding starts.
+        """
+        options = options or TranscribeOptions()
+        t0 = time.perf_counter()
+        audios = [load_audio(p) for p in paths]
+        load_secs = (time.perf_counter() - t0) / max(len(audios), 1)
+        if not hasattr(self.model, "transcribe_many") or len(audios) < 2:
+            return [self._run(a, options, progress, {"load_audio": load_secs}) for a in audios]
+        t0 = time.perf_counter()
+        outputs = self.model.transcribe_many(audios, options, progress)
+        self.backend.synchronize()
+        elapsed = (time.perf_counter() - t0) / len(audios)  # the batch's time, shared evenly
+        return [self._result(a, out, elapsed, {"load_audio": load_secs})
+                for a, out in zip(audios, outputs, strict=True)]
+
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
         t0 = time.perf_counter()
-        segments, language, info, model_timings = self.model.transcribe(audio, options, progress)
+        output = self.model.transcribe(audio, options, progress)
         self.backend.synchronize()
-        elapsed = time.perf_counter() - t0
+        return self._result(audio, output, time.perf_counter() - t0, timings)
+
+    def _result(self, audio: np.ndarray, output, elapsed: float, timings) -> TranscriptionResult:
+        segments, language, info, model_timings = output
         duration = audio_duration(audio)
         text = "".join(s.text for s in segments).strip()
         timings = {**timings, **{k: round(v, 4) for k, v in model_timings.items()}, "total": round(elapsed, 4)}
         return TranscriptionResult(text=text, segments=segments, language=language, model_name=self.spec.id,
                                    audio_duration_secs=round(duration, 3), inference_time_secs=round(elapsed, 4),
                                    rtf=round(elapsed / duration, 5) if duration else 0.0, timings=timings,
-                                   info={**info, "device": str(self.backend.device), "dtype": self.backend.dtype_name})
+                                   info={**info, "device": str(self.backend.device), "dtype": self.backend.dtype_name,
+                                         "kernels": getattr(self.backend, "kernels", "torch")})

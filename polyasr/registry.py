@@ -74,6 +74,13 @@ def _gigaam(model_id: str, vocabulary: str) -> ModelSpec:
                      hub_repos=("ai-sage/GigaAM-v3",))
 
 
+def _parakeet(version: str, languages: str) -> ModelSpec:
+    return ModelSpec(id=f"parakeet-tdt-{version}", family="parakeet",
+                     architecture="FastConformer (rel-pos MHSA, 8x dw-striding) + TDT", languages=languages,
+                     status=AVAILABLE, formats=("nemo", "hf-safetensors"),
+                     hub_repos=(f"nvidia/parakeet-tdt-0.6b-{version}",))
+
+
 _SPECS = [
     _whisper("large-v3-turbo", ("openai/whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo")),
     _whisper("large-v3"),
@@ -89,30 +96,31 @@ _SPECS = [
     _whisper(""),
     _gigaam("gigaam-v3-ctc", "characters"),
     _gigaam("gigaam-v3-e2e-ctc", "SentencePiece with punctuation"),
-    ModelSpec(
-        id="parakeet-tdt-v3",
-        family="parakeet",
-        architecture="FastConformer (rel-pos MHSA, 8x dw-striding) + TDT",
-        languages="25 European languages",
-        status=PLANNED,
-        formats=("nemo", "hf-safetensors"),
-        hub_repos=("nvidia/parakeet-tdt-0.6b-v3",),
-        note="issue 5",
-    ),
+    _parakeet("v3", "25 European languages"),
+    _parakeet("v2", "English"),
     ModelSpec(
         id="qwen3-asr-0.6b",
         family="qwen3_asr",
         architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
-        languages="multilingual",
-        status=PLANNED,
-        formats=("hf-safetensors",),
+        languages="30 languages",
+        status=AVAILABLE,
+        formats=("qwen-safetensors", "hf-safetensors"),
         hub_repos=("Qwen/Qwen3-ASR-0.6B",),
-        note="issue 6",
+    ),
+    ModelSpec(
+        id="qwen3-asr-1.7b",
+        family="qwen3_asr",
+        architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
+        languages="30 languages",
+        status=AVAILABLE,
+        formats=("qwen-safetensors", "hf-safetensors"),
+        hub_repos=("Qwen/Qwen3-ASR-1.7B", "Qwen/Qwen3-ASR-1.7B-hf"),
     ),
 ]
 
 REGISTRY: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
-ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3"}
+ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3",
+           "parakeet-tdt-0.6b-v2": "parakeet-tdt-v2"}
 
 ModelType = enum.Enum("ModelType", {s.id.upper().replace("-", "_").replace(".", "_"): s.id for s in _SPECS}, type=str)
 ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BASE == 'whisper-base'`)."
@@ -120,7 +128,9 @@ ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BA
 DEFAULT_MODEL = "whisper-base"
 
 # family -> "module:function" that builds a loaded model from (spec, path, backend, dtype).
-_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model", "gigaam": "polyasr.models.gigaam.load:load_model"}
+_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model", "gigaam": "polyasr.models.gigaam.load:load_model",
+            "parakeet": "polyasr.models.parakeet.load:load_model",
+            "qwen3_asr": "polyasr.models.qwen3_asr.load:load_model"}
 
 
 def get_spec(model: str | ModelType) -> ModelSpec:

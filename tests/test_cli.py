@@ -69,12 +69,14 @@ def shared_tiny_en(monkeypatch, memo_tiny_en_engine, whisper_tiny_en_dir):
     """
     real = AsrEngine.from_model.__func__
 
-    def from_model(cls, model="whisper-base", path=None, *, device="auto", dtype=None, allow_download=False):
+    def from_model(cls, model="whisper-base", path=None, *, device="auto", dtype=None, allow_download=False,
+                   kernels=None):
         same = (path is not None and Path(path).resolve() == Path(whisper_tiny_en_dir).resolve()
-                and get_spec(model).id == "whisper-tiny.en" and device == "cpu" and dtype is None)
+                and get_spec(model).id == "whisper-tiny.en" and device == "cpu" and dtype is None
+                and kernels is None)
         if same:
             return memo_tiny_en_engine
-        return real(cls, model, path, device=device, dtype=dtype, allow_download=allow_download)
+        return real(cls, model, path, device=device, dtype=dtype, allow_download=allow_download, kernels=kernels)
 
     monkeypatch.setattr(AsrEngine, "from_model", classmethod(from_model))
     return whisper_tiny_en_dir
@@ -239,7 +241,7 @@ def test_models_list_table(capsys):
     for model_id, spec in REGISTRY.items():
         assert f"  {spec.status}" in rows[model_id], rows[model_id]
     assert "available" in rows["whisper-tiny.en"] and "available" in rows["gigaam-v3-ctc"]
-    assert "planned" in rows["qwen3-asr-0.6b"]
+    assert "available" in rows["qwen3-asr-0.6b"]
 
 
 def test_models_list_json(capsys):
@@ -271,7 +273,13 @@ def test_missing_model_path(capsys, tmp_path):
     _assert_user_error(code, err, 4, str(missing), "does not exist")
 
 
-def test_planned_model_is_not_implemented(capsys):
+def test_planned_model_is_not_implemented(capsys, monkeypatch):
+    import dataclasses
+
+    from polyasr import registry
+
+    planned = dataclasses.replace(registry.REGISTRY["qwen3-asr-0.6b"], status=registry.PLANNED, note="issue 6")
+    monkeypatch.setitem(registry.REGISTRY, "qwen3-asr-0.6b", planned)
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "qwen3-asr-0.6b"])
     _assert_user_error(code, err, 4, "qwen3-asr-0.6b", "not implemented")
 
@@ -392,3 +400,10 @@ def test_console_script(whisper_tiny_en_dir):
                          timeout=120)
     assert bad.returncode == 4 and bad.stdout == ""
     _assert_user_error(bad.returncode, bad.stderr, 4, "unknown model id")
+
+
+@pytest.mark.parametrize("flag, value, fragment", [("--chunk-secs", "1", "chunk_secs must be > 2"),
+                                                   ("--batch-size", "0", "batch_size must be >= 1")])
+def test_chunk_and_batch_options_are_validated_before_loading(capsys, flag, value, fragment):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "parakeet-tdt-v3", flag, value])
+    _assert_user_error(code, err, 2, fragment)

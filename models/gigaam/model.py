@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from polyasr.models.conformer import linear, macaron_block
+
 _ENC = "encoder"
 _LINEARS = ("self_attn.qk", "self_attn.linear_v", "self_attn.linear_out", "feed_forward1.linear1",
             "feed_forward1.linear2", "feed_forward2.linear1", "feed_forward2.linear2")
@@ -106,14 +108,6 @@ def stage_lengths(cfg, lengths) -> np.ndarray:
     return np.floor((np.asarray(lengths, dtype=np.float64) + 2 * ((k - 1) // 2) - k) / 2 + 1).astype(np.int64)
 
 
-def _lin(params, B, x, prefix):
-    return B.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
-
-
-def _ln(params, B, x, prefix):
-    return B.layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
-
-
 def _stem(params, cfg, B, x, lengths):
     """x (B, T, F) features, lengths (B,) host ints -> (B, T', d_model), (B,) lengths after the stem."""
     conv2d, pad = cfg.subsampling == "conv2d", (cfg.subs_kernel_size - 1) // 2
@@ -131,45 +125,36 @@ def _stem(params, cfg, B, x, lengths):
         keep = B.length_mask(lengths, x.shape[2 if conv2d else 1])
         x = B.zero_masked(x, keep[:, None, :, None] if conv2d else keep[:, :, None])
     if conv2d:  # (B, C, T', F') -> (B, T', C * F') -> linear
-        x = _lin(params, B, B.merge_heads(x), f"{_ENC}.pre_encode.out")
+        x = linear(params, B, B.merge_heads(x), f"{_ENC}.pre_encode.out")
     return x, lengths
 
 
 def _self_attention(params, cfg, B, x, p, rope, keep):
     """x (B, T, d) normalised -> (B, T, d). keep: (B, T) bool valid frames, or None."""
     d, h = cfg.d_model, cfg.n_heads
-    q, k = B.split(_lin(params, B, B.rope(x, *rope), f"{p}.self_attn.qk"), [d, d])
-    v = _lin(params, B, x, f"{p}.self_attn.linear_v")
+    q, k = B.split(linear(params, B, B.rope(x, *rope), f"{p}.self_attn.qk"), [d, d])
+    v = linear(params, B, x, f"{p}.self_attn.linear_v")
     mask = None if keep is None else keep[:, None, None, :]
     a = B.attention(B.split_heads(q, h), B.split_heads(k, h), B.split_heads(v, h), mask=mask)
-    return _lin(params, B, B.merge_heads(a), f"{p}.self_attn.linear_out")
+    return linear(params, B, B.merge_heads(a), f"{p}.self_attn.linear_out")
 
 
 def _conv_module(params, cfg, B, x, p, keep):
     """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
     c = f"{p}.conv"
-    x = B.glu(_lin(params, B, x, f"{c}.pointwise_conv1"))
-    if keep is not None:
-        x = B.zero_masked(x, keep[:, :, None])
-    x = B.depthwise_conv1d(x, params[f"{c}.depthwise_conv.weight"], params[f"{c}.depthwise_conv.bias"],
-                           padding=(cfg.conv_kernel_size - 1) // 2)
-    if cfg.conv_norm_type == "layer_norm":
-        x = _ln(params, B, x, f"{c}.batch_norm")
-    return _lin(params, B, B.silu(x), f"{c}.pointwise_conv2")
-
-
-def _feed_forward(params, B, x, prefix):
-    return _lin(params, B, B.silu(_lin(params, B, x, f"{prefix}.linear1")), f"{prefix}.linear2")
+    ln = None
+    if cfg.conv_norm_type == "layer_norm":  # v3 names its LayerNorm `batch_norm`; BatchNorm is folded (v2)
+        ln = (params[f"{c}.batch_norm.weight"], params[f"{c}.batch_norm.bias"])
+    x = B.glu_dwconv_silu(linear(params, B, x, f"{c}.pointwise_conv1"), params[f"{c}.depthwise_conv.weight"],
+                          params[f"{c}.depthwise_conv.bias"], keep, ln)
+    return linear(params, B, x, f"{c}.pointwise_conv2")
 
 
 def layer(params, cfg, B, x, i: int, rope, keep):
     """One Conformer block: x (B, T, d) -> (B, T, d)."""
     p = f"{_ENC}.layers.{i}"
-    x = x + 0.5 * _feed_forward(params, B, _ln(params, B, x, f"{p}.norm_feed_forward1"), f"{p}.feed_forward1")
-    x = x + _self_attention(params, cfg, B, _ln(params, B, x, f"{p}.norm_self_att"), p, rope, keep)
-    x = x + _conv_module(params, cfg, B, _ln(params, B, x, f"{p}.norm_conv"), p, keep)
-    x = x + 0.5 * _feed_forward(params, B, _ln(params, B, x, f"{p}.norm_feed_forward2"), f"{p}.feed_forward2")
-    return _ln(params, B, x, f"{p}.norm_out")
+    return macaron_block(params, B, x, p, lambda h: _self_attention(params, cfg, B, h, p, rope, keep),
+                         lambda h: _conv_module(params, cfg, B, h, p, keep))
 
 
 def encode(params, cfg, B, features, lengths=None):
@@ -188,4 +173,4 @@ def encode(params, cfg, B, features, lengths=None):
 
 def log_probs(params, B, encoded):
     """encoded (B, T, d) -> CTC log-probabilities (B, T, num_classes)."""
-    return B.log_softmax(_lin(params, B, encoded, "head.decoder_layers.0"))
+    return B.log_softmax(linear(params, B, encoded, "head.decoder_layers.0"))

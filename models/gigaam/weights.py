@@ -16,7 +16,7 @@ import numpy as np
 
 from polyasr.errors import CheckpointError
 from polyasr.models.gigaam.model import param_shapes
-from polyasr.models.weight_map import WeightMap, apply_weight_map
+from polyasr.models.weight_map import WeightMap, apply_weight_map, fold_batch_norm, host_float32
 
 _L = "encoder.layers.{}"
 _IDENTITY = (
@@ -46,9 +46,6 @@ GIGAAM_MAP = WeightMap(
           for p in ("weight", "bias")},
 )
 
-_BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default; GigaAM does not change it
-
-
 @dataclass(frozen=True)
 class FrontendBuffers:
     """The checkpoint's own STFT window (n_fft,) and mel filter bank (n_mels, n_fft // 2 + 1),
@@ -56,13 +53,6 @@ class FrontendBuffers:
 
     window: np.ndarray
     filterbank: np.ndarray
-
-
-def host_float32(arr: np.ndarray, dtype_tag: str | None) -> np.ndarray:
-    """A checkpoint array as float32 on the host; "bfloat16" marks raw uint16 bf16 bits."""
-    if dtype_tag == "bfloat16":
-        return (np.asarray(arr, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.asarray(arr, dtype=np.float32)
 
 
 def map_weights(tensors: dict[str, np.ndarray], dtypes: dict[str, str], cfg, source: str):
@@ -74,7 +64,7 @@ def map_weights(tensors: dict[str, np.ndarray], dtypes: dict[str, str], cfg, sou
     """
     params, tags = apply_weight_map(tensors, dtypes, GIGAAM_MAP, param_shapes(cfg), source)
     if cfg.conv_norm_type == "batch_norm":
-        params, tags = fold_batch_norm(params, tags, cfg)
+        params, tags = fold_batch_norm(params, tags, [f"encoder.layers.{i}.conv" for i in range(cfg.n_layers)])
     return params, tags, frontend_buffers(tensors, dtypes, cfg, source)
 
 
@@ -93,20 +83,3 @@ def frontend_buffers(tensors, dtypes, cfg, source: str) -> FrontendBuffers | Non
     left = (cfg.n_fft - cfg.win_length) // 2  # torch.stft centres a short window inside n_fft
     window = np.pad(window, (left, cfg.n_fft - cfg.win_length - left))
     return FrontendBuffers(np.ascontiguousarray(window), np.ascontiguousarray(fb.T))
-
-
-def fold_batch_norm(params: dict, tags: dict, cfg) -> tuple[dict, dict]:
-    """Fold each conv module's eval-mode BatchNorm into its depthwise conv (host, fp32):
-    w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta."""
-    params, tags = dict(params), dict(tags)
-    for i in range(cfg.n_layers):
-        c = f"encoder.layers.{i}.conv"
-        f32 = {n: host_float32(params.pop(f"{c}.batch_norm.{n}"), tags.pop(f"{c}.batch_norm.{n}", None))
-               for n in ("weight", "bias", "running_mean", "running_var")}
-        scale = f32["weight"] / np.sqrt(f32["running_var"] + _BN_EPS)
-        w = host_float32(params[f"{c}.depthwise_conv.weight"], tags.get(f"{c}.depthwise_conv.weight"))
-        b = host_float32(params[f"{c}.depthwise_conv.bias"], tags.get(f"{c}.depthwise_conv.bias"))
-        params[f"{c}.depthwise_conv.weight"] = w * scale[:, None, None]
-        params[f"{c}.depthwise_conv.bias"] = (b - f32["running_mean"]) * scale + f32["bias"]
-        tags[f"{c}.depthwise_conv.weight"] = tags[f"{c}.depthwise_conv.bias"] = "float32"
-    return params, tags

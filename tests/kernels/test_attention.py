@@ -43,10 +43,10 @@ def _qkv(batch, heads, kv_heads, tq, tk, d, dtype=torch.float32, device=DEVICE):
     return q, k, v
 
 
-def _check(q, k, v, *, kv_lengths=None, causal=False, scale=None, what="attention"):
-    out = attention(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale)
+def _check(q, k, v, *, kv_lengths=None, causal=False, scale=None, key_mask=None, what="attention"):
+    out = attention(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale, key_mask=key_mask)
     assert out.dtype == q.dtype and out.shape == q.shape
-    ref = attention_ref(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale)
+    ref = attention_ref(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale, key_mask=key_mask)
     tol = TOL[q.dtype]
     assert_close(out, ref, atol=tol, rtol=0.0 if q.dtype == torch.float32 else tol, what=what)
 
@@ -90,6 +90,29 @@ def test_kernel_kv_lengths(tq, tk, causal, lengths):
     lens = torch.tensor([tk - 3 if tk > 3 else tk, 1] if lengths == "one" else [max(1, tk - 3), max(1, tk // 2 + 1)])
     q, k, v = _qkv(2, 4, 2, tq, tk, 80)
     _check(q, k, v, kv_lengths=lens.to(DEVICE), causal=causal, what=f"lengths {lens.tolist()}")
+
+
+@pytest.mark.parametrize("tq,tk,causal", [(1, 69, False), (33, 69, True), (69, 69, False), (7, 7, True)])
+def test_kernel_key_mask(tq, tk, causal):
+    """A per-item boolean key mask with holes (not a prefix), read through a strided view, alone and
+    with lengths; item 1 keeps only key 0."""
+    keep = torch.rand(2, tk + 3, device=DEVICE) > 0.4
+    keep[1] = False
+    keep[1, 0] = True
+    key_mask = keep[:, :tk]  # (2, Tk) view, batch stride Tk + 3
+    assert not key_mask.is_contiguous()
+    q, k, v = _qkv(2, 4, 2, tq, tk, 64)
+    _check(q, k, v, key_mask=key_mask, causal=causal, what="key mask")
+    _check(q, k, v, key_mask=key_mask, kv_lengths=torch.tensor([tk // 2, tk], device=DEVICE), causal=causal,
+           what="key mask and lengths")
+
+
+def test_ref_key_mask_matches_sdpa():
+    q, k, v = _qkv(2, 2, 2, 5, 9, 16, torch.float64, "cpu")
+    key_mask = torch.rand(2, 9) > 0.5
+    key_mask[:, 0] = True
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    assert_close(attention_ref(q, k, v, key_mask=key_mask), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("tq,tk,causal,d,heads,lengths", [
@@ -176,3 +199,7 @@ def test_bad_dtypes_and_lengths():
         attention(q, k, v, kv_lengths=torch.tensor([5], device=DEVICE))
     with pytest.raises(ValueError, match="kv_lengths must be integer"):
         attention(q, k, v, kv_lengths=torch.tensor([5.0, 1.0], device=DEVICE))
+    with pytest.raises(ValueError, match=r"key_mask must be a bool \(2, 5\) tensor"):
+        attention(q, k, v, key_mask=torch.ones(2, 5, device=DEVICE))
+    with pytest.raises(ValueError, match=r"key_mask must be a bool \(2, 5\) tensor"):
+        attention(q, k, v, key_mask=torch.ones(2, 1, 1, 5, dtype=torch.bool, device=DEVICE))

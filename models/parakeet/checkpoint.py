@@ -1,0 +1,96 @@
+"""The Parakeet checkpoint layouts users have, read into (config, tensors, tokenizer).
+
+* a NeMo `.nemo` archive (the release format), given as the file or a directory holding one;
+* a transformers directory: `config.json` (model_type parakeet_tdt), `model.safetensors`
+  (or shards, or `pytorch_model.bin`), `preprocessor_config.json`, `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from polyasr.errors import CheckpointError
+from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights
+from polyasr.models.parakeet.config import ParakeetConfig
+from polyasr.models.parakeet.tokenizer import ParakeetTokenizer
+from polyasr.models.parakeet.weights import HF_MAP, NEMO_MAP
+from polyasr.models.weight_map import WeightMap
+
+
+@dataclass
+class ParakeetCheckpoint:
+    format: str  # "nemo" | "hf-safetensors" | "hf-pytorch-bin"
+    cfg: ParakeetConfig
+    tensors: dict[str, np.ndarray]
+    dtypes: dict[str, str]
+    tokenizer: ParakeetTokenizer
+    weight_map: WeightMap
+    source: str
+
+
+def read_parakeet_checkpoint(path: str | Path) -> ParakeetCheckpoint:
+    path = Path(path)
+    if path.is_dir():
+        nemo = sorted(path.glob("*.nemo"))
+        if (path / "config.json").is_file():
+            return _read_hf(path)
+        if len(nemo) == 1:
+            return _read_nemo(nemo[0])
+        if len(nemo) > 1:
+            raise CheckpointError(f"{path}: holds several .nemo archives ({', '.join(p.name for p in nemo)}); "
+                                  "pass the one to load as --model-path")
+        raise CheckpointError(f"{path}: no Parakeet checkpoint here (expected a .nemo archive, or a transformers "
+                              "directory with config.json and model.safetensors)")
+    if path.suffix == ".nemo" or path.is_file():
+        return _read_nemo(path)
+    raise CheckpointError(f"{path}: not a Parakeet checkpoint file or directory")
+
+
+def _read_nemo(archive: Path) -> ParakeetCheckpoint:
+    from polyasr.models.parakeet.nemo_archive import read_nemo
+
+    contents = read_nemo(archive)
+    try:
+        cfg = ParakeetConfig.from_nemo(contents.config)
+        tensors, dtypes = read_torch_weights(contents.weights_path)
+    finally:
+        # The weights are memory-mapped: on POSIX the mapping outlives the file, so the temporary
+        # copy is removed now; where it cannot be (Windows), the directory goes at exit.
+        try:
+            contents.workdir.cleanup()
+        except OSError:
+            pass
+    tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model,
+                                  source=str(archive))
+    return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(archive))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from e
+
+
+def _read_hf(directory: Path) -> ParakeetCheckpoint:
+    config = _read_json(directory / "config.json")
+    pre_path = directory / "preprocessor_config.json"
+    pre = _read_json(pre_path) if pre_path.is_file() else {}
+    pre = pre.get("feature_extractor", pre)  # a processor_config.json nests it
+    cfg = ParakeetConfig.from_hf(config, pre)
+    if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():
+        tensors, dtypes = read_safetensors_dir(directory)
+        fmt = "hf-safetensors"
+    elif (directory / "pytorch_model.bin").is_file():
+        tensors, dtypes = read_torch_weights(directory / "pytorch_model.bin")
+        fmt = "hf-pytorch-bin"
+    else:
+        raise CheckpointError(f"{directory}: config.json but no model.safetensors / pytorch_model.bin")
+    tok = directory / "tokenizer.json"
+    tokenizer = ParakeetTokenizer(cfg.vocab_size, tokenizer_json=tok if tok.is_file() else None,
+                                  source=str(directory))
+    return ParakeetCheckpoint(fmt, cfg, tensors, dtypes, tokenizer, HF_MAP, str(directory))

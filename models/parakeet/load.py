@@ -1,0 +1,155 @@
+"""Parakeet TDT as the engine sees it: load a checkpoint onto a backend, transcribe samples.
+
+A batch of utterances goes features -> encoder -> the joint's encoder projection on the device;
+on the CPU the projection (B, T, J) is handed to the C++ greedy loop as is (no copy), elsewhere
+the batched device loop runs (decode.py). Tokens become words at SentencePiece word starts ("▁");
+a word spans [frame of its first token, frame of its last token + that token's duration (>= 1))
+in 80 ms encoder frames, and its confidence is the mean posterior of its tokens.
+
+Long audio: full attention is quadratic in length, so audio longer than `chunk_secs` (default
+CHUNK_SECS) is cut at low-energy points with CHUNK_OVERLAP_SECS of overlap (models/chunking.py);
+chunks run `batch_size` at a time, so memory is bounded for any length, and each word is kept by
+the chunk whose kept region holds its start. A chunk sees half the overlap (1 s) beyond its cut,
+so a word that straddles the cut is decoded whole by the chunk it starts in.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from polyasr.errors import CheckpointError
+from polyasr.kernels.mel import log_mel_ref
+from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
+from polyasr.models.parakeet import model as net
+from polyasr.models.parakeet.decode import TdtHyp, Transducer
+from polyasr.models.parakeet.weights import map_weights
+from polyasr.result import Segment
+
+CHUNK_SECS = 120.0
+CHUNK_OVERLAP_SECS = 2.0
+
+
+class ParakeetModel:
+    sample_rate = 16000
+
+    def __init__(self, name: str, ckpt, B):
+        self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
+        source = f"{ckpt.source} ({ckpt.format})"
+        if self.cfg.sample_rate != self.sample_rate:
+            raise CheckpointError(f"{source}: sample_rate {self.cfg.sample_rate} (polyasr feeds 16 kHz)")
+        if not self.cfg.durations:
+            raise CheckpointError(f"{source}: a plain RNN-T checkpoint (no TDT durations); polyasr decodes "
+                                  "Parakeet TDT checkpoints")
+        params, tags = map_weights(ckpt.tensors, ckpt.dtypes, self.cfg, ckpt.weight_map, source)
+        self.transducer = Transducer(params, tags, self.cfg, B)
+        encoder = {k: B.param(v, tags.get(k)) for k, v in params.items() if k.startswith(("encoder.", "joint.enc"))}
+        self.params = net.prepare(encoder, self.cfg, B)
+        self.tokenizer = ckpt.tokenizer
+        self.mel = self.cfg.mel_config()
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest signal that gives a feature frame (NeMo counts len // hop frames)."""
+        return self.cfg.hop_length
+
+    def features(self, audios: list[np.ndarray]):
+        """Padded batch of 16 kHz float32 signals -> log-mel (B, n_mels, T) on the device, frames (B,)."""
+        lengths = np.array([len(a) for a in audios], dtype=np.int64)
+        batch = np.zeros((len(audios), int(lengths.max(initial=0))), dtype=np.float32)
+        for i, a in enumerate(audios):
+            batch[i, : len(a)] = a
+        feats, frames = log_mel_ref(torch.from_numpy(batch).to(self.B.device), self.mel, lengths)
+        return self.B.cast(feats), frames.cpu().numpy()
+
+    def encode(self, audios: list[np.ndarray], timings: dict | None = None):
+        """A batch of utterances -> the joint's encoder projection (B, T', J) on the device, lengths (B,)."""
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
+        feats, frames = self.features(audios)
+        t1 = time.perf_counter()
+        encoded, lengths = net.encode(self.params, self.cfg, self.B, feats, frames)
+        proj = net.joint_encoder(self.params, self.B, encoded)
+        self.B.synchronize()
+        timings["features"] = timings.get("features", 0.0) + t1 - t0
+        timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - t1
+        return proj, lengths
+
+    def decode(self, proj, lengths, timings: dict | None = None, max_symbols: int | None = None) -> list[TdtHyp]:
+        """Greedy TDT over an encoder projection: C++ on the CPU, the batched device loop elsewhere."""
+        t0 = time.perf_counter()
+        if self.B.device.type == "cpu":
+            hyps = self.transducer.greedy_host(self.B.to_numpy(proj), lengths, max_symbols)
+        else:
+            hyps = self.transducer.greedy_device(proj, lengths, max_symbols)
+        if timings is not None:
+            timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
+        return hyps
+
+    def recognize(self, audios: list[np.ndarray], timings: dict | None = None) -> list[TdtHyp]:
+        """A batch of utterances -> one greedy TDT result per item (one padded forward pass);
+        items shorter than `min_samples` give nothing."""
+        out = [TdtHyp(*(np.zeros(0, np.int32),) * 3, np.zeros(0, np.float32)) for _ in audios]
+        keep = [i for i, a in enumerate(audios) if len(a) >= self.min_samples]
+        if keep:
+            proj, lengths = self.encode([audios[i] for i in keep], timings)
+            for i, hyp in zip(keep, self.decode(proj, lengths, timings), strict=True):
+                out[i] = hyp
+        return out
+
+    def words(self, hyp: TdtHyp, offset: float = 0.0) -> list[Segment]:
+        """One utterance's tokens -> word segments, times in seconds from `offset`."""
+        groups, current = [], []
+        for i, tok in enumerate(hyp.tokens.tolist()):
+            if current and self.tokenizer.starts_word(tok):
+                groups.append(current)
+                current = []
+            current.append(i)
+        if current:
+            groups.append(current)
+        frame, segs = self.cfg.frame_secs, []
+        for idx in groups:
+            text = self.tokenizer.decode(hyp.tokens[idx]).strip()
+            if not text:
+                continue
+            first, last = idx[0], idx[-1]
+            end_frame = int(hyp.frames[last]) + max(int(hyp.durations[last]), 1)
+            segs.append(Segment(start=round(offset + int(hyp.frames[first]) * frame, 3),
+                                end=round(offset + end_frame * frame, 3), text=" " + text,
+                                confidence=float(np.mean(hyp.confidences[idx])),
+                                tokens=[int(t) for t in hyp.tokens[idx]]))
+        return segs
+
+    def transcribe(self, audio, opts, progress=None):
+        """audio (N,) float32 16 kHz -> (segments, language, info dict, timings dict).
+
+        Parakeet detects nothing and cannot be steered: `opts.language`, when given, is reported
+        back as the result's language and changes nothing else.
+        """
+        audio = np.asarray(audio, dtype=np.float32)
+        chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS,
+                             overlap_secs=CHUNK_OVERLAP_SECS)
+        timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
+        segments, done, index = [], 0, 0
+        with self.B.no_grad():
+            for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
+                hyps = self.recognize([a for _, a in batch], timings)
+                for (chunk, _), hyp in zip(batch, hyps, strict=True):
+                    words = [(w, w.start) for w in self.words(hyp, chunk.start / self.sample_rate)]
+                    kept = keep_emissions(words, chunk, self.sample_rate, first=index == 0,
+                                          last=index == len(chunks) - 1)
+                    segments += [w for w, _ in kept]
+                    index += 1
+                done += len(batch)
+                if progress is not None:
+                    progress(done / len(chunks))
+        info = {"checkpoint_format": self.format, "chunks": len(chunks)}
+        return segments, opts.language, info, timings
+
+
+def load_model(spec, path, B) -> ParakeetModel:
+    from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
+
+    return ParakeetModel(spec.id, read_parakeet_checkpoint(path), B)

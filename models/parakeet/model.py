@@ -1,0 +1,215 @@
+"""The Parakeet network as plain functions of (params, cfg, B): FastConformer encoder + TDT joint.
+
+Encoder (NeMo `ConformerEncoder`, FastConformer settings):
+  stem      log-mel (B, F, T) as an image (B, 1, T, F): conv 3x3 stride 2 + ReLU, then
+            [depthwise 3x3 stride 2, pointwise 1x1, ReLU] x (log2(factor) - 1) ("dw_striding", 8x);
+            (B, C, T', F') -> (B, T', C * F') -> linear to d_model; x sqrt(d_model) when xscaling.
+            Padded frames are zeroed after every stage (transformers does the same; it makes a
+            padded batch equal its items computed alone).
+  positions sinusoids of the relative distances T'-1 .. -(T'-1) (sin and cos interleaved), (2T'-1, d).
+  layers    macaron Conformer: x + 1/2 FF(LN x); + RelMHSA(LN x); + Conv(LN x); + 1/2 FF(LN x); LN.
+            RelMHSA is Transformer-XL's (Dai et al. 2019, sec. 3.3): scores = (q + u) k^T + rel_shift((q + v) p^T),
+            p = linear_pos(positions), u / v = pos_bias_u / pos_bias_v per head, scaled by 1/sqrt(d_head).
+            Conv = pointwise (2d) + GLU, padded frames zeroed, depthwise k (BatchNorm folded in at
+            load), SiLU, pointwise. FF = linear, SiLU, linear.
+Joint (NeMo `RNNTJoint`): enc (d -> J) on every encoder frame, pred (P -> J) on the prediction
+network's output, out = joint_net.2(relu(enc + pred)) -> V + 1 token logits (blank last) and
+one logit per TDT duration. The prediction network (embedding + LSTM) runs in the decoding loop
+(decode.py on a device, `polyasr._decode.tdt_greedy` on the CPU).
+
+params: flat dict of backend arrays under the canonical (NeMo) names of `param_shapes`, as `prepare`
+returns them. Layout is channels-last: x (B, T, C).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polyasr.models.conformer import linear, macaron_block
+
+_ENC = "encoder"
+_LINEARS = ("self_attn.linear_qkv", "self_attn.linear_out",
+            "self_attn.linear_pos", "feed_forward1.linear1", "feed_forward1.linear2", "feed_forward2.linear1",
+            "feed_forward2.linear2")
+_NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
+LSTM = "decoder.prediction.dec_rnn.lstm"
+
+
+def stem_conv_indices(cfg) -> list[tuple[int, int | None]]:
+    """(depthwise-or-first conv index, pointwise index) per stage in `encoder.pre_encode.conv`:
+    [(0, None), (2, 3), (5, 6)] for 8x (ReLUs sit at 1, 4, 7)."""
+    return [(0, None)] + [(3 * s - 1, 3 * s) for s in range(1, cfg.subsampling_stages)]
+
+
+def stage_lengths(cfg, lengths) -> np.ndarray:
+    """One stride-2 stage: floor((L + 2 * pad - k) / 2) + 1."""
+    k = cfg.subsampling_conv_kernel_size
+    return (np.asarray(lengths, dtype=np.int64) + 2 * ((k - 1) // 2) - k) // 2 + 1
+
+
+def subsampled_lengths(cfg, lengths) -> np.ndarray:
+    out = np.asarray(lengths, dtype=np.int64)
+    for _ in range(cfg.subsampling_stages):
+        out = stage_lengths(cfg, out)
+    return out
+
+
+def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every parameter with its shape: the contract checkpoints are checked against (BatchNorm
+    statistics included; `weight_map.fold_batch_norm` folds them before `prepare`)."""
+    d, c, k, h = cfg.d_model, cfg.subsampling_conv_channels, cfg.subsampling_conv_kernel_size, cfg.n_heads
+    ff, s = d * cfg.ff_expansion_factor, {}
+
+    def linear(name, n_out, n_in, bias):
+        s[f"{name}.weight"] = (n_out, n_in)
+        if bias:
+            s[f"{name}.bias"] = (n_out,)
+
+    pre = f"{_ENC}.pre_encode"
+    for first, pw in stem_conv_indices(cfg):
+        s[f"{pre}.conv.{first}.weight"], s[f"{pre}.conv.{first}.bias"] = (c, 1, k, k), (c,)
+        if pw is not None:
+            s[f"{pre}.conv.{pw}.weight"], s[f"{pre}.conv.{pw}.bias"] = (c, c, 1, 1), (c,)
+    linear(f"{pre}.out", d, c * int(subsampled_lengths(cfg, [cfg.feat_in])[0]), True)
+    for i in range(cfg.n_layers):
+        p = f"{_ENC}.layers.{i}"
+        for n in _NORMS:
+            s[f"{p}.{n}.weight"], s[f"{p}.{n}.bias"] = (d,), (d,)
+        for j in (1, 2):
+            linear(f"{p}.feed_forward{j}.linear1", ff, d, cfg.use_bias)
+            linear(f"{p}.feed_forward{j}.linear2", d, ff, cfg.use_bias)
+        for n in ("linear_q", "linear_k", "linear_v", "linear_out"):
+            linear(f"{p}.self_attn.{n}", d, d, cfg.use_bias)
+        linear(f"{p}.self_attn.linear_pos", d, d, False)
+        s[f"{p}.self_attn.pos_bias_u"] = s[f"{p}.self_attn.pos_bias_v"] = (h, d // h)
+        conv = f"{p}.conv"
+        s[f"{conv}.pointwise_conv1.weight"] = (2 * d, d, 1)
+        s[f"{conv}.depthwise_conv.weight"] = (d, 1, cfg.conv_kernel_size)
+        s[f"{conv}.pointwise_conv2.weight"] = (d, d, 1)
+        if cfg.conv_bias:
+            s[f"{conv}.pointwise_conv1.bias"], s[f"{conv}.depthwise_conv.bias"] = (2 * d,), (d,)
+            s[f"{conv}.pointwise_conv2.bias"] = (d,)
+        s.update({f"{conv}.batch_norm.{n}": (d,) for n in ("weight", "bias", "running_mean", "running_var")})
+    pred, joint, classes = cfg.pred_hidden, cfg.joint_hidden, cfg.vocab_size + 1
+    s["decoder.prediction.embed.weight"] = (classes, pred)
+    for n in range(cfg.pred_rnn_layers):
+        s[f"{LSTM}.weight_ih_l{n}"] = s[f"{LSTM}.weight_hh_l{n}"] = (4 * pred, pred)
+        s[f"{LSTM}.bias_ih_l{n}"] = s[f"{LSTM}.bias_hh_l{n}"] = (4 * pred,)
+    linear("joint.enc", joint, d, True)
+    linear("joint.pred", joint, pred, True)
+    linear("joint.joint_net.2", classes + len(cfg.durations), joint, True)
+    return s
+
+
+def prepare(params, cfg, B) -> dict:
+    """Encoder parameters (as `weights.map_weights` returns them: BatchNorm folded, q/k/v fused into
+    `linear_qkv`) -> what `encode` takes, once at load time: linears (and 1x1 convs) in the
+    backend's layout, depthwise kernels as (C, K), relative-position biases as (H, 1, D). The
+    prediction network and joint stay as they are (the decoding loop takes them)."""
+    if any(".conv.batch_norm.running_mean" in n for n in params):
+        raise ValueError("prepare: fold the conv module's BatchNorm first (weight_map.fold_batch_norm)")
+    out = dict(params)
+    for name, w in params.items():
+        if not name.endswith("weight") and not name.endswith(("pos_bias_u", "pos_bias_v")):
+            continue
+        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name in (f"{_ENC}.pre_encode.out.weight",
+                                                                             "joint.enc.weight"):
+            out[name] = B.prepare_linear(w)
+        elif name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")):
+            out[name] = B.prepare_linear(w[..., 0])
+        elif name.endswith("depthwise_conv.weight"):
+            out[name] = B.contiguous(w[:, 0, :])
+        elif name.endswith(("pos_bias_u", "pos_bias_v")):
+            out[name] = B.contiguous(w[:, None, :])
+    return out
+
+
+STEM_BYTES = 1 << 28  # first stem stage's output per slice of the batch (see _stem)
+
+
+def _stem(params, cfg, B, features, lengths):
+    """features (B, T, F), lengths (B,) host ints -> (B, T', d_model), (B,) lengths after the stem.
+
+    The first stage's output, C x T/2 x F/2 floats per item, is the encoder's largest tensor
+    (1.6 GB for 8 x 60 s at C = 256, F = 128); the batch goes through the stem in slices whose
+    first-stage output stays under STEM_BYTES, so peak memory does not grow with the batch.
+    """
+    per_item = cfg.subsampling_conv_channels * (features.shape[1] // 2 + 1) * (features.shape[2] // 2 + 1) * 4
+    step = max(1, STEM_BYTES // per_item)
+    if features.shape[0] <= step:
+        return _stem_slice(params, cfg, B, features, lengths)
+    parts = [_stem_slice(params, cfg, B, features[i: i + step], lengths[i: i + step])
+             for i in range(0, features.shape[0], step)]
+    return B.concat([x for x, _ in parts]), np.concatenate([n for _, n in parts])
+
+
+def _stem_slice(params, cfg, B, features, lengths):
+    pad, pre = (cfg.subsampling_conv_kernel_size - 1) // 2, f"{_ENC}.pre_encode.conv"
+    ragged = bool((lengths < features.shape[1]).any())
+    x = features[:, None]  # (B, 1, T, F): time is axis 2
+    for first, pw in stem_conv_indices(cfg):
+        groups = 1 if pw is None else cfg.subsampling_conv_channels
+        x = B.conv2d(x, params[f"{pre}.{first}.weight"], params[f"{pre}.{first}.bias"], 2, pad, groups=groups)
+        if pw is not None:
+            x = B.conv2d(x, params[f"{pre}.{pw}.weight"], params[f"{pre}.{pw}.bias"])
+        x = B.relu(x)
+        lengths = stage_lengths(cfg, lengths)
+        if ragged:  # the next stage must read zeros past each item's end, as if the item were alone
+            x = B.zero_masked(x, B.length_mask(lengths, x.shape[2])[:, None, :, None])
+    return linear(params, B, B.merge_heads(x), f"{_ENC}.pre_encode.out"), lengths
+
+
+def relative_positions(B, length: int, d_model: int):
+    """(2T-1, d) sinusoids of the distances T-1, T-2, ..., -(T-1): sin at even, cos at odd channels."""
+    pos = np.arange(length - 1, -length, -1, dtype=np.float32)[:, None]
+    inv_freq = 1.0 / (10000.0 ** (np.arange(0, d_model, 2, dtype=np.float32) / d_model))
+    angles = pos * inv_freq
+    table = np.stack([np.sin(angles), np.cos(angles)], axis=-1).reshape(2 * length - 1, d_model)
+    return B.asarray(table)
+
+
+def _self_attention(params, cfg, B, x, p, positions, keep):
+    """x (B, T, d) normalised, positions (2T-1, d) -> (B, T, d). keep: (B, T) bool, or None."""
+    h, a = cfg.n_heads, f"{p}.self_attn"
+    d = cfg.d_model
+    q, k, v = (B.split_heads(t, h) for t in B.split(linear(params, B, x, f"{a}.linear_qkv"), [d, d, d]))
+    pos = B.split_heads(linear(params, B, positions[None], f"{a}.linear_pos"), h)[0]  # (H, 2T-1, D)
+    mask = None if keep is None else keep[:, None, None, :]
+    out = B.rel_pos_attention(q, k, v, pos, params[f"{a}.pos_bias_u"], params[f"{a}.pos_bias_v"], mask=mask)
+    return linear(params, B, B.merge_heads(out), f"{a}.linear_out")
+
+
+def _conv_module(params, cfg, B, x, p, keep):
+    """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
+    c = f"{p}.conv"
+    x = B.glu_dwconv_silu(linear(params, B, x, f"{c}.pointwise_conv1"), params[f"{c}.depthwise_conv.weight"],
+                          params[f"{c}.depthwise_conv.bias"], keep)
+    return linear(params, B, x, f"{c}.pointwise_conv2")
+
+
+def layer(params, cfg, B, x, i: int, positions, keep):
+    """One FastConformer block: x (B, T, d) -> (B, T, d)."""
+    p = f"{_ENC}.layers.{i}"
+    return macaron_block(params, B, x, p, lambda h: _self_attention(params, cfg, B, h, p, positions, keep),
+                         lambda h: _conv_module(params, cfg, B, h, p, keep))
+
+
+def encode(params, cfg, B, features, lengths=None):
+    """features (B, n_mels, T) log-mel, lengths (B,) valid frames (host ints; None = all T)
+    -> encoded (B, T', d_model), encoded lengths (B,) int64 numpy."""
+    x = B.transpose(features, (0, 2, 1))
+    lengths = np.full(x.shape[0], x.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    x, lengths = _stem(params, cfg, B, x, lengths)
+    if cfg.xscaling:
+        x = x * float(np.sqrt(cfg.d_model))
+    t = x.shape[1]
+    keep = B.length_mask(lengths, t) if bool((lengths < t).any()) else None
+    positions = relative_positions(B, t, cfg.d_model)
+    for i in range(cfg.n_layers):
+        x = layer(params, cfg, B, x, i, positions, keep)
+    return x, lengths
+
+
+def joint_encoder(params, B, encoded):
+    """encoded (B, T, d) -> the joint's encoder projection (B, T, J), computed once for every frame."""
+    return linear(params, B, encoded, "joint.enc")

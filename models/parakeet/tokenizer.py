@@ -1,0 +1,55 @@
+"""Parakeet token ids -> text, through a maintained tokenizer library.
+
+`.nemo` archives carry a SentencePiece model (read by `sentencepiece` from its bytes);
+transformers directories carry `tokenizer.json` (read by `tokenizers`). Ids 0..vocab_size-1 are
+the SentencePiece pieces in both; the blank (id vocab_size) never reaches the tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polyasr.errors import CheckpointError
+
+WORD_START = "\u2581"  # SentencePiece's word-boundary mark
+
+
+class ParakeetTokenizer:
+    def __init__(self, vocab_size: int, *, sentencepiece_model: bytes | None = None,
+                 tokenizer_json: Path | None = None, source: str = "checkpoint"):
+        self._sp = self._hf = None
+        if sentencepiece_model is not None:
+            import sentencepiece
+
+            self._sp = sentencepiece.SentencePieceProcessor()
+            try:
+                self._sp.LoadFromSerializedProto(sentencepiece_model)
+            except (RuntimeError, OSError) as e:
+                raise CheckpointError(f"{source}: the tokenizer model is not a SentencePiece model ({e})") from e
+            size = self._sp.get_piece_size()
+        elif tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            try:
+                self._hf = Tokenizer.from_file(str(tokenizer_json))
+            except Exception as e:  # tokenizers raises a bare Exception on malformed files
+                raise CheckpointError(f"{tokenizer_json}: not a readable tokenizer.json ({e})") from e
+            size = sum(1 for i in range(vocab_size) if self._hf.id_to_token(i) is not None)
+        else:
+            raise CheckpointError(f"{source}: no tokenizer (a SentencePiece *tokenizer.model in the .nemo archive, "
+                                  "or tokenizer.json beside config.json)")
+        if size != vocab_size:
+            raise CheckpointError(f"{source}: the tokenizer has {size} pieces but the model {vocab_size} tokens")
+        self.vocab_size = vocab_size
+
+    def piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id)) if self._sp is not None else self._hf.id_to_token(int(token_id))
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self._sp is not None:
+            return self._sp.decode(ids)
+        return self._hf.decode(ids, skip_special_tokens=True)
+
+    def starts_word(self, token_id: int) -> bool:
+        return self.piece(token_id).startswith(WORD_START)

@@ -1,0 +1,119 @@
+"""Greedy decoding of Qwen3-ASR on a preallocated KV cache, batched, with a repetition guard.
+
+Prompts of different lengths are left-padded (model.KVCache: per-row positions and key masks),
+so each row decodes exactly what it would decode alone. A row stops at one of the model's stop
+tokens, at `max_new` tokens, or when the repetition guard fires; finished rows leave the batch
+(their cache rows are dropped) so the rest run at their own batch size.
+
+Repetition guard: LLM-based ASR can loop on noise and music, repeating one phrase until the token
+limit. A row whose last tokens are one pattern of p <= MAX_PERIOD tokens repeated at least
+max(MIN_REPEATS, ceil(MIN_SPAN / p)) times in a row is stopped; the tokens before the loop and one
+copy of the pattern are kept, and the row is marked `stopped="repetition"`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polyasr.models.qwen3_asr import model as net
+
+MAX_PERIOD = 40
+MIN_REPEATS = 4
+MIN_SPAN = 24  # one token repeated 24 times, or a 6-token phrase 4 times
+# The encoder gives 12.5 tokens per second of audio; a transcript needs fewer, plus the language tag.
+TOKENS_PER_SEC = 12.5
+TAG_TOKENS = 32
+
+
+def max_new_tokens(seconds: float) -> int:
+    """The generation bound for a piece of audio: no speech has more tokens than the encoder's frames."""
+    return TAG_TOKENS + math.ceil(seconds * TOKENS_PER_SEC)
+
+
+def loop_start(tokens: list[int]) -> int | None:
+    """If `tokens` ends in a loop (see module docstring), the length to keep (before the loop plus one
+    copy of the pattern); else None."""
+    n = len(tokens)
+    for p in range(1, min(MAX_PERIOD, n // MIN_REPEATS) + 1):
+        need = max(MIN_REPEATS, -(-MIN_SPAN // p))
+        if need * p > n:
+            continue
+        tail, r = tokens[n - p:], 1
+        while r < need and tokens[n - (r + 1) * p: n - r * p] == tail:
+            r += 1
+        if r == need:
+            while (r + 1) * p <= n and tokens[n - (r + 1) * p: n - r * p] == tail:
+                r += 1
+            return n - r * p + p
+    return None
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)  # generated ids, stop token excluded
+    logprobs: list[float] = field(default_factory=list)
+    stopped: str = "length"  # "stop" | "length" | "repetition"
+
+
+@dataclass
+class DecodeStats:
+    prefill_secs: float = 0.0  # prompt through the decoder and the first token chosen
+    step_secs: float = 0.0
+    steps: int = 0
+    first_token_at: float | None = None  # perf_counter() when the first row's first token was known
+
+
+def _pick(params, B, hidden):
+    """Last position's hidden (B, 1, h) -> greedy ids (B,) and their log-probabilities, on the host."""
+    logp = B.log_softmax(net.logits(params, B, hidden[:, -1:])[:, -1])
+    return B.to_numpy(B.argmax(logp)), B.to_numpy(B.max(logp))
+
+
+def greedy(params, cfg, B, prompts: list, pad: np.ndarray, max_new: list[int], stop_ids, guard: bool = True,
+           stats: DecodeStats | None = None) -> list[Generation]:
+    """prompts: (B, L, hidden) left-padded prompt embeddings; pad: left padding per row; max_new: bound per row.
+
+    Returns one Generation per row.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    n, length = prompts.shape[0], prompts.shape[1]
+    out = [Generation() for _ in range(n)]
+    rows = np.arange(n)  # batch row -> item
+    t0 = time.perf_counter()
+    cache = net.new_cache(cfg, B, pad, length + max(max_new))
+    ids, lps = _pick(params, B, net.decode(params, cfg, B, prompts, cache))
+    stats.prefill_secs += time.perf_counter() - t0
+    stats.first_token_at = stats.first_token_at or time.perf_counter()
+    while True:
+        alive = [j for j, item in enumerate(rows) if _advance(out[item], int(ids[j]), float(lps[j]),
+                                                              max_new[item], stop_ids, guard)]
+        if not alive:
+            return out
+        if len(alive) < len(rows):
+            rows, ids = rows[alive], ids[alive]
+            net.keep_rows(cache, B, alive)
+        t0 = time.perf_counter()
+        x = net.embed(params, B, B.asarray(ids[:, None].astype(np.int64)))
+        ids, lps = _pick(params, B, net.decode(params, cfg, B, x, cache))
+        stats.step_secs += time.perf_counter() - t0
+        stats.steps += 1
+
+
+def _advance(g: Generation, token: int, logprob: float, max_new: int, stop_ids, guard: bool) -> bool:
+    """Take one chosen token into a row; False when the row is finished."""
+    if token in stop_ids:
+        g.stopped = "stop"
+        return False
+    g.tokens.append(token)
+    g.logprobs.append(logprob)
+    if guard:
+        keep = loop_start(g.tokens)
+        if keep is not None:
+            del g.tokens[keep:], g.logprobs[keep:]
+            g.stopped = "repetition"
+            return False
+    return len(g.tokens) < max_new

@@ -1,0 +1,284 @@
+"""The Qwen3-ASR network as plain functions of (params, cfg, B): audio encoder, Qwen3 decoder, logits.
+
+Audio encoder ("AuT", as Qwen's `Qwen3ASRAudioEncoder` computes it):
+  log-mel (n_mels, T) of one item is cut into chunks of `2 * n_window` frames (the last one
+  zero-padded); each chunk goes alone through three (3x3, stride 2, pad 1) conv2d + GELU
+  over (frequency, time), is flattened per output frame to (channels x frequency) and projected
+  (`conv_out`, no bias), and gets sinusoidal positions that restart at 0 in every chunk. Only the
+  frames a chunk's valid length produces are kept. The kept frames of an item are cut into
+  attention windows of `post-conv frames per chunk * (n_window_infer // (2 * n_window))` tokens
+  (13 * 8 = 104, 8 s, for the released models); a token attends only inside its window. Then
+  pre-LN transformer layers, `ln_post`, and the projector proj1 -> GELU -> proj2 to the LLM width.
+  A batch packs every item's kept tokens into one (N, d) sequence for the per-token work; only
+  attention gathers them into windows padded to one length, with padded keys masked, so an item's
+  output does not depend on its batch and no matmul runs on padding.
+
+Decoder: Qwen3 (pre-RMSNorm; GQA with per-head RMSNorm on q and k before RoPE; SwiGLU MLP),
+run on prompt embeddings in which the audio placeholder tokens are replaced by the encoder output.
+
+params: flat dict of backend arrays under the names of `param_shapes`; q/k/v (both stacks) and the
+MLP's gate/up are stored fused. Layout is channels-last (B, T, C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Every parameter the network needs, with its shape: the contract checkpoints are checked against."""
+    a, t = cfg.audio, cfg.text
+    d, c, shapes = a.d_model, a.downsample_hidden_size, {}
+
+    def lin(name, n_out, n_in, bias=True):
+        shapes[f"{name}.weight"] = (n_out, n_in)
+        if bias:
+            shapes[f"{name}.bias"] = (n_out,)
+
+    def ln(name):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (d,), (d,)
+
+    for i, c_in in ((1, 1), (2, c), (3, c)):
+        shapes[f"audio_tower.conv2d{i}.weight"], shapes[f"audio_tower.conv2d{i}.bias"] = (c, c_in, 3, 3), (c,)
+    lin("audio_tower.conv_out", d, c * a.conv_freq_bins, bias=False)
+    for i in range(a.encoder_layers):
+        p = f"audio_tower.layers.{i}"
+        ln(f"{p}.self_attn_layer_norm"), lin(f"{p}.self_attn.qkv", 3 * d, d), lin(f"{p}.self_attn.out_proj", d, d)
+        ln(f"{p}.final_layer_norm"), lin(f"{p}.fc1", a.encoder_ffn_dim, d), lin(f"{p}.fc2", d, a.encoder_ffn_dim)
+    ln("audio_tower.ln_post"), lin("audio_tower.proj1", d, d), lin("audio_tower.proj2", a.output_dim, d)
+    h, hd = t.hidden_size, t.head_dim
+    q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
+    shapes["model.embed_tokens.weight"] = (t.vocab_size, h)
+    for i in range(t.num_hidden_layers):
+        p = f"model.layers.{i}"
+        shapes[f"{p}.input_layernorm.weight"] = shapes[f"{p}.post_attention_layernorm.weight"] = (h,)
+        lin(f"{p}.self_attn.qkv", q + 2 * kv, h, bias=t.attention_bias)
+        lin(f"{p}.self_attn.o_proj", h, q, bias=t.attention_bias)
+        shapes[f"{p}.self_attn.q_norm.weight"] = shapes[f"{p}.self_attn.k_norm.weight"] = (hd,)
+        lin(f"{p}.mlp.gate_up", 2 * t.intermediate_size, h, bias=False)
+        lin(f"{p}.mlp.down_proj", h, t.intermediate_size, bias=False)
+    shapes["model.norm.weight"] = (h,)
+    if not t.tie_word_embeddings:
+        shapes["lm_head.weight"] = (t.vocab_size, h)
+    return shapes
+
+
+_LINEARS = ("self_attn.qkv", "self_attn.out_proj", "fc1", "fc2", "conv_out", "proj1", "proj2", "self_attn.o_proj",
+            "mlp.gate_up", "mlp.down_proj")
+
+
+def prepare(params, cfg, B) -> dict:
+    """Checkpoint parameters -> what the functions below take, once at load time: linear weights in
+    the backend's layout, the sinusoid table, and the output projection (tied to the embedding or not)."""
+    out = dict(params)
+    for name, w in params.items():
+        if any(name.endswith(f"{n}.weight") for n in _LINEARS):
+            out[name] = B.prepare_linear(w)
+    head = params["model.embed_tokens.weight"] if cfg.text.tie_word_embeddings else params.pop("lm_head.weight")
+    out.pop("lm_head.weight", None)
+    out["lm_head"] = B.prepare_linear(head)
+    out["audio_tower.positions"] = B.asarray(sinusoids(chunk_tokens(cfg.audio.chunk_frames), cfg.audio.d_model))
+    return out
+
+
+# ---- audio encoder ---------------------------------------------------------------------------------
+def sinusoids(length: int, channels: int) -> np.ndarray:
+    """Whisper's sinusoid table (length, channels): sin | cos halves, timescales 1 .. 10000."""
+    inc = np.log(10000.0) / (channels // 2 - 1)
+    scaled = np.arange(length)[:, None] * np.exp(-inc * np.arange(channels // 2))[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+def chunk_tokens(frames: int) -> int:
+    """Output frames of three (k=3, s=2, p=1) convolutions over `frames` input frames (0 stays 0)."""
+    for _ in range(3):
+        frames = (frames - 1) // 2 + 1 if frames > 0 else 0
+    return frames
+
+
+def audio_tokens(frames: int, cfg) -> int:
+    """Encoder output length (= audio placeholder tokens in the prompt) for `frames` mel frames."""
+    full, tail = divmod(int(frames), cfg.audio.chunk_frames)
+    return full * chunk_tokens(cfg.audio.chunk_frames) + chunk_tokens(tail)
+
+
+@dataclass
+class EncoderPlan:
+    """Host-side index arrays of one batch (see `plan_encoder`)."""
+
+    chunks: np.ndarray  # (n_chunks,) index into the (B * chunks_per_item) chunk grid
+    tokens_rows: np.ndarray  # (N,) the kept conv tokens (index into n_chunks * per_chunk), items in order
+    window_rows: np.ndarray  # (n_windows, W) index into the N kept tokens (padding: 0)
+    window_keep: np.ndarray  # (n_windows, W) bool, True on real tokens
+    out_rows: np.ndarray  # (N,) index into the flat windows (n_windows * W): where each kept token is
+    tokens: list[int]  # encoder output length per item
+
+
+def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
+    """Which chunks run, which conv tokens are kept, which kept tokens share an attention window.
+
+    frames: valid mel frames per item; grid_chunks: chunks per item in the padded (B, n_mels, T) batch.
+    """
+    a = cfg.audio
+    per_chunk = chunk_tokens(a.chunk_frames)
+    window = per_chunk * a.chunks_per_window
+    chunks, kept, spans = [], [], []
+    for b, n in enumerate(int(f) for f in frames):
+        first = len(kept)
+        for c in range(-(-n // a.chunk_frames)):
+            valid = chunk_tokens(min(a.chunk_frames, n - c * a.chunk_frames))
+            kept += range(len(chunks) * per_chunk, len(chunks) * per_chunk + valid)
+            chunks.append(b * grid_chunks + c)
+        spans += [(s, min(s + window, len(kept))) for s in range(first, len(kept), window)]
+    width = max((e - s for s, e in spans), default=1)
+    rows = np.zeros((len(spans), width), np.int64)
+    keep = np.zeros((len(spans), width), bool)
+    for i, (s, e) in enumerate(spans):
+        rows[i, : e - s], keep[i, : e - s] = np.arange(s, e), True
+    return EncoderPlan(np.asarray(chunks, np.int64), np.asarray(kept, np.int64), rows, keep,
+                       np.flatnonzero(keep.reshape(-1)), [audio_tokens(f, cfg) for f in frames])
+
+
+def _conv_stem(params, cfg, B, x, group: int = 64):
+    """x (n_chunks, 1, n_mels, chunk) -> (n_chunks, tokens per chunk, d_model), chunk by chunk in groups
+    of `group` (the stem's activations are 480 x 64 x 50 floats per chunk)."""
+    outs = []
+    for s in range(0, x.shape[0], group):
+        y = x[s:s + group]
+        for i in (1, 2, 3):
+            p = f"audio_tower.conv2d{i}"
+            y = B.gelu(B.conv2d(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1))
+        # (n, C, F, T) -> (n, T, C * F), channel-major as upstream flattens it
+        y = B.merge_heads(B.transpose(y, (0, 1, 3, 2)))
+        outs.append(B.linear(y, params["audio_tower.conv_out.weight"]))
+    return outs[0] if len(outs) == 1 else B.concat(outs, axis=0)
+
+
+def _encoder_layer(params, cfg, B, x, plan, keep, i):
+    """x (N, d): an encoder layer on the packed tokens; only attention sees the (windows, W) layout."""
+    a, p = cfg.audio, f"audio_tower.layers.{i}"
+    h = B.layer_norm(x, params[f"{p}.self_attn_layer_norm.weight"], params[f"{p}.self_attn_layer_norm.bias"])
+    qkv = B.linear(h, params[f"{p}.self_attn.qkv.weight"], params[f"{p}.self_attn.qkv.bias"])[plan[0]]
+    q, k, v = B.split(qkv, [a.d_model] * 3)  # (n_windows, W, d) each
+    n = a.encoder_attention_heads
+    o = B.attention(B.split_heads(q, n), B.split_heads(k, n), B.split_heads(v, n), mask=keep)
+    o = B.merge_heads(o).reshape(-1, a.d_model)[plan[1]]  # back to (N, d)
+    x = x + B.linear(o, params[f"{p}.self_attn.out_proj.weight"], params[f"{p}.self_attn.out_proj.bias"])
+    h = B.layer_norm(x, params[f"{p}.final_layer_norm.weight"], params[f"{p}.final_layer_norm.bias"])
+    h = B.gelu(B.linear(h, params[f"{p}.fc1.weight"], params[f"{p}.fc1.bias"]))
+    return x + B.linear(h, params[f"{p}.fc2.weight"], params[f"{p}.fc2.bias"])
+
+
+def encode(params, cfg, B, mel, frames):
+    """mel (B, n_mels, T) log-mel, zero past each item's `frames` -> (audio embeddings (sum tokens, hidden),
+    tokens per item): items' outputs packed in order, ready to replace the prompt's placeholders."""
+    a = cfg.audio
+    n_items, n_mels, t = mel.shape
+    grid = -(-t // a.chunk_frames)
+    plan = plan_encoder(frames, cfg, grid)
+    if plan.chunks.size == 0:
+        return B.zeros((0, a.output_dim)), plan.tokens
+    mel = B.pad_last(mel, grid * a.chunk_frames - t)
+    # (B, n_mels, grid, chunk) -> (B * grid, 1, n_mels, chunk): one image per chunk
+    chunks = B.transpose(mel.reshape(n_items, n_mels, grid, a.chunk_frames), (0, 2, 1, 3))
+    chunks = chunks.reshape(n_items * grid, 1, n_mels, a.chunk_frames)[B.asarray(plan.chunks)]
+    x = _conv_stem(params, cfg, B, chunks) + params["audio_tower.positions"]
+    x = x.reshape(-1, a.d_model)[B.asarray(plan.tokens_rows)]  # (N, d): kept tokens, packed
+    rows = (B.asarray(plan.window_rows), B.asarray(plan.out_rows))
+    keep = B.asarray(plan.window_keep)[:, None, None, :]
+    for i in range(a.encoder_layers):
+        x = _encoder_layer(params, cfg, B, x, rows, keep, i)
+    x = B.layer_norm(x, params["audio_tower.ln_post.weight"], params["audio_tower.ln_post.bias"])
+    x = B.gelu(B.linear(x, params["audio_tower.proj1.weight"], params["audio_tower.proj1.bias"]))
+    return B.linear(x, params["audio_tower.proj2.weight"], params["audio_tower.proj2.bias"]), plan.tokens
+
+
+# ---- decoder ---------------------------------------------------------------------------------------
+@dataclass
+class KVCache:
+    """Preallocated per-layer keys/values (B, Hkv, max_len, D) indexed by slot, gpt-fast style.
+
+    Prompts are left-padded: row b's real tokens start at slot `pad[b]`, and its RoPE position is
+    slot - pad[b], so a row computes what it would compute alone. `keys_ok` (B, max_len) masks
+    the padded slots; `length` is how many slots are filled.
+    """
+
+    k: list
+    v: list
+    pad: np.ndarray
+    keys_ok: object
+    cos: object
+    sin: object
+    length: int = 0
+
+
+def new_cache(cfg, B, pad, max_len: int) -> KVCache:
+    """An empty cache for len(pad) rows of up to `max_len` slots; pad = left padding per row."""
+    t = cfg.text
+    shape = (len(pad), t.num_key_value_heads, max_len, t.head_dim)
+    cos, sin = B.rope_tables(max_len, t.head_dim, t.rope_theta)
+    keys_ok = B.asarray(np.arange(max_len)[None, :] >= np.asarray(pad)[:, None])
+    return KVCache([B.zeros(shape) for _ in range(t.num_hidden_layers)],
+                   [B.zeros(shape) for _ in range(t.num_hidden_layers)], np.asarray(pad), keys_ok, cos, sin)
+
+
+def _positions(cache: KVCache, B, start: int, n: int):
+    """RoPE cos/sin (B, 1, n, D) and the attention mask (B, 1, n, start + n) for slots start..start+n."""
+    slots = np.arange(start, start + n)
+    pos = B.asarray(np.maximum(slots[None, :] - cache.pad[:, None], 0))
+    cos, sin = B.embedding(pos, cache.cos)[:, None], B.embedding(pos, cache.sin)[:, None]
+    causal = np.arange(start + n)[None, :] <= slots[:, None]  # (n, start + n)
+    own = np.arange(start + n)[None, :] == slots[:, None]  # a padded slot sees itself: no empty softmax row
+    mask = (cache.keys_ok[:, None, None, : start + n] & B.asarray(causal)) | B.asarray(own)
+    return cos, sin, mask
+
+
+def _decoder_layer(params, cfg, B, x, cache, rope, i):
+    t, p = cfg.text, f"model.layers.{i}"
+    nq, nkv, hd = t.num_attention_heads, t.num_key_value_heads, t.head_dim
+    cos, sin, mask = rope
+    h = B.rms_norm(x, params[f"{p}.input_layernorm.weight"], t.rms_norm_eps)
+    q, k, v = B.split(B.linear(h, params[f"{p}.self_attn.qkv.weight"], params.get(f"{p}.self_attn.qkv.bias")),
+                      [nq * hd, nkv * hd, nkv * hd])
+    q = B.rope(B.rms_norm(B.split_heads(q, nq), params[f"{p}.self_attn.q_norm.weight"], t.rms_norm_eps), cos, sin)
+    k = B.rope(B.rms_norm(B.split_heads(k, nkv), params[f"{p}.self_attn.k_norm.weight"], t.rms_norm_eps), cos, sin)
+    start, end = cache.length, cache.length + x.shape[1]
+    keys = B.cache_write(cache.k[i], k, start)[:, :, :end]
+    values = B.cache_write(cache.v[i], B.split_heads(v, nkv), start)[:, :, :end]
+    o = B.attention_gqa(q, keys, values, mask=mask)
+    x = x + B.linear(B.merge_heads(o), params[f"{p}.self_attn.o_proj.weight"], params.get(f"{p}.self_attn.o_proj.bias"))
+    h = B.rms_norm(x, params[f"{p}.post_attention_layernorm.weight"], t.rms_norm_eps)
+    return x + B.linear(B.silu_mul(B.linear(h, params[f"{p}.mlp.gate_up.weight"])), params[f"{p}.mlp.down_proj.weight"])
+
+
+def embed(params, B, ids):
+    """ids (B, T) -> token embeddings (B, T, hidden)."""
+    return B.embedding(ids, params["model.embed_tokens.weight"])
+
+
+def decode(params, cfg, B, x, cache: KVCache):
+    """x (B, T, hidden) embeddings of the slots after the cache's `length` -> final-normed hidden
+    states (B, T, hidden). Writes the new keys/values and advances `cache.length` by T."""
+    start, n = cache.length, x.shape[1]
+    if start + n > cache.k[0].shape[2]:
+        raise ValueError(f"decoder cache overflow: {start + n} > {cache.k[0].shape[2]} slots")
+    rope = _positions(cache, B, start, n)
+    for i in range(cfg.text.num_hidden_layers):
+        x = _decoder_layer(params, cfg, B, x, cache, rope, i)
+    cache.length = start + n
+    return B.rms_norm(x, params["model.norm.weight"], cfg.text.rms_norm_eps)
+
+
+def logits(params, B, hidden):
+    """hidden (B, T, hidden) -> logits (B, T, vocab)."""
+    return B.linear(hidden, params["lm_head"])
+
+
+def keep_rows(cache: KVCache, B, rows: list[int]) -> None:
+    """Drop the cache rows not in `rows` (finished sequences), in place."""
+    idx = B.asarray(np.asarray(rows, dtype=np.int64))
+    cache.k = [k[idx] for k in cache.k]
+    cache.v = [v[idx] for v in cache.v]
+    cache.pad, cache.keys_ok = cache.pad[rows], cache.keys_ok[idx]

@@ -1,0 +1,180 @@
+"""Parakeet TDT end to end on random weights in a `.nemo` archive: the CLI, both formats giving
+the same words, the C++ loop and the device loop on edge cases, and long audio in chunks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from parakeet_refs import (
+    feature_extractor,
+    nemo_state_dict,
+    random_model,
+    tiny_config,
+    train_sentencepiece,
+    write_hf_dir,
+    write_nemo,
+)
+
+from polyasr import AsrEngine, TranscribeOptions
+from polyasr.audio import load_audio
+from polyasr.cli import main
+
+pytest.importorskip("transformers")  # the reference the checkpoints are made from
+
+VOCAB = 48
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    config = tiny_config(VOCAB)
+    model, fe, sp = random_model(config, seed=3), feature_extractor(config), train_sentencepiece(VOCAB)
+    root = tmp_path_factory.mktemp("parakeet-e2e")
+    return {"nemo": write_nemo(model, fe, sp, root / "tiny.nemo"), "hf": write_hf_dir(model, fe, sp, root / "hf"),
+            "parts": (model, fe, sp)}
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
+    return AsrEngine.from_model("parakeet-tdt-v3", checkpoints["nemo"], device="cpu")
+
+
+def test_cli_transcribes_with_a_nemo_archive(checkpoints, fixtures_dir, capsys):
+    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
+                 str(checkpoints["nemo"]), "--device", "cpu", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["model_name"] == "parakeet-tdt-v3"
+    assert out["info"]["checkpoint_format"] == "nemo" and out["info"]["chunks"] == 1
+    segs = out["segments"]
+    assert segs, "the random model emits words on speech"
+    starts = [s["start"] for s in segs]
+    assert starts == sorted(starts) and all(0 <= s["start"] < s["end"] <= out["audio_duration_secs"] + 0.08
+                                            for s in segs)
+    assert all(0 < s["confidence"] <= 1 for s in segs)
+    assert out["text"] == "".join(s["text"] for s in segs).strip()
+    assert set(out["timings"]) >= {"features", "encoder", "decoder"}
+
+
+def test_srt_output(checkpoints, fixtures_dir, capsys):
+    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
+                 str(checkpoints["nemo"]), "--format", "srt"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("1\n00:00:") and " --> " in out
+
+
+def test_hf_directory_gives_the_same_words(checkpoints, engine, fixtures_dir):
+    audio = load_audio(fixtures_dir / "en_medium.wav")
+    a = engine.transcribe(audio)
+    b = AsrEngine.from_model("parakeet-tdt-v3", checkpoints["hf"], device="cpu").transcribe(audio)
+    assert b.info["checkpoint_format"] == "hf-safetensors"
+    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens)
+                                                                        for s in b.segments]
+    for x, y in zip(a.segments, b.segments, strict=True):
+        assert abs(x.confidence - y.confidence) < 1e-5
+
+
+def test_words_follow_sentencepiece_word_starts(engine, fixtures_dir):
+    result = engine.transcribe(load_audio(fixtures_dir / "en_short.wav"))
+    tok = engine.model.tokenizer
+    for s in result.segments:
+        assert tok.starts_word(s.tokens[0]) or s is result.segments[0]
+        assert not any(tok.starts_word(t) for t in s.tokens[1:])
+        assert s.text == " " + tok.decode(s.tokens).strip()
+
+
+def test_checkpoint_missing_a_tensor_is_one_line_naming_it(checkpoints, tmp_path, fixtures_dir, capsys):
+    model, fe, sp = checkpoints["parts"]
+    sd = nemo_state_dict(model, fe)
+    del sd["decoder.prediction.dec_rnn.lstm.weight_hh_l1"]
+    path = write_nemo(model, fe, sp, tmp_path / "broken.nemo", state_dict=sd)
+    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
+                 str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and err[0].startswith("polyasr: error:")
+    assert "decoder.prediction.dec_rnn.lstm.weight_hh_l1" in err[0] and "missing" in err[0]
+
+
+def _forcing(transducer, token: int):
+    """A copy of `transducer` whose joint strongly prefers `token` with duration 0 on every frame."""
+    forced = copy.copy(transducer)
+    forced.host = dict(transducer.host)
+    out_b = transducer.host["out_b"].copy()
+    classes = transducer.cfg.vocab_size + 1
+    out_b[token] += 50.0
+    out_b[classes] += 50.0  # duration index 0 = 0 frames
+    forced.host["out_b"] = out_b
+    forced._device = None
+    return forced
+
+
+@pytest.mark.parametrize("max_symbols", [1, 3])
+def test_cpp_and_device_loop_agree_at_the_max_symbols_edge(engine, max_symbols):
+    m = engine.model
+    forced = _forcing(m.transducer, token=7)
+    rng = np.random.default_rng(0)
+    proj = torch.from_numpy(rng.standard_normal((3, 20, m.cfg.joint_hidden)).astype(np.float32))
+    lengths = np.array([20, 1, 6])
+    host = forced.greedy_host(proj.numpy(), lengths, max_symbols)
+    device = forced.greedy_device(proj, lengths, max_symbols)
+    for i, n in enumerate(lengths):
+        assert host[i].tokens.tolist() == device[i].tokens.tolist() == [7] * (n * max_symbols)
+        assert host[i].frames.tolist() == device[i].frames.tolist() == np.repeat(np.arange(n), max_symbols).tolist()
+
+
+def test_cpp_and_device_loop_agree_on_ragged_batches(engine, fixtures_dir):
+    m = engine.model
+    audios = [load_audio(fixtures_dir / name) for name in ("en_short.wav", "en_medium.wav", "ru_short.wav")]
+    audios.append(audios[0][:1600])  # 0.1 s: two encoder frames
+    with torch.no_grad():
+        proj, lengths = m.encode(audios)
+    assert lengths.max() > 10 * lengths.min()
+    host = m.transducer.greedy_host(m.B.to_numpy(proj), lengths)
+    device = m.transducer.greedy_device(proj, lengths)
+    for h, d in zip(host, device, strict=True):
+        assert h.tokens.tolist() == d.tokens.tolist() and h.frames.tolist() == d.frames.tolist()
+        assert h.durations.tolist() == d.durations.tolist()
+        np.testing.assert_allclose(h.confidences, d.confidences, atol=1e-5)
+
+
+def test_ten_minutes_run_in_chunks_with_every_word_once(engine, fixtures_dir):
+    phrase = load_audio(fixtures_dir / "en_short.wav")
+    pause = np.zeros(8000, np.float32)
+    audio = np.tile(np.concatenate([phrase, pause]), 600 * 16000 // (len(phrase) + len(pause)) + 1)[: 600 * 16000]
+    result = engine.transcribe(audio, TranscribeOptions(batch_size=4, chunk_secs=30))
+    assert result.info["chunks"] >= 20 and result.audio_duration_secs == 600.0
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing kept twice
+    assert starts[-1] > 590 - 5  # words up to the end of the file
+    one_by_one = engine.transcribe(audio, TranscribeOptions(batch_size=1, chunk_secs=30))
+    assert [s.text for s in one_by_one.segments] == [s.text for s in result.segments]
+    # a chunk and the same audio alone decode alike: the first chunk's words match a short run
+    head = engine.transcribe(audio[: 25 * 16000])
+    first = [s for s in result.segments if s.end <= 24.0]
+    assert [s.text for s in first] == [s.text for s in head.segments if s.end <= 24.0]
+
+
+@pytest.mark.slow
+def test_one_hour_runs_in_bounded_memory(checkpoints):
+    """One hour of audio (230 MB of samples) in a fresh process: peak RSS stays bounded by the
+    chunking, not by the length of the file."""
+    script = textwrap.dedent(f"""
+        import resource, numpy as np
+        from polyasr import AsrEngine
+        engine = AsrEngine.from_model("parakeet-tdt-v3", {str(checkpoints["nemo"])!r}, device="cpu")
+        rng = np.random.default_rng(0)
+        audio = (rng.standard_normal(3600 * 16000) * 0.05).astype(np.float32)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = engine.transcribe(audio)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(result.info["chunks"], before // 1024, after // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, check=True)
+    chunks, before_mb, after_mb = map(int, out.stdout.split())
+    assert chunks >= 30
+    assert after_mb - before_mb < 600, f"peak RSS grew by {after_mb - before_mb} MB over one hour of audio"

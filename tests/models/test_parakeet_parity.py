@@ -1,0 +1,159 @@
+"""Parakeet TDT vs transformers' ParakeetForTDT at a small random config.
+
+The same weights are saved as a transformers directory and as a `.nemo` archive; both load
+through polyasr and must give: features equal to ParakeetFeatureExtractor's (1e-4), encoder
+output within 1e-4 (fp32), greedy tokens / frames / durations identical to `generate`, single
+and in a padded batch, by the C++ loop and by the batched device loop alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from parakeet_refs import (
+    feature_extractor,
+    hf_greedy,
+    random_model,
+    tiny_config,
+    train_sentencepiece,
+    write_hf_dir,
+    write_nemo,
+)
+
+from polyasr.backends.torch import TorchBackend
+from polyasr.models.parakeet import model as net
+from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
+from polyasr.models.parakeet.load import ParakeetModel
+
+pytest.importorskip("transformers")  # the reference the checkpoints are made from
+
+VOCAB = 48
+
+
+def _signals(seed=0):
+    rng = np.random.default_rng(seed)
+    # noise with a slow envelope, so features vary over time; lengths far apart in one batch
+    out = []
+    for n in (16000 * 3 + 123, 16000 + 7, 16000 * 2 - 50):
+        env = 0.2 + np.abs(np.sin(np.arange(n) / 1600.0))
+        out.append((rng.standard_normal(n) * 0.1 * env).astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sp_model():
+    return train_sentencepiece(VOCAB)
+
+
+@pytest.fixture(scope="module", params=["default", "no-bias-no-xscale"])
+def reference(request, sp_model, tmp_path_factory):
+    """(transformers model, feature extractor, {format: polyasr ParakeetModel})."""
+    over = {} if request.param == "default" else {"attention_bias": False, "convolution_bias": False,
+                                                  "scale_input": False}
+    config = tiny_config(VOCAB, **over)
+    # blank bias chosen so that both variants emit tokens on every item (and blanks between them)
+    model, fe = random_model(config, seed=3, blank_bias=1.0 if not over else -1.0), feature_extractor(config)
+    root = tmp_path_factory.mktemp(f"parakeet-{request.param}")
+    paths = {"hf": write_hf_dir(model, fe, sp_model, root / "hf"),
+             "nemo": write_nemo(model, fe, sp_model, root / "tiny.nemo")}
+    B = TorchBackend("cpu", "float32")
+    loaded = {fmt: ParakeetModel("parakeet-tdt-v3", read_parakeet_checkpoint(p), B) for fmt, p in paths.items()}
+    return model, fe, loaded
+
+
+def _hf_inputs(fe, signals):
+    inputs = fe([s for s in signals], sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+    return inputs["input_features"], inputs["attention_mask"]
+
+
+def test_config_read_from_both_formats(reference):
+    model, _, loaded = reference
+    a, b = loaded["hf"].cfg, loaded["nemo"].cfg
+    assert a == b
+    e = model.config.encoder_config
+    assert (a.d_model, a.n_layers, a.n_heads, a.feat_in) == (e.hidden_size, e.num_hidden_layers,
+                                                             e.num_attention_heads, e.num_mel_bins)
+    assert a.durations == tuple(model.config.durations) and a.blank_id == model.config.blank_token_id
+
+
+def test_features_match_transformers(reference):
+    _, fe, loaded = reference
+    signals = _signals()
+    hf_feats, hf_mask = _hf_inputs(fe, signals)
+    for m in loaded.values():
+        feats, frames = m.features(signals)
+        np.testing.assert_array_equal(frames, hf_mask.sum(-1).numpy())
+        ours = feats.transpose(1, 2)  # (B, T, n_mels)
+        for i, n in enumerate(frames):
+            err = (ours[i, :n] - hf_feats[i, :n]).abs().max().item()
+            assert err < 1e-4, f"item {i}: features differ by {err}"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "nemo"])
+def test_encoder_matches_transformers(reference, fmt):
+    model, fe, loaded = reference
+    m = loaded[fmt]
+    signals = _signals()
+    feats, mask = _hf_inputs(fe, signals)
+    with torch.no_grad():
+        ref = model.get_audio_features(input_features=feats, attention_mask=mask)
+    ours_feats, frames = m.features(signals)
+    encoded, lengths = net.encode(m.params, m.cfg, m.B, ours_feats, frames)
+    proj = net.joint_encoder(m.params, m.B, encoded)
+    np.testing.assert_array_equal(lengths, ref.attention_mask.sum(-1).numpy())
+    for i, n in enumerate(lengths):
+        err = (encoded[i, :n] - ref.last_hidden_state[i, :n]).abs().max().item()
+        assert err < 1e-4, f"{fmt} item {i}: encoder output differs by {err}"
+        err = (proj[i, :n] - ref.pooler_output[i, :n]).abs().max().item()
+        assert err < 1e-4, f"{fmt} item {i}: joint encoder projection differs by {err}"
+
+
+def test_padded_batch_equals_single(reference):
+    _, _, loaded = reference
+    m, signals = loaded["nemo"], _signals()
+    feats, frames = m.features(signals)
+    batch, lengths = net.encode(m.params, m.cfg, m.B, feats, frames)
+    for i, s in enumerate(signals):
+        f1, n1 = m.features([s])
+        one, l1 = net.encode(m.params, m.cfg, m.B, f1, n1)
+        assert l1[0] == lengths[i]
+        err = (batch[i, : lengths[i]] - one[0, : lengths[i]]).abs().max().item()
+        assert err < 1e-4, f"item {i}: batched encoder output differs from single by {err}"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "nemo"])
+def test_greedy_matches_generate(reference, fmt):
+    model, fe, loaded = reference
+    m = loaded[fmt]
+    signals = _signals()
+    feats, mask = _hf_inputs(fe, signals)
+    expected = hf_greedy(model, feats, mask)
+    assert sum(len(t) for t, _, _ in expected) > 10, "the random model should emit tokens"
+    with torch.no_grad():
+        proj, lengths = m.encode(signals)
+        host = m.transducer.greedy_host(m.B.to_numpy(proj), lengths, max_symbols=1000)
+        device = m.transducer.greedy_device(proj, lengths, max_symbols=1000)
+    for i, (toks, frames, durs) in enumerate(expected):
+        for name, hyp in (("C++", host[i]), ("device loop", device[i])):
+            assert hyp.tokens.tolist() == toks, f"{fmt} {name} item {i}: tokens differ"
+            assert hyp.frames.tolist() == frames, f"{fmt} {name} item {i}: frames differ"
+            assert hyp.durations.tolist() == durs, f"{fmt} {name} item {i}: durations differ"
+        np.testing.assert_allclose(host[i].confidences, device[i].confidences, atol=1e-5)
+    # one by one gives the same as the padded batch
+    for i, s in enumerate(signals):
+        with torch.no_grad():
+            (one,) = m.recognize([s])
+        assert one.tokens.tolist() == expected[i][0]
+
+
+def test_stem_in_batch_slices_equals_one_pass(reference, monkeypatch):
+    """The stem runs a large batch in slices (bounded memory); the result must not change."""
+    _, _, loaded = reference
+    m, signals = loaded["nemo"], _signals()
+    feats, frames = m.features(signals)
+    whole, lengths = net.encode(m.params, m.cfg, m.B, feats, frames)
+    monkeypatch.setattr(net, "STEM_BYTES", 1)  # one item per slice
+    sliced, lengths2 = net.encode(m.params, m.cfg, m.B, feats, frames)
+    np.testing.assert_array_equal(lengths, lengths2)
+    assert (whole - sliced).abs().max().item() < 1e-5
