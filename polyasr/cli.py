@@ -188,8 +188,11 @@ def cmd_benchmark(args) -> int:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     for r in report["results"]:
         wer = f"{r['wer']:.3f}" if r["wer"] is not None else "-"
+        # CTC / TDT models emit all tokens at once: no first-token latency to report
+        ttft = r["first_token_latency_secs"]
+        ttft = f"{ttft:.3f} s" if ttft is not None else "-"
         print(f"{r['model']}: RTF {r['rtf_median']:.4f} (min {r['rtf_min']:.4f})  first token "
-              f"{r['first_token_latency_secs']:.3f} s  peak RSS {r['peak_rss_mb']:.0f} MB  WER {wer}")
+              f"{ttft}  peak RSS {r['peak_rss_mb']:.0f} MB  WER {wer}")
     return 0
 
 

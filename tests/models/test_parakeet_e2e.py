@@ -178,3 +178,14 @@ def test_one_hour_runs_in_bounded_memory(checkpoints):
     chunks, before_mb, after_mb = map(int, out.stdout.split())
     assert chunks >= 30
     assert after_mb - before_mb < 600, f"peak RSS grew by {after_mb - before_mb} MB over one hour of audio"
+
+
+def test_benchmark_cli_with_a_model_that_has_no_first_token_latency(checkpoints, fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "--audio", str(fixtures_dir / "en_short.wav"), "--reference",
+                 str(fixtures_dir / "en_short.txt"), "--models", "parakeet-tdt-v3", "--model-path",
+                 f"parakeet-tdt-v3={checkpoints['nemo']}", "--device", "cpu", "--repeats", "1", "--output", str(out)])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0 and line.startswith("parakeet-tdt-v3: RTF") and "first token -" in line
+    report = json.loads(out.read_text())
+    assert report["results"][0]["first_token_latency_secs"] is None and report["results"][0]["wer"] is not None
