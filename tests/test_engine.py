@@ -223,3 +223,14 @@ def test_weight_map_reports_every_problem_at_once():
     message = str(exc.value)
     for part in ("missing 1 tensor(s): enc.0.w (-> blocks.0.w)", "unexpected 1 tensor(s): extra", "out.w: checkpoint (3,)"):
         assert part in message, message
+
+
+def test_transcribe_files_equals_one_file_at_a_time(whisper_tiny_en_engine, fixtures_dir):
+    """Models without batched decoding (Whisper) run the files in turn: the same results, in order."""
+    files = [fixtures_dir / "en_short.wav", fixtures_dir / "silence.wav", fixtures_dir / "en_short.wav"]
+    opts = TranscribeOptions(temperatures=(0.0,))
+    together = whisper_tiny_en_engine.transcribe_files(files, opts)
+    alone = [whisper_tiny_en_engine.transcribe_file(f, opts) for f in files]
+    assert [r.text for r in together] == [r.text for r in alone] and together[1].text == ""
+    assert together[0].text and together[0].text == together[2].text
+    assert all("load_audio" in r.timings for r in together)
