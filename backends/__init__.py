@@ -36,7 +36,11 @@ def get_backend(device: str | None = "auto", dtype: str | None = None, kernels: 
     implementation the hot ops run (`kernel_dispatch`)."""
     device = resolve_device(device)
     if device == "mlx":
-        raise BackendError("the MLX backend has not landed yet (issue 8); use --device cpu or cuda")
+        if importlib.util.find_spec("mlx") is None:
+            raise BackendError("device 'mlx' needs the `mlx` package: pip install 'polyasr[mlx]' (Linux: mlx[cpu])")
+        from polyasr.backends.mlx import MLXBackend
+
+        return MLXBackend(dtype)
     from polyasr.backends.torch import TorchBackend
 
     return TorchBackend(device, dtype, kernels)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from polyasr.audio import SAMPLE_RATE, audio_duration, load_audio, validate_samples
+from polyasr.errors import BackendError
 from polyasr.locate import locate_checkpoint
 from polyasr.options import TranscribeOptions
 from polyasr.registry import ModelType, get_spec, loader_for
@@ -37,6 +38,10 @@ class AsrEngine:
         load = loader_for(spec)
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
         backend = get_backend(device, dtype, kernels)
+        families = getattr(backend, "families", None)
+        if families is not None and spec.family not in families:
+            raise BackendError(f"{spec.id} does not run on the {backend.name} backend yet (it runs: "
+                               f"{', '.join(families)}; issue 8); use --device cpu or cuda")
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
     def transcribe(self, samples, options: TranscribeOptions | None = None, *, sample_rate: int = SAMPLE_RATE,

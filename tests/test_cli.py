@@ -345,10 +345,21 @@ def test_output_file_with_several_inputs(capsys, tmp_path):
     assert not dest.exists()
 
 
-def test_mlx_device_not_available(capsys, shared_tiny_en):
+def test_mlx_device_without_mlx_installed(capsys, shared_tiny_en, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlx" else real(name, *a))
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", shared_tiny_en,
                                  "--device", "mlx"])
-    _assert_user_error(code, err, 5, "MLX")
+    _assert_user_error(code, err, 5, "mlx", "pip install")
+
+
+def test_mlx_device_refuses_a_model_it_cannot_run(capsys, tmp_path):
+    pytest.importorskip("mlx.core")
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "gigaam-v3-ctc", "--model-path", tmp_path,
+                                 "--device", "mlx"])
+    _assert_user_error(code, err, 5, "gigaam-v3-ctc does not run on the mlx backend yet", "--device cpu")
 
 
 def test_argparse_rejects_unknown_format(capsys):
