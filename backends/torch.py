@@ -128,7 +128,8 @@ class TorchBackend:
         return F.embedding(ids, table)
 
     def attention(self, q, k, v, *, mask=None, causal: bool = False):
-        """Scaled dot-product attention. q (B, H, Tq, D), k/v (B, H, Tk, D) -> (B, H, Tq, D).
+        """Scaled dot-product attention. q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> (B, H, Tq, D); Hkv < H is
+        grouped-query attention (query head h reads kv head h // (H / Hkv)).
 
         mask: additive float or boolean (True = keep), broadcastable to (B, H, Tq, Tk).
         causal: query i sees keys <= i + (Tk - Tq), i.e. queries are the last Tq positions.
@@ -140,16 +141,17 @@ class TorchBackend:
             from polyasr.kernels.attention import attention
 
             return attention(q, k, v, key_mask=key_mask, causal=causal)
+        gqa = k.shape[1] != q.shape[1]
         if causal and q.shape[2] > 1:
             tq, tk = q.shape[2], k.shape[2]
             if tq == tk and mask is None:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
             keep = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(tk - tq)
             if mask is None or mask.dtype == torch.bool:
                 mask = keep if mask is None else mask & keep
             else:
                 mask = mask.masked_fill(~keep, -torch.inf)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
     def rel_pos_attention(self, q, k, v, pos, bias_u, bias_v, *, mask=None):
         """Transformer-XL relative-position attention (Dai et al. 2019, sec. 3.3), as FastConformer uses it.
@@ -326,15 +328,6 @@ class TorchBackend:
         """SwiGLU's gate: (..., 2F) = [gate | up] -> silu(gate) * up, (..., F)."""
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate).mul_(up)
-
-    @staticmethod
-    def attention_gqa(q, k, v, *, mask=None):
-        """Grouped-query attention: q (B, H, Tq, D), k/v (B, Hkv, Tk, D), H a multiple of Hkv; query
-        head h reads kv head h // (H / Hkv). mask: boolean (True = keep) or additive, broadcastable
-        to (B, H, Tq, Tk); causality comes in through the mask (decode steps need none)."""
-        if k.shape[1] == q.shape[1]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
     @staticmethod
     def masked_scatter(x, where, rows):

@@ -215,3 +215,12 @@ def _finish(x: np.ndarray, name: str | None, sample_rate: int, source_rate: int)
     if source_rate != sample_rate:
         x = soxr.resample(x, source_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def pad_batch(audios) -> tuple[np.ndarray, np.ndarray]:
+    """Signals of different lengths -> (B, max length) float32 zero-padded at the end, lengths (B,) int64."""
+    lengths = np.array([len(a) for a in audios], dtype=np.int64)
+    batch = np.zeros((len(audios), int(lengths.max(initial=0))), dtype=np.float32)
+    for i, a in enumerate(audios):
+        batch[i, : len(a)] = a
+    return batch, lengths

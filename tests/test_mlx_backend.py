@@ -79,3 +79,9 @@ def test_whisper_tiny_en_transcripts_equal_torch(whisper_tiny_en_dir, fixtures_d
         a, b = ref.transcribe_file(fixtures_dir / name, opts), ours.transcribe_file(fixtures_dir / name, opts)
         assert b.info["device"].startswith("mlx")
         assert [(s.start, s.end, s.text) for s in a.segments] == [(s.start, s.end, s.text) for s in b.segments]
+
+
+def test_attention_with_fewer_kv_heads():
+    q, k, v = (RNG.standard_normal(s).astype(np.float32) for s in ((1, 4, 5, 8), (1, 2, 9, 8), (1, 2, 9, 8)))
+    (qm, km, vm), (qt, kt, vt) = _both(q, k, v)
+    _close(M.attention(qm, km, vm, causal=True), T.attention(qt, kt, vt, causal=True))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError, InvalidOptionError
 from polyasr.models.chunking import iter_chunk_batches, plan_chunks
 from polyasr.models.ctc_decode import ctc_greedy
@@ -105,10 +106,7 @@ class GigaAMModel:
 
     def features(self, audios: list[np.ndarray]):
         """Padded batch of 16 kHz float32 signals -> log-mel (B, n_mels, T) on the device, frames (B,)."""
-        lengths = np.array([len(a) for a in audios], dtype=np.int64)
-        batch = np.zeros((len(audios), int(lengths.max(initial=0))), dtype=np.float32)
-        for i, a in enumerate(audios):
-            batch[i, : len(a)] = a
+        batch, lengths = pad_batch(audios)
         x = torch.from_numpy(batch).to(self.B.device)
         feats, frames = log_mel(x, self.mel, lengths, self.buffers)
         return self.B.cast(feats), frames.cpu().numpy()

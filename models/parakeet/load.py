@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
 from polyasr.kernels.mel import log_mel_ref
 from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
@@ -57,10 +58,7 @@ class ParakeetModel:
 
     def features(self, audios: list[np.ndarray]):
         """Padded batch of 16 kHz float32 signals -> log-mel (B, n_mels, T) on the device, frames (B,)."""
-        lengths = np.array([len(a) for a in audios], dtype=np.int64)
-        batch = np.zeros((len(audios), int(lengths.max(initial=0))), dtype=np.float32)
-        for i, a in enumerate(audios):
-            batch[i, : len(a)] = a
+        batch, lengths = pad_batch(audios)
         feats, frames = log_mel_ref(torch.from_numpy(batch).to(self.B.device), self.mel, lengths)
         return self.B.cast(feats), frames.cpu().numpy()
 

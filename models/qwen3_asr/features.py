@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from polyasr.audio import pad_batch
 from polyasr.kernels.mel import MelConfig, log_mel_ref
 
 SAMPLE_RATE = 16000
@@ -31,9 +32,6 @@ def pad_short(audio: np.ndarray) -> np.ndarray:
 
 def log_mel(audios: list[np.ndarray], cfg: MelConfig, device) -> tuple[torch.Tensor, np.ndarray]:
     """16 kHz float32 signals -> fp32 log-mel (B, n_mels, T) on `device` (zero past each item), frames (B,)."""
-    lengths = np.array([len(a) for a in audios], dtype=np.int64)
-    batch = np.zeros((len(audios), int(lengths.max(initial=0))), dtype=np.float32)
-    for i, a in enumerate(audios):
-        batch[i, : len(a)] = a
+    batch, lengths = pad_batch(audios)
     feats, frames = log_mel_ref(torch.from_numpy(batch).to(device), cfg, torch.from_numpy(lengths).to(device))
     return feats, frames.cpu().numpy()

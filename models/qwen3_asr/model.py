@@ -247,7 +247,7 @@ def _decoder_layer(params, cfg, B, x, cache, rope, i):
     start, end = cache.length, cache.length + x.shape[1]
     keys = B.cache_write(cache.k[i], k, start)[:, :, :end]
     values = B.cache_write(cache.v[i], B.split_heads(v, nkv), start)[:, :, :end]
-    o = B.attention_gqa(q, keys, values, mask=mask)
+    o = B.attention(q, keys, values, mask=mask)
     x = x + B.linear(B.merge_heads(o), params[f"{p}.self_attn.o_proj.weight"], params.get(f"{p}.self_attn.o_proj.bias"))
     h = B.rms_norm(x, params[f"{p}.post_attention_layernorm.weight"], t.rms_norm_eps)
     return x + B.linear(B.silu_mul(B.linear(h, params[f"{p}.mlp.gate_up.weight"])), params[f"{p}.mlp.down_proj.weight"])

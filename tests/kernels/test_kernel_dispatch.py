@@ -139,3 +139,18 @@ def test_rel_pos_attention_routes_to_the_kernel(calls):
         assert_close(tri.rel_pos_attention(q, k, v, pos, u, vb, mask=mask),
                      ref.rel_pos_attention(q, k, v, pos, u, vb, mask=mask), atol=1e-5)
     assert calls == ["rel_pos_attention"] * 2
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("tq, causal, masked", [(7, True, False), (1, True, False), (7, False, True)])
+def test_attention_with_fewer_kv_heads_is_grouped_query_attention(kernels, tq, causal, masked):
+    """k/v with Hkv < H heads: query head h reads kv head h // (H / Hkv), on either path, equal to
+    SDPA over kv heads repeated to H (the reference GQA definition)."""
+    backend = TorchBackend("cpu", kernels=kernels)
+    q, k, v = torch.randn(2, 6, tq, 16), torch.randn(2, 2, 11, 16), torch.randn(2, 2, 11, 16)
+    mask = (torch.arange(11)[None] < torch.tensor([[11], [5]]))[:, None, None, :] if masked else None
+    k_rep, v_rep = k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1)
+    keep = torch.ones(tq, 11, dtype=torch.bool).tril(11 - tq) if causal else None
+    full = keep if mask is None else (mask if keep is None else mask & keep)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k_rep, v_rep, attn_mask=full)
+    assert_close(backend.attention(q, k, v, mask=mask, causal=causal), expected, atol=1e-5, what="GQA attention")

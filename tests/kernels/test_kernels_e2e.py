@@ -4,7 +4,7 @@ formats and a padded batch of two short utterances (key-padding masks, masked co
 
 Whisper's attention is routed the same way (tested per op in test_kernel_dispatch.py) but its
 greedy decoder runs one kernel launch per layer per token, too slow for the interpreter here;
-Qwen3-ASR calls `attention_gqa`, which is not routed to a kernel yet.
+Qwen3-ASR's decoder attention carries a per-query mask, which stays on SDPA.
 """
 
 from __future__ import annotations
