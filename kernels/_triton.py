@@ -9,6 +9,8 @@ launches one without Triton (`backends/kernel_dispatch.py` refuses kernels="trit
 
 from __future__ import annotations
 
+import os
+
 try:
     import triton
     import triton.language as tl
@@ -43,4 +45,20 @@ except ImportError:  # pragma: no cover - CI installs Triton
 
     triton, tl = _TritonStandIn(), _LanguageStandIn()
 
-__all__ = ["HAS_TRITON", "tl", "triton"]
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET set, read at launch)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_launchable(op: str, x) -> None:
+    """ValueError unless a kernel can run on `x`: CUDA tensors, or any tensor under the interpreter,
+    which has no bfloat16."""
+    if x.device.type != "cuda" and not interpreting():
+        raise ValueError(f"{op}: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
+    if interpreting() and str(x.dtype) == "torch.bfloat16":
+        raise ValueError(f"{op}: the Triton interpreter has no bfloat16; use float32 or float16")
+
+
+__all__ = ["HAS_TRITON", "check_launchable", "interpreting", "tl", "triton"]

@@ -43,11 +43,10 @@ tutorial; linkedin/Liger-Kernel (module layout).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from polyasr.kernels._triton import tl, triton
+from polyasr.kernels._triton import check_launchable, interpreting, tl, triton
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_HEAD_DIM = 256
@@ -243,10 +242,6 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengt
 
 # ---- launcher -----------------------------------------------------------------------------------
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _pick_config(tq: int, head_dim: int, dtype: torch.dtype, sm: int | None) -> dict:
     """Fixed block sizes and launch options (no autotune: the interpreter cannot afford it).
 
@@ -284,15 +279,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=N
     last dimension is not contiguous.
     """
     batch, group, tk = _check_inputs(q, k, v, kv_lengths, key_mask)
-    interpret = _interpreting()
+    interpret = interpreting()
     if q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"attention: q, k, v must share one of {_KERNEL_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not 1 <= q.shape[3] <= _MAX_HEAD_DIM:
         raise ValueError(f"attention: head dim {q.shape[3]} must lie in 1..{_MAX_HEAD_DIM}")
-    if q.device.type != "cuda" and not interpret:
-        raise ValueError(f"attention: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
-    if interpret and q.dtype == torch.bfloat16:
-        raise ValueError("attention: the Triton interpreter has no bfloat16; use float32 or float16 on CPU")
+    check_launchable("attention", q)
     heads, tq, head_dim = q.shape[1], q.shape[2], q.shape[3]
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     out = torch.empty(batch, heads, tq, head_dim, dtype=q.dtype, device=q.device)

@@ -24,12 +24,10 @@ dtype); ``dwconv_glu_silu`` launches the Triton kernel (CUDA tensors, or CPU ten
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from polyasr.kernels._triton import tl, triton
+from polyasr.kernels._triton import check_launchable, interpreting, tl, triton
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_LN_CHANNELS = 4096  # one program holds a whole row for the LayerNorm statistics
@@ -98,10 +96,6 @@ def dwconv_glu_silu_ref(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
 
 # ---- launcher -----------------------------------------------------------------------------------
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _check(x, w, b, keep, ln) -> None:
     if x.ndim != 3 or x.shape[2] % 2:
         raise ValueError(f"dwconv_glu_silu: x must be (B, T, 2C), got {tuple(x.shape)}")
@@ -117,11 +111,7 @@ def _check(x, w, b, keep, ln) -> None:
         raise ValueError(f"dwconv_glu_silu: ln must be (gamma, beta) of shape ({c},), C <= {_MAX_LN_CHANNELS}")
     if x.dtype not in _KERNEL_DTYPES:
         raise ValueError(f"dwconv_glu_silu: x must be one of {_KERNEL_DTYPES}, got {x.dtype}")
-    if x.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"dwconv_glu_silu: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), "
-                         f"got {x.device}")
-    if _interpreting() and x.dtype == torch.bfloat16:
-        raise ValueError("dwconv_glu_silu: the Triton interpreter has no bfloat16; use float32 or float16")
+    check_launchable("dwconv_glu_silu", x)
 
 
 def _pick_config(c: int, has_ln: bool, interpret: bool) -> dict:
@@ -147,7 +137,7 @@ def dwconv_glu_silu(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
     kmask = keep.to(x.device).view(torch.uint8) if keep is not None else out  # out: never read
     b = b.contiguous() if b is not None else None  # the kernel indexes bias and norm vectors densely
     ln = (ln[0].contiguous(), ln[1].contiguous()) if ln is not None else None
-    cfg = _pick_config(c, ln is not None, _interpreting())
+    cfg = _pick_config(c, ln is not None, interpreting())
     grid = (triton.cdiv(t, cfg["BLOCK_T"]), triton.cdiv(c, cfg["BLOCK_C"]), batch)
     _dwconv_glu_silu_fwd_kernel[grid](
         x, w, b if b is not None else out, kmask, *(ln if ln is not None else (out, out)), out,

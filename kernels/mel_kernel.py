@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 
-from polyasr.kernels._triton import tl, triton
+from polyasr.kernels._triton import check_launchable, interpreting, tl, triton
 from polyasr.kernels.mel import MelConfig, _as_batch, _as_lengths, mel_filterbank, num_frames, window_tensor
 
 _NORM_STD_EPS = 1e-5  # as kernels.mel
@@ -159,10 +158,6 @@ def _mel_norm_fwd_kernel(Y_ptr, FLEN_ptr, stride_yb, stride_ym, stride_yt, N_MEL
 
 # ---- launcher -----------------------------------------------------------------------------------
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _pick_config(n_mels: int, interpret: bool) -> dict:
     """Fixed blocks (no autotune). GPU choices are first guesses, not yet timed on a GPU."""
     block_m = max(16, triton.next_power_of_2(n_mels))
@@ -197,8 +192,7 @@ def _check(audio: torch.Tensor, cfg: MelConfig) -> None:
     if cfg.power not in (1.0, 2.0):
         raise NotImplementedError(f"log_mel: the Triton frontend computes power 1 or 2, got power={cfg.power}; "
                                   f"use kernels.mel.log_mel_ref")
-    if audio.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"log_mel: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {audio.device}")
+    check_launchable("log_mel", audio)
 
 
 def log_mel(audio: torch.Tensor, cfg: MelConfig, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +217,7 @@ def log_mel(audio: torch.Tensor, cfg: MelConfig, lengths=None) -> tuple[torch.Te
     out = torch.zeros(batch, cfg.n_mels, t, dtype=torch.float32, device=audio.device)
     if out.numel() == 0:
         return out, frame_lengths
-    blocks = _pick_config(cfg.n_mels, _interpreting())
+    blocks = _pick_config(cfg.n_mels, interpreting())
     cos, sin, fb = _bases(cfg, audio.device, blocks["BLOCK_K"], blocks["BLOCK_F"], blocks["BLOCK_M"])
     _log_mel_fwd_kernel[(triton.cdiv(t, blocks["BLOCK_T"]), batch)](
         audio, lens, frame_lengths, cos, sin, fb, out,

@@ -32,12 +32,11 @@ tensors, or CPU tensors when ``TRITON_INTERPRET=1`` was set before this import).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from polyasr.kernels._triton import tl, triton
+from polyasr.kernels._triton import check_launchable, interpreting, tl, triton
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_HEAD_DIM = 256
@@ -149,10 +148,6 @@ def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
 
 # ---- launcher -----------------------------------------------------------------------------------
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _check(q, k, v, pos, bias_u, bias_v, key_mask) -> None:
     if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"rel_pos_attention: q, k, v must share one (B, H, T, D) shape, got "
@@ -172,11 +167,7 @@ def _check(q, k, v, pos, bias_u, bias_v, key_mask) -> None:
                          f"got {q.dtype}, {k.dtype}, {v.dtype}, {pos.dtype}")
     if not 1 <= d <= _MAX_HEAD_DIM:
         raise ValueError(f"rel_pos_attention: head dim {d} must lie in 1..{_MAX_HEAD_DIM}")
-    if q.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"rel_pos_attention: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), "
-                         f"got {q.device}")
-    if _interpreting() and q.dtype == torch.bfloat16:
-        raise ValueError("rel_pos_attention: the Triton interpreter has no bfloat16; use float32 or float16")
+    check_launchable("rel_pos_attention", q)
 
 
 def _pick_config(head_dim: int, dtype: torch.dtype, interpret: bool) -> dict:
@@ -207,7 +198,7 @@ def rel_pos_attention(q, k, v, pos, bias_u, bias_v, *, key_mask=None, scale: flo
         return out
     kmask = key_mask.to(q.device).view(torch.uint8) if key_mask is not None else out  # out: never read
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    cfg = _pick_config(d, q.dtype, _interpreting())
+    cfg = _pick_config(d, q.dtype, interpreting())
     grid = (triton.cdiv(t, cfg["BLOCK_M"]), batch * heads)
     _rel_pos_attention_fwd_kernel[grid](
         q, k, v, pos, bias_u, bias_v, out, kmask,

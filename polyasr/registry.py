@@ -81,6 +81,12 @@ def _parakeet(version: str, languages: str) -> ModelSpec:
                      hub_repos=(f"nvidia/parakeet-tdt-0.6b-{version}",))
 
 
+def _qwen3_asr(size: str, hub: tuple[str, ...]) -> ModelSpec:
+    return ModelSpec(id=f"qwen3-asr-{size}", family="qwen3_asr",
+                     architecture="AuT audio encoder + projector + Qwen3 LLM decoder", languages="30 languages",
+                     status=AVAILABLE, formats=("qwen-safetensors", "hf-safetensors"), hub_repos=hub)
+
+
 _SPECS = [
     _whisper("large-v3-turbo", ("openai/whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo")),
     _whisper("large-v3"),
@@ -98,24 +104,8 @@ _SPECS = [
     _gigaam("gigaam-v3-e2e-ctc", "SentencePiece with punctuation"),
     _parakeet("v3", "25 European languages"),
     _parakeet("v2", "English"),
-    ModelSpec(
-        id="qwen3-asr-0.6b",
-        family="qwen3_asr",
-        architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
-        languages="30 languages",
-        status=AVAILABLE,
-        formats=("qwen-safetensors", "hf-safetensors"),
-        hub_repos=("Qwen/Qwen3-ASR-0.6B",),
-    ),
-    ModelSpec(
-        id="qwen3-asr-1.7b",
-        family="qwen3_asr",
-        architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
-        languages="30 languages",
-        status=AVAILABLE,
-        formats=("qwen-safetensors", "hf-safetensors"),
-        hub_repos=("Qwen/Qwen3-ASR-1.7B", "Qwen/Qwen3-ASR-1.7B-hf"),
-    ),
+    _qwen3_asr("0.6b", ("Qwen/Qwen3-ASR-0.6B",)),
+    _qwen3_asr("1.7b", ("Qwen/Qwen3-ASR-1.7B", "Qwen/Qwen3-ASR-1.7B-hf")),
 ]
 
 REGISTRY: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
