@@ -10,6 +10,7 @@ the model code does not change to pick one.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -211,6 +212,24 @@ class TorchBackend:
         x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)[None]
         return mel_power(x, cfg, center=False)
 
+    def log_mel(self, batch: np.ndarray, lengths: np.ndarray, cfg, tables=None):
+        """Log-mel features of a zero-padded batch of host signals, each item as if alone (`kernels.mel`'s
+        contract): batch (B, N) float32, lengths (B,) valid samples -> (features (B, n_mels, T) fp32 on the
+        device, zero past each item's frames; frame counts (B,) int64 numpy).
+
+        tables: the checkpoint's own (window (n_fft,), filter bank (n_mels, F)), or None for the config's.
+        With Triton kernels on (and the config's tables) the fused frontend `kernels.mel_kernel` runs.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        n = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(self.device)
+        if self.kernels == "triton" and tables is None and cfg.power in (1.0, 2.0):
+            from polyasr.kernels.mel_kernel import log_mel
+        else:
+            from polyasr.kernels.mel import log_mel_ref as log_mel
+            log_mel = functools.partial(log_mel, tables=tables)
+        feats, frames = log_mel(x, cfg, n)
+        return feats, frames.cpu().numpy()
+
     @staticmethod
     def whisper_log(mel, log_max: float):
         from polyasr.kernels.mel import whisper_log
@@ -338,3 +357,31 @@ class TorchBackend:
     @staticmethod
     def concat(xs, axis: int = 0):
         return torch.cat(list(xs), dim=axis)
+
+    @staticmethod
+    def stack(xs, axis: int = 0):
+        return torch.stack(list(xs), dim=axis)
+
+    # ---- decoding-loop ops (the batched TDT loop in models/parakeet/decode.py) ---------------------
+    @staticmethod
+    def where(cond, a, b):
+        """a where cond else b, elementwise; a / b arrays or Python scalars."""
+        return torch.where(cond, a, b)
+
+    @staticmethod
+    def sigmoid(x):
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def tanh(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def any(x) -> bool:
+        """Whether any element is true, on the host (a device sync)."""
+        return bool(x.any())
+
+    def evaluate(self, *xs):
+        """Finish computing `xs` now (stage timings, decoding-loop sync points): waits for the GPU on
+        CUDA; eager CPU work is already done. MLX's lazy graphs are computed here."""
+        self.synchronize()

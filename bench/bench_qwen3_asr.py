@@ -95,7 +95,7 @@ def _side_by_side(benchmark, group: str, ours, theirs, rounds: int) -> None:
 @pytest.mark.parametrize("seconds", [10.0, 30.0])
 def test_encoder(benchmark, models, seconds):
     ref, params, cfg, B = models
-    feats, frames = log_mel([_audio(seconds)], mel_config(), "cpu")
+    feats, frames = log_mel([_audio(seconds)], mel_config(), B)
     t = -(-feats.shape[-1] // 100) * 100
     padded = torch.nn.functional.pad(feats, (0, t - feats.shape[-1]))
     mask = (torch.arange(t)[None] < int(frames[0])).long()
@@ -105,7 +105,7 @@ def test_encoder(benchmark, models, seconds):
 
 
 def _polyasr_generate(params, cfg, B, audio, n_new):
-    feats, frames = log_mel([audio], mel_config(), "cpu")
+    feats, frames = log_mel([audio], mel_config(), B)
     emb, tokens = net.encode(params, cfg, B, feats, frames)
     ids = torch.tensor([_prompt(tokens[0])])
     x = B.masked_scatter(net.embed(params, B, ids), ids == AUDIO_TOKEN, emb)
@@ -114,7 +114,7 @@ def _polyasr_generate(params, cfg, B, audio, n_new):
 
 
 def _transformers_generate(ref, audio, n_new):
-    feats, frames = log_mel([audio], mel_config(), "cpu")
+    feats, frames = log_mel([audio], mel_config(), TorchBackend("cpu", "float32"))
     t = -(-feats.shape[-1] // 100) * 100
     tokens = net.audio_tokens(int(frames[0]), Qwen3ASRConfig.from_dict(CONFIG))
     ids = torch.tensor([_prompt(tokens)])

@@ -19,10 +19,8 @@ optionally followed by per-feature normalisation over each item's valid frames
 (mean, std with n - 1, std + 1e-5; NeMo ``normalize_batch``). Frames past an item's
 length are zero.
 
-The window ``w`` has ``win_length`` taps and is zero-padded, centred, to ``n_fft`` (as
-``torch.stft`` does). The filter bank is triangular on the slaney or htk mel scale, with
-slaney area normalisation ``2 / (f_right - f_left)`` or none (Slaney's Auditory Toolbox;
-Young et al., The HTK Book).
+The window ``w`` and the filter bank ``fb`` come from `kernels.mel_tables` (numpy, shared by
+every implementation), or from the checkpoint (GigaAM stores torchaudio's as buffers).
 
 Frame count for ``L`` valid samples: ``(L + 2 * (n_fft // 2) - n_fft) // hop + 1`` when
 centred, ``(L - n_fft) // hop + 1`` otherwise, minus one when ``drop_last_frame``.
@@ -36,142 +34,28 @@ the spec for any fused kernel placed beside it and the CPU path of the torch bac
 from __future__ import annotations
 
 import functools
-import math
-from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-_MEL_SCALES = ("slaney", "htk")
-_MEL_NORMS = ("slaney", None)
-_LOGS = ("log10_whisper", "ln")
-_GUARD_TYPES = ("clamp", "add")
-_NORMALIZE = (None, "per_feature")
-_PAD_MODES = ("reflect", "constant")
-_WINDOWS = {
-    "hann": torch.hann_window,
-    "hamming": torch.hamming_window,
-    "blackman": torch.blackman_window,
-    "bartlett": torch.bartlett_window,
-}
+from polyasr.kernels.mel_tables import NORM_STD_EPS, MelConfig, filterbank, window
 
-# Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above it,
-# 27 mels per factor 6.4 in frequency.
-_SLANEY_HZ_PER_MEL = 200.0 / 3.0
-_SLANEY_BREAK_HZ = 1000.0
-_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
-_SLANEY_LOG_STEP = math.log(6.4) / 27.0
+__all__ = ["MelConfig", "log_mel_ref", "mel_filterbank", "mel_power", "num_frames", "stft_power", "whisper_log",
+           "window_tensor"]
 
-_NORM_STD_EPS = 1e-5  # added to the per-feature std (NeMo's CONSTANT)
 _CHUNK_FRAMES = 8192  # frames per rfft + matmul step, see _spectrogram
 
 
-@dataclass(frozen=True)
-class MelConfig:
-    """Every knob of the frontend; the defaults are Whisper's except ``drop_last_frame``."""
-
-    sample_rate: int = 16000
-    n_fft: int = 400
-    win_length: int = 400  # window zero-padded (centred) to n_fft when shorter
-    hop_length: int = 160
-    n_mels: int = 80
-    f_min: float = 0.0
-    f_max: float | None = None  # None -> sample_rate / 2
-    mel_scale: str = "slaney"  # "slaney" | "htk"
-    mel_norm: str | None = "slaney"  # "slaney" (area norm) | None
-    window: str = "hann"
-    periodic_window: bool = True  # torch.hann_window default; NeMo uses symmetric (False)
-    power: float = 2.0
-    center: bool = True
-    pad_mode: str = "reflect"  # "reflect" | "constant"
-    preemphasis: float | None = None
-    log: str = "log10_whisper"  # "log10_whisper" | "ln"
-    log_guard: float = 1e-10  # whisper: clamp min; ln: clamp min or added, see log_guard_type
-    log_guard_type: str = "clamp"  # "clamp" | "add"
-    log_clamp_max: float | None = None  # GigaAM clamps to [1e-9, 1e9]
-    normalize: str | None = None  # None | "per_feature"
-    drop_last_frame: bool = False  # whisper drops the final STFT frame
-
-    def __post_init__(self):
-        _check_choice("mel_scale", self.mel_scale, _MEL_SCALES)
-        _check_choice("mel_norm", self.mel_norm, _MEL_NORMS)
-        _check_choice("log", self.log, _LOGS)
-        _check_choice("log_guard_type", self.log_guard_type, _GUARD_TYPES)
-        _check_choice("normalize", self.normalize, _NORMALIZE)
-        _check_choice("pad_mode", self.pad_mode, _PAD_MODES)
-        _check_choice("window", self.window, tuple(_WINDOWS))
-        if not 0 < self.win_length <= self.n_fft:
-            raise ValueError(f"MelConfig: win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
-        if self.hop_length <= 0 or self.n_mels <= 0:
-            raise ValueError(f"MelConfig: hop_length {self.hop_length} and n_mels {self.n_mels} must be positive")
-
-    @classmethod
-    def whisper(cls, n_mels: int = 80) -> MelConfig:
-        """Whisper's frontend (80 bins before large-v3, 128 from it; Qwen3-ASR uses 128)."""
-        return cls(n_mels=n_mels, drop_last_frame=True)
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"MelConfig: {name}={value!r}, expected one of {choices}")
-
-
-def hz_to_mel(hz: torch.Tensor, scale: str = "slaney") -> torch.Tensor:
-    """Frequency in Hz -> mel, elementwise (any shape)."""
-    if scale == "htk":
-        return 2595.0 * torch.log10(1.0 + hz / 700.0)
-    linear = hz / _SLANEY_HZ_PER_MEL
-    log = _SLANEY_BREAK_MEL + torch.log(hz.clamp(min=_SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
-    return torch.where(hz >= _SLANEY_BREAK_HZ, log, linear)
-
-
-def mel_to_hz(mel: torch.Tensor, scale: str = "slaney") -> torch.Tensor:
-    """Mel -> frequency in Hz, elementwise (any shape); inverse of ``hz_to_mel``."""
-    if scale == "htk":
-        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-    linear = mel * _SLANEY_HZ_PER_MEL
-    log = _SLANEY_BREAK_HZ * torch.exp(_SLANEY_LOG_STEP * (mel.clamp(min=_SLANEY_BREAK_MEL) - _SLANEY_BREAK_MEL))
-    return torch.where(mel >= _SLANEY_BREAK_MEL, log, linear)
-
-
-def mel_filterbank(
-    sample_rate: int,
-    n_fft: int,
-    n_mels: int,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    mel_scale: str = "slaney",
-    norm: str | None = "slaney",
-) -> torch.Tensor:
-    """Triangular mel filters, computed in float64. Returns (n_mels, n_fft // 2 + 1) float32.
-
-    Filter m (0-based) rises linearly from f[m] to its peak at f[m+1] and falls to f[m+2],
-    where f = mel_to_hz(linspace(mel(f_min), mel(f_max), n_mels + 2)); "slaney" norm scales
-    it by 2 / (f[m+2] - f[m]) so every triangle has the same area in Hz.
-    """
-    _check_choice("mel_scale", mel_scale, _MEL_SCALES)
-    _check_choice("norm", norm, _MEL_NORMS)
-    f_max = sample_rate / 2.0 if f_max is None else float(f_max)
-    f64 = torch.float64
-    bin_hz = torch.arange(n_fft // 2 + 1, dtype=f64) * (sample_rate / n_fft)  # (F,)
-    mel_lo, mel_hi = hz_to_mel(torch.tensor([f_min, f_max], dtype=f64), mel_scale).tolist()
-    step = (mel_hi - mel_lo) / (n_mels + 1)
-    edges = mel_to_hz(mel_lo + step * torch.arange(n_mels + 2, dtype=f64), mel_scale)  # (n_mels + 2,)
-    edges[0], edges[-1] = f_min, f_max  # exact, not a mel round trip: the top bin then weighs 0
-    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bin_hz - left) / (centre - left)
-    falling = (right - bin_hz) / (right - centre)
-    fb = torch.minimum(rising, falling).clamp(min=0.0)  # (n_mels, F)
-    if norm == "slaney":
-        fb = fb * (2.0 / (right - left))
-    return fb.to(torch.float32)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
+                   mel_scale: str = "slaney", norm: str | None = "slaney") -> torch.Tensor:
+    """`mel_tables.filterbank` as a tensor: (n_mels, n_fft // 2 + 1) float32."""
+    return torch.from_numpy(filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, norm))
 
 
 def window_tensor(cfg: MelConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The analysis window, ``win_length`` taps zero-padded (centred) to (n_fft,) float32 (or ``dtype``)."""
-    w = _WINDOWS[cfg.window](cfg.win_length, periodic=cfg.periodic_window, dtype=dtype)
-    left = (cfg.n_fft - cfg.win_length) // 2
-    return F.pad(w, (left, cfg.n_fft - cfg.win_length - left))
+    """`mel_tables.window` as a tensor: (n_fft,) float32 (or ``dtype``)."""
+    return torch.from_numpy(window(cfg)).to(dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -261,7 +145,8 @@ def _magnitude(spec: torch.Tensor, power: float) -> torch.Tensor:
     return spec.abs().pow(power)
 
 
-def _spectrogram(frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None) -> torch.Tensor:
+def _spectrogram(frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None,
+                 window: torch.Tensor | None = None) -> torch.Tensor:
     """frames (B, T, n_fft) -> |rfft(frames * w)| ** power, (B, F, T), or fb @ that, (B, n_mels, T).
 
     Works on about ``_CHUNK_FRAMES`` frames at a time (a slice of one item, or several short
@@ -270,7 +155,7 @@ def _spectrogram(frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None) 
     over the whole spectrogram; much smaller chunks lose when other processes share the cores.
     """
     batch, n_frames, _ = frames.shape
-    window = _cached_window(cfg, frames.device, frames.dtype)
+    window = _cached_window(cfg, frames.device, frames.dtype) if window is None else window
     out = frames.new_empty(batch, cfg.n_fft // 2 + 1 if fb is None else fb.shape[0], n_frames)
     step = max(1, min(n_frames, _CHUNK_FRAMES))
     items = max(1, _CHUNK_FRAMES // step)
@@ -291,10 +176,16 @@ def stft_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, 
     return _spectrogram(_frames(audio, cfg, center, lengths), cfg, None)
 
 
-def mel_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None) -> torch.Tensor:
-    """Mel spectrogram before the log: audio (B, N) or (N,) -> fb @ stft_power, (B, n_mels, T)."""
+def mel_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None,
+              tables=None) -> torch.Tensor:
+    """Mel spectrogram before the log: audio (B, N) or (N,) -> fb @ stft_power, (B, n_mels, T).
+
+    tables: (window (n_fft,), fb (n_mels, F)) arrays to use instead of the config's (a checkpoint's own)."""
     frames = _frames(audio, cfg, center, lengths)
-    return _spectrogram(frames, cfg, _cached_filterbank(cfg, frames.device, frames.dtype))
+    if tables is None:
+        return _spectrogram(frames, cfg, _cached_filterbank(cfg, frames.device, frames.dtype))
+    window, fb = (torch.tensor(np.asarray(t, np.float32), device=frames.device, dtype=frames.dtype) for t in tables)
+    return _spectrogram(frames, cfg, fb, window)
 
 
 def whisper_log(mel: torch.Tensor, log_max: torch.Tensor | float | None = None, guard: float = 1e-10) -> torch.Tensor:
@@ -334,20 +225,21 @@ def _normalize_per_feature(x: torch.Tensor, valid: torch.Tensor, frame_lengths: 
     mean = (x * mask).sum(-1, keepdim=True) / n
     var = ((x - mean).square() * mask).sum(-1, keepdim=True) / (n - 1)
     std = var.sqrt().nan_to_num(nan=0.0)
-    return (x - mean) / (std + _NORM_STD_EPS)
+    return (x - mean) / (std + NORM_STD_EPS)
 
 
-def log_mel_ref(audio: torch.Tensor, cfg: MelConfig, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_mel_ref(audio: torch.Tensor, cfg: MelConfig, lengths=None, tables=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The full frontend in fp32: audio (B, N) or (N,) -> features (B, n_mels, T), frame_lengths (B,) int64.
 
     ``lengths`` (B,) counts the valid samples of each item (None: all N). Each item's
     output equals the item computed alone on its valid samples; frames past its
     ``frame_lengths`` are zero. A 1-D input gives B = 1. Whisper's own zero padding (to 30 s,
     or the 30 s it appends to a long file) is part of its input: pass it as valid samples.
+    tables: (window, filter bank) to use instead of the config's, see ``mel_power``.
     """
     audio = _as_batch(audio)
     lengths = _as_lengths(lengths, audio)
-    mel = mel_power(audio, cfg, lengths=lengths)  # (B, n_mels, T)
+    mel = mel_power(audio, cfg, lengths=lengths, tables=tables)  # (B, n_mels, T)
     full = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.int64, device=audio.device)
     frame_lengths = num_frames(full if lengths is None else lengths, cfg)
     valid = torch.arange(mel.shape[-1], device=mel.device) < frame_lengths[:, None]  # (B, T)

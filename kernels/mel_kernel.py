@@ -36,9 +36,7 @@ import torch
 
 from polyasr.kernels._triton import check_launchable, interpreting, tl, triton
 from polyasr.kernels.mel import MelConfig, _as_batch, _as_lengths, mel_filterbank, num_frames, window_tensor
-
-_NORM_STD_EPS = 1e-5  # as kernels.mel
-
+from polyasr.kernels.mel_tables import NORM_STD_EPS as _NORM_STD_EPS
 
 # ---- kernels ------------------------------------------------------------------------------------
 

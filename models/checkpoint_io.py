@@ -5,7 +5,8 @@ numpy views on one memory map, so a checkpoint costs no copy until a backend con
 tensor, and no framework (torch or MLX) is needed to read it. bfloat16, which numpy lacks,
 comes back as uint16 bits tagged "bfloat16".
 torch pickles: only through `torch.load(weights_only=True)`, which refuses any object that
-is not a tensor or plain container.
+is not a tensor or plain container. `write_safetensors` writes what `polyasr convert` makes of
+them: a file that the MLX path (and everything else) reads without torch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polyasr.errors import CheckpointError
+from polyasr.errors import BackendError, CheckpointError
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
               "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
@@ -93,3 +94,28 @@ def read_torch_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[st
             arrays[name] = t.numpy()
             tags[name] = arrays[name].dtype.name
     return arrays, tags
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], dtypes: dict[str, str], path: str | Path,
+                      metadata: dict[str, str]) -> Path:
+    """Write host arrays as one safetensors file, dtypes kept (bf16, held as its uint16 bits, goes in
+    as BF16 bit for bit). Written to `<path>.partial` and renamed, so a failure leaves no half file."""
+    try:
+        from safetensors import TensorSpec, serialize_file
+    except ImportError as e:  # TensorSpec (raw pointers, any dtype name) is safetensors >= 0.8
+        raise BackendError("writing safetensors needs the safetensors package >= 0.8 "
+                           "(pip install -U 'safetensors>=0.8')") from e
+    path = Path(path)
+    keep, specs = [], {}
+    for name in sorted(tensors):
+        arr = np.require(tensors[name], requirements="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+        keep.append(arr)  # the serializer reads raw pointers: keep every buffer alive until it is done
+        tag = dtypes.get(name, arr.dtype.name)
+        if tag == "bfloat16" and arr.dtype != np.uint16:
+            raise CheckpointError(f"bfloat16 tensor {name!r} held as {arr.dtype}, expected its uint16 bits")
+        specs[name] = TensorSpec(dtype=tag, shape=arr.shape, data_ptr=arr.ctypes.data, data_len=arr.nbytes)
+    tmp = path.with_name(path.name + ".partial")
+    serialize_file(specs, str(tmp), metadata={"format": "np", **metadata})
+    tmp.chmod(0o644)  # the serializer creates its file 0600; a converted checkpoint is for sharing
+    tmp.replace(path)
+    return path

@@ -47,8 +47,10 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
     from polyasr.cli import peak_rss_mb
     from polyasr.engine import AsrEngine
 
+    quant = ({"quantize": args.quantize, "group_size": getattr(args, "group_size", None) or 64}
+             if getattr(args, "quantize", None) is not None else {})
     engine = AsrEngine.from_model(model_id, path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download, kernels=getattr(args, "kernels", None))
+                                  allow_download=args.allow_download, kernels=getattr(args, "kernels", None), **quant)
     engine.transcribe(audio, options)  # warm-up: allocator, kernels, caches
     times, result = [], None
     for _ in range(max(1, args.repeats)):
@@ -58,7 +60,8 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
     duration = audio_duration(audio)
     return {
         "model": engine.spec.id, "model_path": str(engine.checkpoint), "load_secs": round(engine.load_secs, 3),
-        "device": str(engine.backend.device), "dtype": engine.backend.dtype_name, "runs": len(times),
+        "device": str(engine.backend.device), "dtype": engine.backend.dtype_name,
+        "quantize": getattr(engine.backend, "quantization", None), "runs": len(times),
         "inference_secs": [round(t, 4) for t in times],
         "rtf_median": round(statistics.median(times) / duration, 5), "rtf_min": round(min(times) / duration, 5),
         "first_token_latency_secs": result.info.get("first_token_latency_secs"),

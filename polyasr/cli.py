@@ -35,6 +35,20 @@ def _add_model_args(p: argparse.ArgumentParser):
                         "which is torch until the kernels are validated on a GPU)")
     p.add_argument("--allow-download", action="store_true",
                    help="download the model from the Hugging Face hub if it is not found locally")
+    p.add_argument("--quantize", type=int, default=None, metavar="{4,8}",
+                   help="store linear weights in 4 or 8 bits (--device mlx only; default: full precision)")
+    p.add_argument("--group-size", type=int, default=None, metavar="{32,64,128}",
+                   help="weights sharing one scale with --quantize (default 64)")
+
+
+def _quantize_args(args) -> dict:
+    """--quantize / --group-size -> from_model's keywords; the values themselves are checked by the
+    backend (InvalidOptionError), a group size without --quantize here."""
+    if args.quantize is None:
+        if args.group_size is not None:
+            raise InvalidOptionError(f"--group-size {args.group_size} applies only with --quantize 4 or 8")
+        return {}
+    return {"quantize": args.quantize, "group_size": 64 if args.group_size is None else args.group_size}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -73,9 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", "-o", default=None, help="write results as JSON to this file")
     _add_model_args(b)
 
-    c = sub.add_parser("convert", help="convert a checkpoint to polyasr's safetensors layout (no model load)")
-    c.add_argument("--model", required=True, help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc)")
-    c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt file or a checkpoint directory")
+    c = sub.add_parser("convert", help="convert a torch-pickle checkpoint (GigaAM .ckpt, Parakeet .nemo) to a "
+                                       "safetensors directory that loads without torch (--device mlx)")
+    c.add_argument("--model", required=True, help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc, "
+                                                  "parakeet-tdt-v3, parakeet-tdt-v2)")
+    c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     return parser
 
@@ -108,14 +124,14 @@ def cmd_transcribe(args) -> int:
     from polyasr.audio import check_audio_file
     from polyasr.engine import AsrEngine
 
-    options = _options(args)
+    options, quant = _options(args), _quantize_args(args)
     for path in args.audio:
         check_audio_file(path)
     out = Path(args.output) if args.output else None
     if out is not None and len(args.audio) > 1 and not out.is_dir():
         raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
     engine = AsrEngine.from_model(args.model, args.model_path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download, kernels=args.kernels)
+                                  allow_download=args.allow_download, kernels=args.kernels, **quant)
     results = []
     if len(args.audio) > 1 and hasattr(engine.model, "transcribe_many"):  # decoded together, batched
         bar, update = _progress_bar(f"{len(args.audio)} files")
@@ -182,6 +198,7 @@ def cmd_models(args) -> int:
 def cmd_benchmark(args) -> int:
     from polyasr.benchmark import run_benchmark
 
+    _quantize_args(args)  # a --group-size without --quantize fails before any model loads
     report = run_benchmark(args)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     if args.output:
@@ -197,16 +214,25 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    """Read the source checkpoint safely and write model.safetensors + config.json (+ tokenizer.model)."""
+    """Read a pickled source checkpoint safely and write a safetensors directory that loads without torch:
+    GigaAM (.ckpt / hub layout) -> model.safetensors + config.json (+ tokenizer.model); Parakeet (.nemo)
+    -> model.safetensors + model_config.yaml + tokenizer.model."""
     spec = get_spec(args.model)
-    if spec.family != "gigaam":
-        raise InvalidOptionError(f"`polyasr convert` supports the gigaam models only (gigaam-v3-ctc, "
-                                 f"gigaam-v3-e2e-ctc); {spec.id} checkpoints load as they are")
+    if spec.family not in ("gigaam", "parakeet"):
+        raise InvalidOptionError(f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
+                                 f"parakeet models; {spec.id} checkpoints load as they are")
     src, out = Path(args.model_path), Path(args.output)
     if not src.exists():
         raise ModelNotFoundError(f"--model-path {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
+    if spec.family == "parakeet":
+        from polyasr.models.parakeet.checkpoint import write_converted
+
+        archive = src if src.is_file() else next(iter(sorted(src.glob("*.nemo"))), src)
+        _, count = write_converted(archive, out)
+        print(f"{archive} (nemo, {count} tensors) -> {out}")
+        return 0
     from polyasr.models.gigaam.checkpoint import check_variant, read_gigaam_checkpoint, write_safetensors_dir
 
     ckpt = read_gigaam_checkpoint(src)

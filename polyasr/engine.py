@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from polyasr.audio import SAMPLE_RATE, audio_duration, load_audio, validate_samples
-from polyasr.errors import BackendError
 from polyasr.locate import locate_checkpoint
 from polyasr.options import TranscribeOptions
 from polyasr.registry import ModelType, get_spec, loader_for
@@ -25,23 +24,23 @@ class AsrEngine:
     @classmethod
     def from_model(cls, model: str | ModelType = "whisper-base", path: str | Path | None = None, *,
                    device: str = "auto", dtype: str | None = None, allow_download: bool = False,
-                   kernels: str | None = None) -> AsrEngine:
+                   kernels: str | None = None, quantize: int | None = None, group_size: int = 64) -> AsrEngine:
         """Load `model` (an id from `polyasr models list`) from `path`, or find it (hub cache, PyPI packages).
 
         device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device);
-        kernels: "auto" | "torch" | "triton" (default: $POLYASR_KERNELS, else "auto"; see backends/kernel_dispatch.py).
+        kernels: "auto" | "torch" | "triton" (default: $POLYASR_KERNELS, else "auto"; see backends/kernel_dispatch.py);
+        quantize: None (full precision), or 4 / 8: linear weights stored in that many bits, one scale and bias
+        per `group_size` (32, 64, 128) input weights (`mx.quantize`; device "mlx" only, BackendError elsewhere).
+        Layers whose input width is not a multiple of group_size stay in full precision; results report
+        `info["quantize"]` ("8bit-g64") and the two layer counts.
         """
         from polyasr.backends import get_backend
 
         t0 = time.perf_counter()
         spec = get_spec(model)
         load = loader_for(spec)
+        backend = get_backend(device, dtype, kernels, quantize, group_size)  # option errors before any search
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
-        backend = get_backend(device, dtype, kernels)
-        families = getattr(backend, "families", None)
-        if families is not None and spec.family not in families:
-            raise BackendError(f"{spec.id} does not run on the {backend.name} backend yet (it runs: "
-                               f"{', '.join(families)}; issue 8); use --device cpu or cuda")
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
     def transcribe(self, samples, options: TranscribeOptions | None = None, *, sample_rate: int = SAMPLE_RATE,
@@ -95,4 +94,12 @@ class AsrEngine:
                                    audio_duration_secs=round(duration, 3), inference_time_secs=round(elapsed, 4),
                                    rtf=round(elapsed / duration, 5) if duration else 0.0, timings=timings,
                                    info={**info, "device": str(self.backend.device), "dtype": self.backend.dtype_name,
-                                         "kernels": getattr(self.backend, "kernels", "torch")})
+                                         "kernels": getattr(self.backend, "kernels", "torch"), **self._quant_info()})
+
+    def _quant_info(self) -> dict:
+        """info["quantize"] ("8bit-g64" or None); with quantisation, how many linear layers it covered."""
+        label = getattr(self.backend, "quantization", None)
+        if label is None:
+            return {"quantize": None}
+        return {"quantize": label, "quantized_layers": self.backend.quantized_layers,
+                "full_precision_layers": self.backend.full_precision_layers}

@@ -4,6 +4,7 @@ the weight-map checks, and that `import polyasr` stays free of torch."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +73,6 @@ def test_checkpoint_of_another_size_is_refused(random_whisper_dir, whisper_base_
         AsrEngine.from_model("whisper-base.en", whisper_base_dir, device="cpu")
     engine = AsrEngine.from_model("whisper", random_whisper_dir, device="cpu")  # any Whisper architecture
     assert engine.model.cfg.d_model == 64
-
-
-def test_mlx_backend_refuses_models_it_cannot_run_yet(tmp_path):
-    pytest.importorskip("mlx.core")
-    with pytest.raises(BackendError, match="parakeet-tdt-v3 does not run on the mlx backend yet") as exc:
-        AsrEngine.from_model("parakeet-tdt-v3", tmp_path, device="mlx")
-    assert "--device cpu" in str(exc.value) and exc.value.exit_code == 5
 
 
 def test_unknown_device_is_a_backend_error(whisper_tiny_en_dir):
@@ -235,3 +229,23 @@ def test_transcribe_files_equals_one_file_at_a_time(whisper_tiny_en_engine, fixt
     assert [r.text for r in together] == [r.text for r in alone] and together[1].text == ""
     assert together[0].text and together[0].text == together[2].text
     assert all("load_audio" in r.timings for r in together)
+
+
+def test_auto_device_is_mlx_on_apple_silicon_cuda_with_a_gpu_else_cpu(monkeypatch):
+    import platform
+
+    import torch
+
+    from polyasr.backends import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device(None) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    has_mlx = importlib.util.find_spec("mlx") is not None
+    assert resolve_device("auto") == ("mlx" if has_mlx else "cuda")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")  # an Intel Mac: no Metal MLX
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("MLX") == "mlx"  # an explicit choice is taken as it is

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from polyasr.errors import BackendError, CheckpointError, ModelNotFoundError
-from polyasr.models.checkpoint_io import read_safetensors_dir
+from polyasr.errors import CheckpointError, ModelNotFoundError
+from polyasr.models.checkpoint_io import read_safetensors_dir, write_safetensors
 
 POLYASR_FORMAT = 1
 FORMATS = ("gigaam-ckpt", "hf-hub", "safetensors")
@@ -371,27 +371,10 @@ def _read_converted(directory: Path) -> GigaAMCheckpoint:
 def write_safetensors_dir(ckpt: GigaAMCheckpoint, out_dir: str | Path) -> Path:
     """Write `ckpt` as the polyasr layout: model.safetensors (dtypes kept, bf16 as BF16),
     config.json, and tokenizer.model when the checkpoint has one. Returns the directory."""
-    try:
-        from safetensors import TensorSpec, serialize_file
-    except ImportError as e:  # TensorSpec (raw pointers, any dtype name) is safetensors >= 0.8
-        raise BackendError("writing safetensors needs the safetensors package >= 0.8 "
-                           "(pip install -U 'safetensors>=0.8')") from e
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keep, specs = [], {}
-    for name in sorted(ckpt.tensors):
-        arr = np.ascontiguousarray(ckpt.tensors[name])
-        keep.append(arr)  # the serializer reads raw pointers: keep every buffer alive until it is done
-        tag = ckpt.dtypes.get(name, arr.dtype.name)
-        if tag == "bfloat16" and arr.dtype != np.uint16:
-            raise CheckpointError(f"bfloat16 tensor {name!r} held as {arr.dtype}, expected its uint16 bits")
-        # bf16 goes in as its uint16 bits with dtype "bfloat16": the file gets BF16, bit for bit.
-        specs[name] = TensorSpec(dtype=tag, shape=arr.shape, data_ptr=arr.ctypes.data, data_len=arr.nbytes)
-    tmp = out / "model.safetensors.partial"
-    serialize_file(specs, str(tmp), metadata={"format": "np", "polyasr_format": str(POLYASR_FORMAT),
-                                             "source_format": ckpt.format})
-    tmp.chmod(0o644)  # the serializer creates its file 0600; a converted checkpoint is for sharing
-    tmp.replace(out / "model.safetensors")
+    write_safetensors(ckpt.tensors, ckpt.dtypes, out / "model.safetensors",
+                      {"polyasr_format": str(POLYASR_FORMAT), "source_format": ckpt.format})
     config = {"model_type": "gigaam", "polyasr_format": POLYASR_FORMAT, "gigaam_cfg": ckpt.cfg}
     (out / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if ckpt.tokenizer_model is not None:

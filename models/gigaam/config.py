@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from polyasr.errors import CheckpointError
-from polyasr.kernels.mel import MelConfig
+from polyasr.kernels.mel_tables import MelConfig
 
 # Which fields each section of the released config sets (`head.feat_in` repeats d_model and must
 # not overwrite the encoder's feat_in, the mel bin count).

@@ -2,7 +2,10 @@
 
 * a NeMo `.nemo` archive (the release format), given as the file or a directory holding one;
 * a transformers directory: `config.json` (model_type parakeet_tdt), `model.safetensors`
-  (or shards, or `pytorch_model.bin`), `preprocessor_config.json`, `tokenizer.json`.
+  (or shards, or `pytorch_model.bin`), `preprocessor_config.json`, `tokenizer.json`;
+* what `polyasr convert` makes of a `.nemo`: a directory with the archive's `model_config.yaml`,
+  its weights as `model.safetensors` (NeMo's names, dtypes kept) and `tokenizer.model`. It loads
+  without torch (the `.nemo`'s weights are a torch pickle), which the MLX path needs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from polyasr.errors import CheckpointError
-from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights
+from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights, write_safetensors
 from polyasr.models.parakeet.config import ParakeetConfig
 from polyasr.models.parakeet.tokenizer import ParakeetTokenizer
 from polyasr.models.parakeet.weights import HF_MAP, NEMO_MAP
@@ -23,7 +26,7 @@ from polyasr.models.weight_map import WeightMap
 
 @dataclass
 class ParakeetCheckpoint:
-    format: str  # "nemo" | "hf-safetensors" | "hf-pytorch-bin"
+    format: str  # "nemo" | "nemo-safetensors" | "hf-safetensors" | "hf-pytorch-bin"
     cfg: ParakeetConfig
     tensors: dict[str, np.ndarray]
     dtypes: dict[str, str]
@@ -38,13 +41,15 @@ def read_parakeet_checkpoint(path: str | Path) -> ParakeetCheckpoint:
         nemo = sorted(path.glob("*.nemo"))
         if (path / "config.json").is_file():
             return _read_hf(path)
+        if (path / CONVERTED_CONFIG).is_file():
+            return _read_converted(path)
         if len(nemo) == 1:
             return _read_nemo(nemo[0])
         if len(nemo) > 1:
             raise CheckpointError(f"{path}: holds several .nemo archives ({', '.join(p.name for p in nemo)}); "
                                   "pass the one to load as --model-path")
-        raise CheckpointError(f"{path}: no Parakeet checkpoint here (expected a .nemo archive, or a transformers "
-                              "directory with config.json and model.safetensors)")
+        raise CheckpointError(f"{path}: no Parakeet checkpoint here (expected a .nemo archive, a transformers "
+                              "directory with config.json and model.safetensors, or a `polyasr convert` output)")
     if path.suffix == ".nemo" or path.is_file():
         return _read_nemo(path)
     raise CheckpointError(f"{path}: not a Parakeet checkpoint file or directory")
@@ -67,6 +72,57 @@ def _read_nemo(archive: Path) -> ParakeetCheckpoint:
     tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model,
                                   source=str(archive))
     return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(archive))
+
+
+CONVERTED_CONFIG = "model_config.yaml"
+
+
+def write_converted(archive: str | Path, out_dir: str | Path) -> tuple[Path, int]:
+    """A `.nemo` archive -> `out_dir` with model_config.yaml, model.safetensors and tokenizer.model (see
+    the module docstring); returns the directory and the tensor count. The archive is read as for
+    loading (members checked, weights by `torch.load(weights_only=True)`)."""
+    import yaml
+
+    from polyasr.models.parakeet.nemo_archive import read_nemo
+
+    contents = read_nemo(archive)
+    try:
+        ParakeetConfig.from_nemo(contents.config)  # refuse what polyasr cannot run before writing anything
+        tensors, dtypes = read_torch_weights(contents.weights_path)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_safetensors(tensors, dtypes, out / "model.safetensors", {"source_format": "nemo",
+                                                                       "source": Path(archive).name})
+    finally:
+        try:
+            contents.workdir.cleanup()
+        except OSError:
+            pass
+    config = yaml.safe_dump(contents.config, allow_unicode=True, sort_keys=False)
+    (out / CONVERTED_CONFIG).write_text(config, encoding="utf-8")
+    if contents.tokenizer_model is not None:
+        (out / "tokenizer.model").write_bytes(contents.tokenizer_model)
+    return out, len(tensors)
+
+
+def _read_converted(directory: Path) -> ParakeetCheckpoint:
+    import yaml
+
+    try:
+        config = yaml.safe_load((directory / CONVERTED_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{directory / CONVERTED_CONFIG}: not readable plain YAML ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{directory / CONVERTED_CONFIG}: not a mapping")
+    if not (directory / "model.safetensors").is_file():
+        raise CheckpointError(f"{directory}: {CONVERTED_CONFIG} but no model.safetensors (a `polyasr convert` "
+                              "output holds both)")
+    cfg = ParakeetConfig.from_nemo(config)
+    tensors, dtypes = read_safetensors_dir(directory)
+    sp = directory / "tokenizer.model"
+    tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=sp.read_bytes() if sp.is_file() else None,
+                                  source=str(directory))
+    return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(directory))
 
 
 def _read_json(path: Path) -> dict:

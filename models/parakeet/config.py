@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from polyasr.errors import CheckpointError
-from polyasr.kernels.mel import MelConfig
+from polyasr.kernels.mel_tables import MelConfig
 
 LOG_ZERO_GUARD = 2.0**-24  # NeMo's default log_zero_guard_value ("add"); transformers' LOG_ZERO_GUARD_VALUE
 

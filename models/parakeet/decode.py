@@ -14,18 +14,16 @@ The rule, per utterance (transformers' `ParakeetForTDT.generate`, NeMo's label-l
 Two implementations of the same rule:
 * CPU: the whole loop in C++ (`polyasr._decode.tdt_greedy`, GIL released), fed host fp32 copies
   of the predictor and joint weights; a loop of tiny matrix-vector products is what C++ is for.
-* other devices: `greedy_device`, a batched loop in torch where all utterances advance together
-  (finished ones are masked), the state update is selected per row, and the host is asked
-  whether anyone is still running only every `_SYNC_EVERY` steps, so a GPU is not stalled by a
-  round trip per step.
+* other devices (CUDA, MLX): `greedy_device`, a batched loop on backend ops where all utterances
+  advance together (finished ones are masked), the state update is selected per row, and the host
+  is asked whether anyone is still running only every `_SYNC_EVERY` steps, so a GPU is not
+  stalled by a round trip per step; on MLX the graph of those steps is evaluated then, once.
 Tests prove both give the same tokens, frames and durations.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from polyasr.models.parakeet.model import LSTM
 from polyasr.models.tdt_decode import TdtHyp, tdt_greedy
@@ -62,60 +60,67 @@ class Transducer:
                          h["embed"], h["w_ih"], h["w_hh"], h["bias"], h["pred_w"], h["pred_b"], h["out_w"],
                           h["out_b"], self.durations, self.cfg.blank_id, max_symbols or self.cfg.max_symbols)
 
-    # ---- devices: batched torch loop ------------------------------------------------------------
-    def _weights(self, device, dtype):
-        if self._device is None or self._device[0] != (device, dtype):
-            w = {k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in self.host.items()}
-            w["durations"] = torch.from_numpy(self.durations).to(device)
-            self._device = ((device, dtype), w)
-        return self._device[1]
+    # ---- devices: batched loop on backend ops -----------------------------------------------------
+    def _weights(self):
+        """Device copies of the prediction network and joint, made once: each LSTM layer's input and
+        recurrent weights side by side, so a layer step is one linear of [x, h]."""
+        if self._device is None:
+            B, h = self.B, self.host
+            self._device = {
+                "embed": B.param(h["embed"]),
+                "lstm": [B.prepare_linear(B.param(np.concatenate([w_ih, w_hh], axis=1)))
+                         for w_ih, w_hh in zip(h["w_ih"], h["w_hh"], strict=True)],
+                "bias": [B.param(b) for b in h["bias"]],
+                "pred_w": B.prepare_linear(B.param(h["pred_w"])), "pred_b": B.param(h["pred_b"]),
+                "out_w": B.prepare_linear(B.param(h["out_w"])), "out_b": B.param(h["out_b"]),
+                "durations": B.asarray(self.durations),
+            }
+        return self._device
 
-    @staticmethod
-    def _predict(w, tokens, h, c):
-        """One LSTM step for every row: tokens (B,), h/c (L, B, P) -> pred projection (B, J), h', c'."""
-        x = F.embedding(tokens, w["embed"])
-        hs, cs = [], []
-        for i in range(h.shape[0]):
-            gates = F.linear(x, w["w_ih"][i]) + F.linear(h[i], w["w_hh"][i]) + w["bias"][i]
-            gi, gf, gg, go = gates.chunk(4, dim=-1)
-            ci = torch.sigmoid(gf) * c[i] + torch.sigmoid(gi) * torch.tanh(gg)
-            x = torch.sigmoid(go) * torch.tanh(ci)
+    def _predict(self, w, tokens, h, c):
+        """One LSTM step for every row: tokens (B,), h/c lists of L (B, P) -> pred projection (B, J), h', c'."""
+        B = self.B
+        x, hs, cs = B.embedding(tokens, w["embed"]), [], []
+        for i in range(len(h)):
+            gi, gf, gg, go = B.split(B.linear(B.concat([x, h[i]], axis=-1), w["lstm"][i], w["bias"][i]),
+                                     [x.shape[-1]] * 4)
+            ci = B.sigmoid(gf) * c[i] + B.sigmoid(gi) * B.tanh(gg)
+            x = B.sigmoid(go) * B.tanh(ci)
             hs.append(x)
             cs.append(ci)
-        return F.linear(x, w["pred_w"], w["pred_b"]), torch.stack(hs), torch.stack(cs)
+        return B.linear(x, w["pred_w"], w["pred_b"]), hs, cs
 
-    def greedy_device(self, enc_proj: torch.Tensor, lengths, max_symbols: int | None = None) -> list[TdtHyp]:
-        """enc_proj (B, T, J) tensor on any device, lengths (B,) -> one TdtHyp per item."""
-        max_symbols = max_symbols or self.cfg.max_symbols
+    def greedy_device(self, enc_proj, lengths, max_symbols: int | None = None) -> list[TdtHyp]:
+        """enc_proj (B, T, J) backend array, lengths (B,) -> one TdtHyp per item."""
+        B, max_symbols = self.B, max_symbols or self.cfg.max_symbols
         batch, n_frames, _ = enc_proj.shape
         if batch == 0 or n_frames == 0:
             return [_empty() for _ in range(batch)]
-        w = self._weights(enc_proj.device, enc_proj.dtype)
-        dev, classes = enc_proj.device, self.cfg.vocab_size + 1
-        rows = torch.arange(batch, device=dev)
-        lens = torch.as_tensor(np.asarray(lengths), dtype=torch.int64, device=dev)
-        p = w["embed"].shape[1]
-        h = enc_proj.new_zeros(self.cfg.pred_rnn_layers, batch, p)
-        g, h, c = self._predict(w, torch.full((batch,), self.cfg.blank_id, device=dev), h, torch.zeros_like(h))
-        t, run = torch.zeros(batch, dtype=torch.int64, device=dev), torch.zeros(batch, dtype=torch.int64, device=dev)
+        w, blank, classes = self._weights(), self.cfg.blank_id, self.cfg.vocab_size + 1
+        rows, lens = B.asarray(np.arange(batch)), B.asarray(np.asarray(lengths, dtype=np.int64))
+        zeros = [B.zeros((batch, w["embed"].shape[1])) for _ in range(self.cfg.pred_rnn_layers)]
+        g, h, c = self._predict(w, B.asarray(np.full(batch, blank, np.int64)), zeros, zeros)
+        t = run = B.asarray(np.zeros(batch, np.int64))
         active, steps = t < lens, []
-        while len(steps) % _SYNC_EVERY or bool(active.any()):
-            logits = F.linear(F.relu(enc_proj[rows, t.clamp(max=n_frames - 1)] + g), w["out_w"], w["out_b"])
-            scores = logits[:, :classes].float()
-            k = scores.argmax(-1)
-            d = w["durations"][logits[:, classes:].argmax(-1)]
-            conf = torch.softmax(scores, -1).gather(1, k[:, None])[:, 0]
-            emit, blank = active & (k != self.cfg.blank_id), active & (k == self.cfg.blank_id)
-            steps.append((k, t, d, conf, emit))
-            run = torch.where(emit & (d == 0), run + 1, 0)
+        while len(steps) % _SYNC_EVERY or B.any(active):
+            frame = enc_proj[rows, B.where(t < n_frames, t, n_frames - 1)]
+            logits = B.linear(B.relu(frame + g), w["out_w"], w["out_b"])
+            logp = B.log_softmax(logits[:, :classes])
+            k, d = B.argmax(logp), w["durations"][B.argmax(logits[:, classes:])]
+            emit, is_blank = active & (k != blank), active & (k == blank)
+            steps.append((k, t, d, B.max(logp), emit))
+            run = B.where(emit & (d == 0), run + 1, 0)
             force = run >= max_symbols
-            t = t + torch.where(blank, d.clamp(min=1), torch.where(emit, torch.where(d > 0, d, force.long()), 0))
-            run = torch.where(force, 0, run)
+            t = t + B.where(is_blank, B.where(d > 0, d, 1), B.where(emit, B.where(d > 0, d, B.where(force, 1, 0)), 0))
+            run = B.where(force, 0, run)
             g2, h2, c2 = self._predict(w, k, h, c)
-            g = torch.where(emit[:, None], g2, g)
-            h, c = torch.where(emit[None, :, None], h2, h), torch.where(emit[None, :, None], c2, c)
+            g = B.where(emit[:, None], g2, g)
+            h = [B.where(emit[:, None], a, b) for a, b in zip(h2, h, strict=True)]
+            c = [B.where(emit[:, None], a, b) for a, b in zip(c2, c, strict=True)]
             active = t < lens
-        return _split_steps(steps, batch)
+            if len(steps) % _SYNC_EVERY == 0:  # MLX: compute the last few steps' graph in one go
+                B.evaluate(active, g, *h, *c, *(x for step in steps[-_SYNC_EVERY:] for x in step))
+        return _split_steps(B, steps, batch)
 
 
 def _empty() -> TdtHyp:
@@ -123,9 +128,11 @@ def _empty() -> TdtHyp:
     return TdtHyp(z, z, z, np.zeros(0, np.float32))
 
 
-def _split_steps(steps, batch: int) -> list[TdtHyp]:
-    """Per-step (B,) records -> per-item arrays of the emitting steps (one host transfer)."""
-    k, t, d, conf, emit = (torch.stack(x, dim=1).cpu().numpy() for x in zip(*steps, strict=True))
+def _split_steps(B, steps, batch: int) -> list[TdtHyp]:
+    """Per-step (B,) records -> per-item arrays of the emitting steps (one host transfer per field);
+    the confidence is the chosen token's posterior, exp of its log-probability."""
+    k, t, d, logp, emit = (B.to_numpy(B.stack(x, axis=1)) for x in zip(*steps, strict=True))
+    conf = np.exp(logp)
     out = []
     for b in range(batch):
         m = emit[b]

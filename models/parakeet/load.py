@@ -18,11 +18,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
-from polyasr.kernels.mel import log_mel_ref
 from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
@@ -58,19 +56,19 @@ class ParakeetModel:
 
     def features(self, audios: list[np.ndarray]):
         """Padded batch of 16 kHz float32 signals -> log-mel (B, n_mels, T) on the device, frames (B,)."""
-        batch, lengths = pad_batch(audios)
-        feats, frames = log_mel_ref(torch.from_numpy(batch).to(self.B.device), self.mel, lengths)
-        return self.B.cast(feats), frames.cpu().numpy()
+        feats, frames = self.B.log_mel(*pad_batch(audios), self.mel)
+        return self.B.cast(feats), frames
 
     def encode(self, audios: list[np.ndarray], timings: dict | None = None):
         """A batch of utterances -> the joint's encoder projection (B, T', J) on the device, lengths (B,)."""
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         feats, frames = self.features(audios)
+        self.B.evaluate(feats)
         t1 = time.perf_counter()
         encoded, lengths = net.encode(self.params, self.cfg, self.B, feats, frames)
         proj = net.joint_encoder(self.params, self.B, encoded)
-        self.B.synchronize()
+        self.B.evaluate(proj)  # lazy (MLX) and asynchronous (CUDA) backends: count the encoder's time here
         timings["features"] = timings.get("features", 0.0) + t1 - t0
         timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - t1
         return proj, lengths
@@ -78,7 +76,7 @@ class ParakeetModel:
     def decode(self, proj, lengths, timings: dict | None = None, max_symbols: int | None = None) -> list[TdtHyp]:
         """Greedy TDT over an encoder projection: C++ on the CPU, the batched device loop elsewhere."""
         t0 = time.perf_counter()
-        if self.B.device.type == "cpu":
+        if self.B.name == "torch" and self.B.device.type == "cpu":
             hyps = self.transducer.greedy_host(self.B.to_numpy(proj), lengths, max_symbols)
         else:
             hyps = self.transducer.greedy_device(proj, lengths, max_symbols)

@@ -70,7 +70,9 @@ class DecodeStats:
 def _pick(params, B, hidden):
     """Last position's hidden (B, 1, h) -> greedy ids (B,) and their log-probabilities, on the host."""
     logp = B.log_softmax(net.logits(params, B, hidden[:, -1:])[:, -1])
-    return B.to_numpy(B.argmax(logp)), B.to_numpy(B.max(logp))
+    ids, best = B.argmax(logp), B.max(logp)
+    B.evaluate(ids, best)  # MLX: the step's one graph evaluation (both reads below are then copies)
+    return B.to_numpy(ids), B.to_numpy(best)
 
 
 def greedy(params, cfg, B, prompts: list, pad: np.ndarray, max_new: list[int], stop_ids, guard: bool = True,

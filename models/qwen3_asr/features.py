@@ -11,10 +11,9 @@ encoder's last chunk is padded with upstream (see README: transformers' batched 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from polyasr.audio import pad_batch
-from polyasr.kernels.mel import MelConfig, log_mel_ref
+from polyasr.kernels.mel_tables import MelConfig
 
 SAMPLE_RATE = 16000
 # Pieces shorter than this are zero-padded to it (Qwen's split_audio_into_chunks, MIN_ASR_INPUT_SECONDS).
@@ -30,8 +29,6 @@ def pad_short(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, (0, MIN_SAMPLES - len(audio))) if len(audio) < MIN_SAMPLES else audio
 
 
-def log_mel(audios: list[np.ndarray], cfg: MelConfig, device) -> tuple[torch.Tensor, np.ndarray]:
-    """16 kHz float32 signals -> fp32 log-mel (B, n_mels, T) on `device` (zero past each item), frames (B,)."""
-    batch, lengths = pad_batch(audios)
-    feats, frames = log_mel_ref(torch.from_numpy(batch).to(device), cfg, torch.from_numpy(lengths).to(device))
-    return feats, frames.cpu().numpy()
+def log_mel(audios: list[np.ndarray], cfg: MelConfig, B):
+    """16 kHz float32 signals -> fp32 log-mel (B, n_mels, T) on backend B (zero past each item), frames (B,)."""
+    return B.log_mel(*pad_batch(audios), cfg)

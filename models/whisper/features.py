@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from polyasr.kernels.mel import MelConfig
+from polyasr.kernels.mel_tables import MelConfig
 
 _SCAN_FRAMES = 30_000  # frames per chunk of the max-finding pass (5 minutes of audio)
 _SILENT_LOG = -10.0  # log10 of the 1e-10 floor: the value of frames of pure padding

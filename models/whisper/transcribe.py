@@ -47,6 +47,7 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         tok.language_token(language)  # an unknown code fails before any work
     if language is None:
         af = net.encode(m.params, cfg, m.B, feats.window(0, cfg.n_audio_frames, zero_pad=False))
+        m.B.evaluate(af)  # lazy (MLX) and asynchronous (CUDA) backends: the encoder's time is counted here
         language, log.language_probability = detect_language(m, af)
         log.add("encoder", t0)
     sot_seq = tok.sot_sequence(language, opts.task)
@@ -61,6 +62,7 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         mel = feats.window(seek, size)
         t0 = log.add("features", t0)
         af = net.encode(m.params, cfg, m.B, mel)
+        m.B.evaluate(af)
         t0 = log.add("encoder", t0)
         first_token = None if log.windows else (lambda: setattr(log, "first_token_secs", time.perf_counter() - start))
         result = decode_with_fallback(m, af, all_tokens[prompt_from:], sot_seq, opts, rng, first_token)

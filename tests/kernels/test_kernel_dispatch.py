@@ -154,3 +154,23 @@ def test_attention_with_fewer_kv_heads_is_grouped_query_attention(kernels, tq, c
     full = keep if mask is None else (mask if keep is None else mask & keep)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k_rep, v_rep, attn_mask=full)
     assert_close(backend.attention(q, k, v, mask=mask, causal=causal), expected, atol=1e-5, what="GQA attention")
+
+
+def test_log_mel_routes_to_the_mel_kernel_unless_the_checkpoint_brings_tables(monkeypatch):
+    import numpy as np
+
+    import polyasr.kernels.mel_kernel as mel_kernel_module
+    from polyasr.kernels.mel_tables import MelConfig, tables
+
+    calls = []
+    real = mel_kernel_module.log_mel
+    monkeypatch.setattr(mel_kernel_module, "log_mel", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = MelConfig.whisper(80)
+    batch = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32)
+    lengths = np.array([4000, 2500])
+    tri, ref = TorchBackend("cpu", kernels="triton"), TorchBackend("cpu", kernels="torch")
+    (ft, nt), (fr, nr) = tri.log_mel(batch, lengths, cfg), ref.log_mel(batch, lengths, cfg)
+    assert calls == [1] and nt.tolist() == nr.tolist()
+    assert_close(ft, fr, 1e-4, what="mel kernel (interpreter) vs log_mel_ref")
+    tri.log_mel(batch, lengths, cfg, tables(cfg))  # a checkpoint's own tables: the reference takes them
+    assert calls == [1]

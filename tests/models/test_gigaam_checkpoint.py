@@ -316,7 +316,7 @@ def _error_line(capsys) -> str:
     ("not_empty", 2, "not an empty directory"),
     ("output_is_file", 2, "not an empty directory"),
     ("unknown_format", 4, "no GigaAM checkpoint here"),
-    ("not_gigaam", 2, "supports the gigaam models only"),
+    ("not_gigaam", 2, "converts the torch-pickle checkpoints of the gigaam and parakeet models"),
     ("unknown_model", 4, "unknown model id"),
     ("wrong_variant", 4, "use --model gigaam-v3-ctc"),
 ])

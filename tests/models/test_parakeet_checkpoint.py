@@ -191,3 +191,27 @@ def test_interpolations_resolve_to_the_referenced_values(parts):
     cfg = ParakeetConfig.from_nemo(nemo_config(model, fe, _pieces(sp)))
     assert cfg.pred_hidden == cfg.joint_hidden == model.config.decoder_hidden_size
     assert cfg.durations == tuple(model.config.durations)
+
+
+def test_convert_nemo_to_safetensors_loads_the_same_model(parts, tmp_path, capsys):
+    """`polyasr convert` turns the .nemo (a torch pickle inside) into a directory that loads without torch
+    (tests/models/test_mlx_parity.py runs it with torch blocked): same config, tensors and transcript."""
+    import numpy as np
+
+    from polyasr import AsrEngine
+    from polyasr.cli import main
+
+    archive = write_nemo(*parts, tmp_path / "tiny.nemo")
+    out = tmp_path / "converted"
+    assert main(["convert", "--model", "parakeet-tdt-v3", "--model-path", str(archive), "-o", str(out)]) == 0
+    assert "(nemo," in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "model_config.yaml", "tokenizer.model"]
+    a, b = read_parakeet_checkpoint(archive), read_parakeet_checkpoint(out)
+    assert b.format == "nemo-safetensors" and a.cfg == b.cfg and sorted(a.tensors) == sorted(b.tensors)
+    for name, t in a.tensors.items():
+        assert b.dtypes[name] == a.dtypes[name] and np.array_equal(b.tensors[name], t), name
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    ra, rb = (AsrEngine.from_model("parakeet-tdt-v3", p, device="cpu").transcribe(audio) for p in (archive, out))
+    assert [s.tokens for s in ra.segments] == [s.tokens for s in rb.segments]
+    assert main(["convert", "--model", "parakeet-tdt-v3", "--model-path", str(archive), "-o", str(out)]) == 2
+    assert "not an empty directory" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def test_features_equal_the_reference_extractors(setup):
     _, models, _ = setup
     for n in SINGLE + BATCH + [8000, 8001]:
         audio = _audios([n], seed=n)[0]
-        ours, frames = log_mel([audio], models["qwen"].mel, "cpu")
+        ours, frames = log_mel([audio], models["qwen"].mel, models["qwen"].B)
         whisper = WhisperFeatureExtractor(feature_size=128)(audio, sampling_rate=16000, padding="longest",
                                                              return_tensors="pt")["input_features"]
         qwen = Qwen3ASRFeatureExtractor()(audio, sampling_rate=16000, padding="longest", return_tensors="pt")
@@ -74,7 +74,7 @@ def test_features_equal_the_reference_extractors(setup):
 def test_encoder_output(setup, lengths):
     ref, models, _ = setup
     for layout, m in models.items():
-        feats, frames = log_mel(_audios(lengths), m.mel, "cpu")
+        feats, frames = log_mel(_audios(lengths), m.mel, m.B)
         with torch.no_grad():
             ours, tokens = net.encode(m.params, m.cfg, m.B, feats, frames)
             t = -(-feats.shape[-1] // 100) * 100
@@ -91,7 +91,7 @@ def test_first_logits_and_32_greedy_tokens(setup, lengths, language):
     ref, models, proc = setup
     audios = _audios(lengths)
     for layout, m in models.items():
-        feats, frames = log_mel(audios, m.mel, "cpu")
+        feats, frames = log_mel(audios, m.mel, m.B)
         inp, padded = _reference_inputs(proc, audios, language, feats)
         with torch.no_grad():
             emb, tokens = net.encode(m.params, m.cfg, m.B, feats, frames)
@@ -138,7 +138,7 @@ def test_untied_output_projection_and_lm_head_required(tmp_path):
     m = Qwen3ASRModel("qwen3-asr-1.7b", load_checkpoint(save_checkpoint(ref, cfg, tok, tmp_path / "a")),
                       TorchBackend("cpu", "float32"))
     audios = _audios(SINGLE)
-    feats, frames = log_mel(audios, m.mel, "cpu")
+    feats, frames = log_mel(audios, m.mel, m.B)
     inp, padded = _reference_inputs(reference_processor(tok), audios, None, feats)
     with torch.no_grad():
         x, pad = m.prompt_embeddings(*net.encode(m.params, m.cfg, m.B, feats, frames), None)

@@ -1,0 +1,73 @@
+"""Weight-only quantisation of linear layers on MLX (issue 8): `mx.quantize`'s affine mode.
+
+A (Cout, Cin) weight becomes `bits`-bit integers packed into uint32 words, with one scale and one
+bias (in the weight's dtype) per `group_size` consecutive input weights of each output row;
+`quantized_linear` multiplies by it without unpacking it in Python (`mx.quantized_matmul`).
+Activations stay in the backend's dtype: only the weights' storage (and read bandwidth) shrinks.
+
+Bits: mlx 0.32's affine mode takes 1, 2, 3, 4, 5, 6 and 8 bits and group sizes 32, 64 and 128
+(checked against the installed mlx); polyasr accepts 2, 3, 4, 6 and 8 bits. 4 and 8 are the useful
+ones for speech models (`bench/bench_mlx_quant.py` measures the WER each costs).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import mlx.core as mx
+
+from polyasr.errors import InvalidOptionError
+
+BITS = (2, 3, 4, 6, 8)
+GROUP_SIZES = (32, 64, 128)
+
+
+def check_quantization(bits: int, group_size: int) -> None:
+    """Raise InvalidOptionError (one line, says what to pass) unless mx.quantize takes these values."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise InvalidOptionError(f"quantize={bits!r} is not a weight width MLX quantises to; "
+                                 f"use one of {', '.join(map(str, BITS))} bits (4 or 8 are the useful ones)")
+    if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
+        raise InvalidOptionError(f"group_size={group_size!r} is not supported by mx.quantize; "
+                                 f"use one of {', '.join(map(str, GROUP_SIZES))}")
+
+
+def label(bits: int | None, group_size: int) -> str | None:
+    """'8bit-g64' (what results report as info["quantize"]), or None without quantisation."""
+    return None if bits is None else f"{bits}bit-g{group_size}"
+
+
+class QuantizedWeight(NamedTuple):
+    """A (out_features, in_features) linear weight as `mx.quantize` packs it."""
+
+    weight: mx.array  # (out_features, in_features * bits / 32) uint32
+    scales: mx.array  # (out_features, in_features / group_size)
+    biases: mx.array  # (out_features, in_features / group_size)
+    bits: int
+    group_size: int
+    in_features: int
+    out_features: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.nbytes + self.scales.nbytes + self.biases.nbytes
+
+
+def quantize_linear(w: mx.array, bits: int, group_size: int) -> QuantizedWeight | None:
+    """A (Cout, Cin) checkpoint weight -> QuantizedWeight, or None when this layer must stay in full
+    precision: mx.quantize groups consecutive elements of a row, so Cin must be a multiple of
+    group_size (and the weight a 2-D float matrix); a partial last group is refused by mx rather
+    than padded, and padding would need the activations padded too on every call."""
+    check_quantization(bits, group_size)
+    if w.ndim != 2 or not mx.issubdtype(w.dtype, mx.floating) or w.shape[1] % group_size:
+        return None
+    q, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
+    mx.eval(q, scales, biases)  # once, at load: the fp weight need not stay alive in the graph
+    return QuantizedWeight(q, scales, biases, bits, group_size, w.shape[1], w.shape[0])
+
+
+def quantized_linear(x: mx.array, qw: QuantizedWeight, b: mx.array | None = None) -> mx.array:
+    """x (..., Cin) @ W^T (+ b) -> (..., Cout), with W as `quantize_linear` packed it."""
+    y = mx.quantized_matmul(x, qw.weight, qw.scales, qw.biases, transpose=True,
+                            group_size=qw.group_size, bits=qw.bits)
+    return y + b if b is not None else y
