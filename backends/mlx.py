@@ -309,6 +309,10 @@ class MLXBackend:
         out = y * c + mx.concatenate([-y2, y1], axis=-1) * s
         return out.reshape(x.shape) if x.ndim == 3 else out
 
+    def qk_norm_rope(self, x, w, cos, sin, eps: float = 1e-6):
+        """`rope(rms_norm(x, w, eps), cos, sin)` (w None: `rope` alone), as the torch backend's op."""
+        return self.rope(x if w is None else self.rms_norm(x, w, eps), cos, sin)
+
     @staticmethod
     def length_mask(lengths, size: int):
         """(B,) valid lengths (host ints) -> (B, size) bool, True on valid frames."""

@@ -308,19 +308,25 @@ class TorchBackend:
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(self.dtype), emb.sin().to(self.dtype)
 
-    @staticmethod
-    def rope(x, cos, sin):
+    def rope(self, x, cos, sin):
         """x * cos + rotate_half(x) * sin per head of cos.shape[-1] = D channels.
 
-        x: (B, T, H*D) channels-last (heads not split yet) or (B, H, T, D); cos, sin: (T, D).
-        rotate_half(u) = concat(-u[D/2:], u[:D/2]).
+        x: (B, T, H*D) channels-last (heads not split yet) or (B, H, T, D); cos, sin: (T, D), or
+        (B, 1, T, D) per row. rotate_half(u) = concat(-u[D/2:], u[:D/2]). Torch path:
+        `kernels.rope.rope_ref`; with Triton kernels on, one fused kernel.
         """
-        d = cos.shape[-1]
-        y = x.unflatten(-1, (-1, d)) if x.ndim == 3 else x  # (B, T, H, D) or (B, H, T, D)
-        c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
-        y1, y2 = y[..., : d // 2], y[..., d // 2 :]
-        out = y * c + torch.cat((-y2, y1), dim=-1) * s
-        return out.flatten(-2) if x.ndim == 3 else out
+        return self.qk_norm_rope(x, None, cos, sin)
+
+    def qk_norm_rope(self, x, w, cos, sin, eps: float = 1e-6):
+        """`rope(rms_norm(x, w, eps), cos, sin)` per head of D channels (Qwen3's q / k path); w None:
+        `rope` alone. With Triton kernels on, one kernel (`kernels.rope`) reads x once and writes once."""
+        if self.kernels == "triton":
+            from polyasr.kernels.rope import rope
+
+            return rope(x, cos, sin, w, eps)
+        from polyasr.kernels.rope import rope_ref
+
+        return rope_ref(x, cos, sin, w, eps)
 
     def length_mask(self, lengths, size: int):
         """(B,) valid lengths (host ints) -> (B, size) bool on the device, True on valid frames."""

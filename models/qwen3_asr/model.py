@@ -242,8 +242,8 @@ def _decoder_layer(params, cfg, B, x, cache, rope, i):
     h = B.rms_norm(x, params[f"{p}.input_layernorm.weight"], t.rms_norm_eps)
     q, k, v = B.split(B.linear(h, params[f"{p}.self_attn.qkv.weight"], params.get(f"{p}.self_attn.qkv.bias")),
                       [nq * hd, nkv * hd, nkv * hd])
-    q = B.rope(B.rms_norm(B.split_heads(q, nq), params[f"{p}.self_attn.q_norm.weight"], t.rms_norm_eps), cos, sin)
-    k = B.rope(B.rms_norm(B.split_heads(k, nkv), params[f"{p}.self_attn.k_norm.weight"], t.rms_norm_eps), cos, sin)
+    q = B.qk_norm_rope(B.split_heads(q, nq), params[f"{p}.self_attn.q_norm.weight"], cos, sin, t.rms_norm_eps)
+    k = B.qk_norm_rope(B.split_heads(k, nkv), params[f"{p}.self_attn.k_norm.weight"], cos, sin, t.rms_norm_eps)
     start, end = cache.length, cache.length + x.shape[1]
     keys = B.cache_write(cache.k[i], k, start)[:, :, :end]
     values = B.cache_write(cache.v[i], B.split_heads(v, nkv), start)[:, :, :end]

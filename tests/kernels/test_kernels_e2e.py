@@ -1,10 +1,11 @@
-"""End to end: GigaAM v3 and Parakeet TDT give the same greedy tokens with the hot ops on the Triton
+"""End to end: each of the four models gives the same greedy tokens with the hot ops on the Triton
 kernels (interpreter on CPU) as on plain torch, on random-weight checkpoints in their released
-formats and a padded batch of two short utterances (key-padding masks, masked conv tails).
-
-Whisper's attention is routed the same way (tested per op in test_kernel_dispatch.py) but its
-greedy decoder runs one kernel launch per layer per token, too slow for the interpreter here;
-Qwen3-ASR's decoder attention carries a per-query mask, which stays on SDPA.
+formats: GigaAM v3 and Parakeet TDT on a padded batch of two short utterances (key-padding masks,
+masked conv tails, the mel kernel for Parakeet), Qwen3-ASR on a padded batch (mel kernel, windowed
+encoder attention with key masks, fused q/k-norm + RoPE; its decoder's per-query masks stay on
+SDPA), Whisper through its encoder (1500 frames) and 12 greedy steps on the KV cache (causal
+self-attention and cross-attention kernels; a whole transcript would be hundreds of launches per
+token in the interpreter).
 """
 
 from __future__ import annotations
@@ -93,3 +94,47 @@ def test_parakeet_same_tokens(parakeet_nemo, fixtures_dir):
     for x, y in zip(a, b, strict=True):
         assert (x.tokens.tolist(), x.frames.tolist(), x.durations.tolist()) == \
             (y.tokens.tolist(), y.frames.tolist(), y.durations.tolist())
+
+
+@pytest.mark.slow  # ~30 s in the interpreter
+def test_qwen3_asr_same_tokens(tmp_path, fixtures_dir):
+    pytest.importorskip("transformers.models.qwen3_asr")
+    from qwen3_asr_refs import build_reference, make_tokenizer, save_checkpoint, small_config
+
+    tok = make_tokenizer()
+    cfg = small_config(tok)
+    path = save_checkpoint(build_reference(cfg, seed=5), cfg, tok, tmp_path / "q", "qwen")
+    ref, tri = _engines("qwen3-asr-0.6b", path)
+    clips = _clips(fixtures_dir, "en_short.wav")
+    (ea, na), (eb, nb) = ref.model.encode(clips, {}), tri.model.encode(clips, {})
+    assert list(na) == list(nb)
+    assert_close(eb, ea, atol=1e-4, what="audio encoder (mel kernel + attention kernel)")
+    a, b = ref.model.recognize(clips), tri.model.recognize(clips)
+    assert sum(len(p.generation.tokens) for p in a) > 10
+    assert [p.generation.tokens for p in a] == [p.generation.tokens for p in b]
+
+
+@pytest.mark.slow  # ~1 min in the interpreter: 1500-frame encoder attention
+def test_whisper_encoder_and_greedy_steps(random_whisper_dir):
+    from polyasr.models.whisper import model as net
+
+    ref, tri = _engines("whisper", random_whisper_dir)
+    mel = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32))
+    outs = []
+    for e in (ref, tri):
+        m = e.model
+        with torch.inference_mode():
+            af = net.encode(m.params, m.cfg, m.B, mel)
+            cache = net.new_cache(m.params, m.cfg, m.B, af, 32)
+            tokens, steps = [50258, 50259, 50359], []
+            hidden = net.decode(m.params, m.cfg, m.B, torch.tensor([tokens]), cache)
+            for _ in range(12):
+                logits = net.logits(m.params, m.B, hidden[:, -1:])[0, 0]
+                steps.append((int(logits.argmax()), logits))
+                hidden = net.decode(m.params, m.cfg, m.B, torch.tensor([[steps[-1][0]]]), cache)
+        outs.append((af, steps))
+    (af_a, sa), (af_b, sb) = outs
+    assert_close(af_b, af_a, atol=1e-4, what="encoder (flash attention kernel)")
+    assert [t for t, _ in sa] == [t for t, _ in sb]
+    for (_, la), (_, lb) in zip(sa, sb):
+        assert_close(lb, la, atol=1e-3, what="logits after cached decoding steps")
