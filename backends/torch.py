@@ -10,7 +10,6 @@ the model code does not change to pick one.
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
@@ -224,10 +223,12 @@ class TorchBackend:
         n = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(self.device)
         if self.kernels == "triton" and tables is None and cfg.power in (1.0, 2.0):
             from polyasr.kernels.mel_kernel import log_mel
+
+            feats, frames = log_mel(x, cfg, n)
         else:
-            from polyasr.kernels.mel import log_mel_ref as log_mel
-            log_mel = functools.partial(log_mel, tables=tables)
-        feats, frames = log_mel(x, cfg, n)
+            from polyasr.kernels.mel import log_mel_ref
+
+            feats, frames = log_mel_ref(x, cfg, n, tables)
         return feats, frames.cpu().numpy()
 
     @staticmethod

@@ -348,3 +348,18 @@ def test_config_rejects_unknown_choices():
         MelConfig(n_fft=256, win_length=400)
     with pytest.raises(ValueError, match="reflect padding"):
         log_mel_ref(torch.zeros(100), MelConfig())
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "bartlett"])
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize("taps", [1, 2, 7, 320, 400])
+def test_numpy_windows_equal_torchs(name, periodic, taps):
+    """kernels.mel_tables builds every window in numpy (the MLX path has no torch): torch's window
+    functions are the reference, centred and zero-padded as torch.stft pads them."""
+    from polyasr.kernels.mel_tables import window
+
+    cfg = MelConfig(n_fft=512, win_length=taps, window=name, periodic_window=periodic)
+    ref = getattr(torch, f"{name}_window")(taps, periodic=periodic, dtype=torch.float64)
+    left = (512 - taps) // 2
+    expected = torch.nn.functional.pad(ref, (left, 512 - taps - left))
+    assert_close(torch.from_numpy(window(cfg)), expected, 1e-12, what=f"{name} periodic={periodic} taps={taps}")
