@@ -29,8 +29,13 @@ def resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def get_backend(device: str | None = "auto", dtype: str | None = None, kernels: str | None = None,
-                quantize: int | None = None, group_size: int = 64):
+def get_backend(
+    device: str | None = "auto",
+    dtype: str | None = None,
+    kernels: str | None = None,
+    quantize: int | None = None,
+    group_size: int = 64,
+):
     """The backend object for a device: ops plus `device` and `dtype` attributes.
 
     kernels: "auto" | "torch" | "triton" | None (= $POLYASR_KERNELS, else "auto"): which
@@ -39,8 +44,10 @@ def get_backend(device: str | None = "auto", dtype: str | None = None, kernels: 
     weights per scale; MLX only (`mlx_quant`)."""
     device = resolve_device(device)
     if quantize is not None and device != "mlx":
-        raise BackendError(f"weight quantisation (quantize={quantize}) runs on --device mlx only; "
-                           f"device {device!r} runs full-precision weights: drop --quantize or use --device mlx")
+        raise BackendError(
+            f"weight quantisation (quantize={quantize}) runs on --device mlx only; "
+            f"device {device!r} runs full-precision weights: drop --quantize or use --device mlx"
+        )
     if device == "mlx":
         if importlib.util.find_spec("mlx") is None:
             raise BackendError("device 'mlx' needs the `mlx` package: pip install 'polyasr[mlx]' (Linux: mlx[cpu])")

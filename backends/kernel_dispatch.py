@@ -55,10 +55,14 @@ def resolve_kernels(choice: str | None, device_type: str) -> str:
     if choice == "auto":
         return "triton" if AUTO_USES_TRITON and device_type == "cuda" and has_triton else "torch"
     if not has_triton:
-        raise BackendError("kernels='triton' was asked for but the `triton` package is not installed; "
-                           "install it (it ships with CUDA builds of torch) or use kernels='torch'")
+        raise BackendError(
+            "kernels='triton' was asked for but the `triton` package is not installed; "
+            "install it (it ships with CUDA builds of torch) or use kernels='torch'"
+        )
     if device_type != "cuda" and not _interpreting():
-        raise BackendError(f"kernels='triton' on device {device_type!r} runs only in the Triton interpreter: set "
-                           "TRITON_INTERPRET=1 in the environment before starting (slow; for tests), use a CUDA "
-                           "device, or use kernels='torch'")
+        raise BackendError(
+            f"kernels='triton' on device {device_type!r} runs only in the Triton interpreter: set "
+            "TRITON_INTERPRET=1 in the environment before starting (slow; for tests), use a CUDA "
+            "device, or use kernels='torch'"
+        )
     return "triton"

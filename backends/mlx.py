@@ -168,7 +168,7 @@ class MLXBackend:
     def cache_write(cache, value, pos: int):
         """Write value (B, H, n, D) into cache (B, H, Tmax, D) at pos..pos+n; the cache object is
         updated in place (MLX slice assignment), as the torch backend's is."""
-        cache[:, :, pos:pos + value.shape[2]] = value
+        cache[:, :, pos : pos + value.shape[2]] = value
         return cache
 
     # ---- audio frontend ---------------------------------------------------------------------
@@ -191,8 +191,9 @@ class MLXBackend:
         lengths = np.asarray(lengths, dtype=np.int64)
         frames = frame_counts(lengths, cfg)
         n_out = int(frame_counts([batch.shape[1]], cfg)[0])
-        window, bank = _frontend_tables(cfg) if tables is None else (mx.array(np.asarray(t, np.float32))
-                                                                     for t in tables)
+        window, bank = (
+            _frontend_tables(cfg) if tables is None else (mx.array(np.asarray(t, np.float32)) for t in tables)
+        )
         mel = _mel_spectrogram(mx.array(_padded_signals(batch, lengths, cfg)), n_out, cfg, window, bank)
         valid = mx.arange(n_out)[None, :] < mx.array(frames)[:, None]  # (B, T)
         if cfg.log == "ln":
@@ -224,8 +225,9 @@ class MLXBackend:
     def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, groups: int = 1):
         """Image-layout conv as the torch backend's: x (B, Cin, H, W), w (Cout, Cin / groups, kh, kw) ->
         (B, Cout, H', W'). MLX convolves channels-last, so the image is transposed in and out."""
-        y = mx.conv2d(mx.transpose(x, (0, 2, 3, 1)), mx.transpose(w, (0, 2, 3, 1)), stride=stride,
-                      padding=padding, groups=groups)
+        y = mx.conv2d(
+            mx.transpose(x, (0, 2, 3, 1)), mx.transpose(w, (0, 2, 3, 1)), stride=stride, padding=padding, groups=groups
+        )
         y = mx.transpose(y + b if b is not None else y, (0, 3, 1, 2))
         return y
 
@@ -259,12 +261,12 @@ class MLXBackend:
         if t == 1:
             shifted = full
         else:
-            flat = full.reshape(b, h, t * (2 * t - 1))[..., t - 1: t - 1 + t * (2 * t - 2)]
+            flat = full.reshape(b, h, t * (2 * t - 1))[..., t - 1 : t - 1 + t * (2 * t - 2)]
             shifted = flat.reshape(b, h, t, 2 * t - 2)[..., :t]
-        bias = shifted * (d ** -0.5)
+        bias = shifted * (d**-0.5)
         if mask is not None:
             bias = mx.where(mask, bias, -mx.inf)
-        return mx.fast.scaled_dot_product_attention(q + bias_u, k, v, scale=d ** -0.5, mask=bias.astype(q.dtype))
+        return mx.fast.scaled_dot_product_attention(q + bias_u, k, v, scale=d**-0.5, mask=bias.astype(q.dtype))
 
     @staticmethod
     def relu(x):
@@ -305,7 +307,7 @@ class MLXBackend:
         d = cos.shape[-1]
         y = x.reshape(*x.shape[:-1], -1, d) if x.ndim == 3 else x
         c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
-        y1, y2 = y[..., : d // 2], y[..., d // 2:]
+        y1, y2 = y[..., : d // 2], y[..., d // 2 :]
         out = y * c + mx.concatenate([-y2, y1], axis=-1) * s
         return out.reshape(x.shape) if x.ndim == 3 else out
 

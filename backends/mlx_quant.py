@@ -25,11 +25,14 @@ GROUP_SIZES = (32, 64, 128)
 def check_quantization(bits: int, group_size: int) -> None:
     """Raise InvalidOptionError (one line, says what to pass) unless mx.quantize takes these values."""
     if isinstance(bits, bool) or bits not in BITS:
-        raise InvalidOptionError(f"quantize={bits!r} is not a weight width MLX quantises to; "
-                                 f"use one of {', '.join(map(str, BITS))} bits (4 or 8 are the useful ones)")
+        raise InvalidOptionError(
+            f"quantize={bits!r} is not a weight width MLX quantises to; "
+            f"use one of {', '.join(map(str, BITS))} bits (4 or 8 are the useful ones)"
+        )
     if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
-        raise InvalidOptionError(f"group_size={group_size!r} is not supported by mx.quantize; "
-                                 f"use one of {', '.join(map(str, GROUP_SIZES))}")
+        raise InvalidOptionError(
+            f"group_size={group_size!r} is not supported by mx.quantize; use one of {', '.join(map(str, GROUP_SIZES))}"
+        )
 
 
 def label(bits: int | None, group_size: int) -> str | None:
@@ -68,6 +71,5 @@ def quantize_linear(w: mx.array, bits: int, group_size: int) -> QuantizedWeight 
 
 def quantized_linear(x: mx.array, qw: QuantizedWeight, b: mx.array | None = None) -> mx.array:
     """x (..., Cin) @ W^T (+ b) -> (..., Cout), with W as `quantize_linear` packed it."""
-    y = mx.quantized_matmul(x, qw.weight, qw.scales, qw.biases, transpose=True,
-                            group_size=qw.group_size, bits=qw.bits)
+    y = mx.quantized_matmul(x, qw.weight, qw.scales, qw.biases, transpose=True, group_size=qw.group_size, bits=qw.bits)
     return y + b if b is not None else y

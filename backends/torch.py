@@ -200,7 +200,7 @@ class TorchBackend:
     @staticmethod
     def cache_write(cache, value, pos: int):
         """Write value (B, H, n, D) into cache (B, H, Tmax, D) at positions pos..pos+n; returns the cache."""
-        cache[:, :, pos:pos + value.shape[2]] = value
+        cache[:, :, pos : pos + value.shape[2]] = value
         return cache
 
     # ---- audio frontend ---------------------------------------------------------------------

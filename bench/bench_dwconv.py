@@ -27,8 +27,10 @@ CUDA_CASES = {
     "parakeet-v3 (C1024 k9, 100 s)": (8, 1250, 1024, 9, False, torch.float16),
     "gigaam-v3 (C768 k5 LN, 30 s)": (8, 750, 768, 5, True, torch.float16),
 }
-CPU_CASES = {"tiny (interpreter)": (2, 40, 32, 9, False, torch.float32),
-             "tiny LN (interpreter)": (2, 40, 32, 5, True, torch.float32)}
+CPU_CASES = {
+    "tiny (interpreter)": (2, 40, 32, 9, False, torch.float32),
+    "tiny LN (interpreter)": (2, 40, 32, 5, True, torch.float32),
+}
 CASES = CUDA_CASES if CUDA else CPU_CASES
 IMPLS = ("torch", "polyasr")
 

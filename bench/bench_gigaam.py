@@ -64,6 +64,10 @@ def test_encoder(benchmark, models, impl, seconds, batch):
     audio_secs = seconds * batch
     benchmark.extra_info.update(rtf=benchmark.stats.stats.min / audio_secs, peak_rss_mb=_peak_rss_mb())
     name = f"{impl} (RTF {benchmark.stats.stats.min / audio_secs:.4f}, peak RSS {_peak_rss_mb():.0f} MB)"
-    record(f"GigaAM v3 encoder, {seconds:.0f} s x {batch}, {torch.get_num_threads()} threads", "reference",
-           impl if impl == "reference" else name, benchmark)
+    record(
+        f"GigaAM v3 encoder, {seconds:.0f} s x {batch}, {torch.get_num_threads()} threads",
+        "reference",
+        impl if impl == "reference" else name,
+        benchmark,
+    )
     np.testing.assert_equal(np.isfinite(run().float().numpy()).all(), True)

@@ -27,16 +27,27 @@ if not CUDA:  # read when the kernel is decorated: before polyasr.kernels.mel_ke
 
 from polyasr.kernels.mel import MelConfig  # noqa: E402  (after TRITON_INTERPRET)
 
-NEMO = MelConfig(n_fft=512, n_mels=128, periodic_window=False, pad_mode="constant", preemphasis=0.97, log="ln",
-                 log_guard=2.0**-24, log_guard_type="add", normalize="per_feature")
+NEMO = MelConfig(
+    n_fft=512,
+    n_mels=128,
+    periodic_window=False,
+    pad_mode="constant",
+    preemphasis=0.97,
+    log="ln",
+    log_guard=2.0**-24,
+    log_guard_type="add",
+    normalize="per_feature",
+)
 # name: (config, batch, seconds at 16 kHz)
 CUDA_CASES = {
     "whisper 80 bins (8 x 30 s)": (MelConfig.whisper(80), 8, 30.0),
     "whisper 128 bins (8 x 30 s)": (MelConfig.whisper(128), 8, 30.0),
     "parakeet / nemo (8 x 100 s)": (NEMO, 8, 100.0),
 }
-CPU_CASES = {"tiny nemo (interpreter)": (dataclasses.replace(NEMO, n_mels=16), 2, 0.1),
-             "tiny whisper (interpreter)": (MelConfig.whisper(80), 2, 0.1)}
+CPU_CASES = {
+    "tiny nemo (interpreter)": (dataclasses.replace(NEMO, n_mels=16), 2, 0.1),
+    "tiny whisper (interpreter)": (MelConfig.whisper(80), 2, 0.1),
+}
 CASES = CUDA_CASES if CUDA else CPU_CASES
 IMPLS = ("ref", "stft", "polyasr")
 
@@ -47,15 +58,23 @@ def stft_log_mel(audio: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
 
     if cfg.preemphasis is not None:
         audio = torch.cat([audio[:, :1], audio[:, 1:] - cfg.preemphasis * audio[:, :-1]], dim=1)
-    spec = torch.stft(audio, cfg.n_fft, cfg.hop_length, window=_cached_window(cfg, audio.device, audio.dtype),
-                      center=cfg.center, pad_mode=cfg.pad_mode, return_complex=True)  # (B, F, T')
+    spec = torch.stft(
+        audio,
+        cfg.n_fft,
+        cfg.hop_length,
+        window=_cached_window(cfg, audio.device, audio.dtype),
+        center=cfg.center,
+        pad_mode=cfg.pad_mode,
+        return_complex=True,
+    )  # (B, F, T')
     power = spec.abs().square() if cfg.power == 2.0 else spec.abs().pow(cfg.power)
     mel = _cached_filterbank(cfg, audio.device, audio.dtype) @ (power[..., :-1] if cfg.drop_last_frame else power)
     feats = whisper_log(mel, None, cfg.log_guard) if cfg.log == "log10_whisper" else _ln(mel, cfg)
     if cfg.normalize == "per_feature":
         frames = torch.full((audio.shape[0],), feats.shape[-1], device=audio.device)
-        feats = _normalize_per_feature(feats, torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.bool,
-                                                         device=audio.device), frames)
+        feats = _normalize_per_feature(
+            feats, torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.bool, device=audio.device), frames
+        )
     return feats
 
 
@@ -71,8 +90,11 @@ def _target(impl: str, case):
     device = "cuda" if CUDA else "cpu"
     gen = torch.Generator(device=device).manual_seed(0)
     audio = 0.1 * torch.randn(batch, int(seconds * cfg.sample_rate), device=device, generator=gen)
-    fn = {"ref": lambda: log_mel_ref(audio, cfg)[0], "stft": lambda: stft_log_mel(audio, cfg),
-          "polyasr": lambda: log_mel(audio, cfg)[0]}[impl]
+    fn = {
+        "ref": lambda: log_mel_ref(audio, cfg)[0],
+        "stft": lambda: stft_log_mel(audio, cfg),
+        "polyasr": lambda: log_mel(audio, cfg)[0],
+    }[impl]
     sync = torch.cuda.synchronize if CUDA else (lambda: None)
     out = fn()
     # Never time a wrong answer (1e-3: the fp32 reference itself is off by ~2e-4 in NeMo's lowest bin).

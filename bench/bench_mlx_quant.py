@@ -59,8 +59,11 @@ def test_whisper_base_mlx(benchmark, whisper_base_dir, setting, audio_name):
     wer = word_error_rate(reference, result.text)
     group = f"Whisper base on MLX ({engine.backend.device}), {audio_name}.wav ({audio_duration(audio):.1f} s)"
     record(group, BASELINE, setting, benchmark)
-    layers = (f", {result.info['quantized_layers']} linears quantised / {result.info['full_precision_layers']} kept"
-              if result.info["quantize"] else "")
+    layers = (
+        f", {result.info['quantized_layers']} linears quantised / {result.info['full_precision_layers']} kept"
+        if result.info["quantize"]
+        else ""
+    )
     base_bytes = _BYTES.get(BASELINE)
     ratio = f" (x{_BYTES[setting] / base_bytes:.2f})" if base_bytes else ""
     note(group, f"{setting:<9} WER {wer:.3f}  weights {_BYTES[setting] / 2**20:7.1f} MiB{ratio}{layers}")

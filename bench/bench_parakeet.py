@@ -30,21 +30,40 @@ from polyasr.models.parakeet.weights import HF_MAP, map_weights  # noqa: E402
 
 GROUP_DECODE = "Parakeet TDT v3 greedy decode, 10 s x 4 (125 frames each), encoder output given"
 CASES = [(10.0, 1), (10.0, 8), (60.0, 1), (60.0, 8)]
-V3_ENCODER = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=8, intermediate_size=4096,
-                  conv_kernel_size=9, subsampling_factor=8, subsampling_conv_channels=256, num_mel_bins=128,
-                  scale_input=False, attention_bias=True, convolution_bias=True, dropout=0.0, layerdrop=0.0,
-                  attention_dropout=0.0, activation_dropout=0.0)
+V3_ENCODER = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=8,
+    intermediate_size=4096,
+    conv_kernel_size=9,
+    subsampling_factor=8,
+    subsampling_conv_channels=256,
+    num_mel_bins=128,
+    scale_input=False,
+    attention_bias=True,
+    convolution_bias=True,
+    dropout=0.0,
+    layerdrop=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+)
 
 
 @pytest.fixture(scope="module")
 def models():
-    config = transformers.ParakeetTDTConfig(vocab_size=8193, decoder_hidden_size=640, num_decoder_layers=2,
-                                            durations=[0, 1, 2, 3, 4], encoder_config=V3_ENCODER,
-                                            pad_token_id=2, blank_token_id=8192)
+    config = transformers.ParakeetTDTConfig(
+        vocab_size=8193,
+        decoder_hidden_size=640,
+        num_decoder_layers=2,
+        durations=[0, 1, 2, 3, 4],
+        encoder_config=V3_ENCODER,
+        pad_token_id=2,
+        blank_token_id=8192,
+    )
     torch.manual_seed(0)
     ref = transformers.ParakeetForTDT(config).eval()
     with torch.no_grad():  # a joint that is not constant: some tokens, mostly blanks, as real output
-        ref.joint.head.weight.normal_(0, 640 ** -0.5)
+        ref.joint.head.weight.normal_(0, 640**-0.5)
         ref.joint.head.bias[8192] += 0.5
     ref.generation_config.decoder_start_token_id = 8192
     ref.generation_config.pad_token_id = 2

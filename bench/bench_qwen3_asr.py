@@ -35,13 +35,35 @@ pytest.importorskip("transformers.models.qwen3_asr")
 AUDIO_TOKEN = 151676
 # The released 0.6B config (thinker_config), transformers' field names.
 CONFIG = dict(
-    audio_config=dict(num_mel_bins=128, encoder_layers=18, encoder_attention_heads=14, encoder_ffn_dim=3584,
-                      d_model=896, n_window=50, output_dim=1024, n_window_infer=800, downsample_hidden_size=480),
-    text_config=dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                     num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=65536,
-                     rms_norm_eps=1e-6, tie_word_embeddings=True,
-                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
-    audio_token_id=AUDIO_TOKEN, pad_token_id=151643, eos_token_id=[151645, 151643], tie_word_embeddings=True)
+    audio_config=dict(
+        num_mel_bins=128,
+        encoder_layers=18,
+        encoder_attention_heads=14,
+        encoder_ffn_dim=3584,
+        d_model=896,
+        n_window=50,
+        output_dim=1024,
+        n_window_infer=800,
+        downsample_hidden_size=480,
+    ),
+    text_config=dict(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=65536,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    ),
+    audio_token_id=AUDIO_TOKEN,
+    pad_token_id=151643,
+    eos_token_id=[151645, 151643],
+    tie_word_embeddings=True,
+)
 THREADS = torch.get_num_threads()
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 BASE = "transformers"
@@ -57,8 +79,9 @@ def models():
     ref.config._attn_implementation = "sdpa"
     cfg = Qwen3ASRConfig.from_dict(CONFIG)
     state = {k: v.detach().numpy() for k, v in ref.state_dict().items() if k != "lm_head.weight"}
-    params, tags = apply_weight_map(state, {k: "float32" for k in state}, transformers_map(True), param_shapes(cfg),
-                                    "bench")
+    params, tags = apply_weight_map(
+        state, {k: "float32" for k in state}, transformers_map(True), param_shapes(cfg), "bench"
+    )
     B = TorchBackend("cpu", "float32")
     ours = net.prepare({k: B.param(v, tags.get(k)) for k, v in params.items()}, cfg, B)
     return ref, ours, cfg, B
@@ -100,8 +123,13 @@ def test_encoder(benchmark, models, seconds):
     padded = torch.nn.functional.pad(feats, (0, t - feats.shape[-1]))
     mask = (torch.arange(t)[None] < int(frames[0])).long()
     group = f"Qwen3-ASR-0.6B encoder, {seconds:.0f} s audio (RTF = time / {seconds:.0f}), CPU fp32, {THREADS} threads"
-    _side_by_side(benchmark, group, lambda: net.encode(params, cfg, B, feats, frames),
-                  lambda: ref.model.get_audio_features(padded, mask).pooler_output, rounds=5)
+    _side_by_side(
+        benchmark,
+        group,
+        lambda: net.encode(params, cfg, B, feats, frames),
+        lambda: ref.model.get_audio_features(padded, mask).pooler_output,
+        rounds=5,
+    )
 
 
 def _polyasr_generate(params, cfg, B, audio, n_new):
@@ -118,10 +146,16 @@ def _transformers_generate(ref, audio, n_new):
     t = -(-feats.shape[-1] // 100) * 100
     tokens = net.audio_tokens(int(frames[0]), Qwen3ASRConfig.from_dict(CONFIG))
     ids = torch.tensor([_prompt(tokens)])
-    out = ref.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                       input_features=torch.nn.functional.pad(feats, (0, t - feats.shape[-1])),
-                       input_features_mask=(torch.arange(t)[None] < int(frames[0])).long(),
-                       max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, eos_token_id=None)
+    out = ref.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        input_features=torch.nn.functional.pad(feats, (0, t - feats.shape[-1])),
+        input_features_mask=(torch.arange(t)[None] < int(frames[0])).long(),
+        max_new_tokens=n_new,
+        min_new_tokens=n_new,
+        do_sample=False,
+        eos_token_id=None,
+    )
     assert out.shape[1] == ids.shape[1] + n_new
 
 
@@ -134,8 +168,13 @@ def test_generate(benchmark, models, n_new):
     """n_new = 1: time to first token (features, encoder, prefill, first token); 33: plus 32 decode steps."""
     ref, params, cfg, B = models
     audio = _audio(10.0)
-    _side_by_side(benchmark, _generate_group(n_new), lambda: _polyasr_generate(params, cfg, B, audio, n_new),
-                  lambda: _transformers_generate(ref, audio, n_new), rounds=5 if n_new == 1 else 3)
+    _side_by_side(
+        benchmark,
+        _generate_group(n_new),
+        lambda: _polyasr_generate(params, cfg, B, audio, n_new),
+        lambda: _transformers_generate(ref, audio, n_new),
+        rounds=5 if n_new == 1 else 3,
+    )
     first, last = RESULTS.get(_generate_group(1)), RESULTS.get(_generate_group(33))
     if first and last:
         group = "Qwen3-ASR-0.6B decoder, seconds per generated token = (generate 33 - generate 1) / 32"

@@ -24,8 +24,10 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # name: (B, H, T, D, dtype)
-CUDA_CASES = {"parakeet-v3 encoder (100 s)": (4, 8, 1250, 128, torch.float16),
-              "parakeet-v3 encoder (20 s)": (16, 8, 250, 128, torch.float16)}
+CUDA_CASES = {
+    "parakeet-v3 encoder (100 s)": (4, 8, 1250, 128, torch.float16),
+    "parakeet-v3 encoder (20 s)": (16, 8, 250, 128, torch.float16),
+}
 CPU_CASES = {"tiny (interpreter)": (2, 2, 40, 64, torch.float32)}
 CASES = CUDA_CASES if CUDA else CPU_CASES
 IMPLS = ("torch", "polyasr")
@@ -38,8 +40,14 @@ def _target(impl: str, shape):
     device = "cuda" if CUDA else "cpu"
     gen = torch.Generator(device=device).manual_seed(0)
     rnd = lambda *s: torch.randn(*s, device=device, generator=gen).to(dtype)  # noqa: E731
-    q, k, v, pos, u, vb = rnd(b, h, t, d), rnd(b, h, t, d), rnd(b, h, t, d), rnd(h, 2 * t - 1, d), rnd(h, 1, d), \
-        rnd(h, 1, d)
+    q, k, v, pos, u, vb = (
+        rnd(b, h, t, d),
+        rnd(b, h, t, d),
+        rnd(b, h, t, d),
+        rnd(h, 2 * t - 1, d),
+        rnd(h, 1, d),
+        rnd(h, 1, d),
+    )
     keep = torch.arange(t, device=device)[None] < torch.tensor([t - 31 * i for i in range(b)], device=device)[:, None]
     mask = keep[:, None, None, :]
     sync = torch.cuda.synchronize if CUDA else (lambda: None)

@@ -29,8 +29,10 @@ CUDA_CASES = {
     "qwen3 q decode step (16x128, batch 16)": ((16, 16, 1, 128), 128, True, torch.float16),
     "gigaam-v3 rotary input (16x48, 8 x 750 frames)": ((8, 750, 768), 48, False, torch.float16),
 }
-CPU_CASES = {"tiny qk-norm (interpreter)": ((2, 4, 20, 64), 64, True, torch.float32),
-             "tiny channels-last (interpreter)": ((2, 20, 128), 32, False, torch.float32)}
+CPU_CASES = {
+    "tiny qk-norm (interpreter)": ((2, 4, 20, 64), 64, True, torch.float32),
+    "tiny channels-last (interpreter)": ((2, 20, 128), 32, False, torch.float32),
+}
 CASES = CUDA_CASES if CUDA else CPU_CASES
 IMPLS = ("torch", "polyasr")
 
@@ -52,8 +54,9 @@ def _target(impl: str, case):
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(shape, device=device, generator=gen).to(dtype)
     t = shape[2] if len(shape) == 4 else shape[1]
-    angles = torch.outer(torch.arange(t, device=device, dtype=torch.float32),
-                         1e-4 ** (torch.arange(0, d, 2, device=device) / d))
+    angles = torch.outer(
+        torch.arange(t, device=device, dtype=torch.float32), 1e-4 ** (torch.arange(0, d, 2, device=device) / d)
+    )
     cos, sin = (f(torch.cat((angles, angles), -1)).to(dtype) for f in (torch.cos, torch.sin))
     w = (1 + 0.1 * torch.randn(d, device=device, generator=gen)).to(dtype) if norm else None
     sync = torch.cuda.synchronize if CUDA else (lambda: None)

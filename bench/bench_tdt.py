@@ -44,11 +44,20 @@ def weights():
 def make_weights():
     """Random float32 weights at the real sizes, the blank biased to win ~2/3 of the steps."""
     rng = np.random.default_rng(0)
+
     def n(*shape, fan=1):
         return (rng.standard_normal(shape) / np.sqrt(fan)).astype(np.float32)
-    w = dict(embed=n(V1, P), w_ih=n(L, 4 * P, P, fan=P), w_hh=n(L, 4 * P, P, fan=P), bias=n(L, 4 * P) * 0.1,
-             pred_w=n(J, P, fan=P), pred_b=n(J) * 0.1, out_w=n(V1 + len(DURATIONS), J, fan=J),
-             out_b=n(V1 + len(DURATIONS)) * 0.1)
+
+    w = dict(
+        embed=n(V1, P),
+        w_ih=n(L, 4 * P, P, fan=P),
+        w_hh=n(L, 4 * P, P, fan=P),
+        bias=n(L, 4 * P) * 0.1,
+        pred_w=n(J, P, fan=P),
+        pred_b=n(J) * 0.1,
+        out_w=n(V1 + len(DURATIONS), J, fan=J),
+        out_b=n(V1 + len(DURATIONS)) * 0.1,
+    )
     # Bias the blank so that it wins ~65% of joint evaluations over predictor states of random tokens.
     m = modules(w)
     with torch.no_grad():
@@ -123,11 +132,24 @@ def hf_model(w):
     """transformers' ParakeetForTDT with these decoder/joint weights and a stub encoder."""
     import transformers
 
-    enc_cfg = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                   num_mel_bins=16, subsampling_conv_channels=8)
-    cfg = transformers.ParakeetTDTConfig(vocab_size=V1, blank_token_id=BLANK, pad_token_id=BLANK,
-                                         decoder_hidden_size=P, num_decoder_layers=L, durations=DURATIONS,
-                                         max_symbols_per_step=MAX_SYMBOLS, encoder_config=enc_cfg)
+    enc_cfg = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_mel_bins=16,
+        subsampling_conv_channels=8,
+    )
+    cfg = transformers.ParakeetTDTConfig(
+        vocab_size=V1,
+        blank_token_id=BLANK,
+        pad_token_id=BLANK,
+        decoder_hidden_size=P,
+        num_decoder_layers=L,
+        durations=DURATIONS,
+        max_symbols_per_step=MAX_SYMBOLS,
+        encoder_config=enc_cfg,
+    )
     model = transformers.ParakeetForTDT(cfg).eval()
     m = modules(w)
     m["lstm"].batch_first = True  # as transformers' decoder runs it
@@ -142,10 +164,15 @@ def hf_generate(model, enc):
 
     B, T, _ = enc.shape
     mask = torch.ones(B, T, dtype=torch.long)
-    model.get_audio_features = lambda **kw: ParakeetEncoderModelOutput(last_hidden_state=enc, pooler_output=enc,
-                                                                       attention_mask=mask)
-    out = model.generate(torch.zeros(B, 8 * T, 16), attention_mask=torch.ones(B, 8 * T, dtype=torch.long),
-                         decoder_start_token_id=BLANK, max_new_tokens=MAX_SYMBOLS * T)
+    model.get_audio_features = lambda **kw: ParakeetEncoderModelOutput(
+        last_hidden_state=enc, pooler_output=enc, attention_mask=mask
+    )
+    out = model.generate(
+        torch.zeros(B, 8 * T, 16),
+        attention_mask=torch.ones(B, 8 * T, dtype=torch.long),
+        decoder_start_token_id=BLANK,
+        max_new_tokens=MAX_SYMBOLS * T,
+    )
     # Without an eos_token_id, generate does not pad items that have finished while others go on: a
     # step counts only while its frame (the sum of the earlier steps' durations; seq[0] is the start
     # token) is inside the item.
@@ -164,8 +191,10 @@ def runs(weights):
     for B, T in CASES:
         enc = rng.standard_normal((B, T, J)).astype(np.float32)
         tokens, steps, blanks = torch_loop(torch.from_numpy(enc), m)
-        title = (f"TDT greedy, B={B} x {T * 0.08:.0f} s ({T} frames): {steps} steps, "
-                 f"{100 * blanks / steps:.0f}% blank, {sum(map(len, tokens))} tokens")
+        title = (
+            f"TDT greedy, B={B} x {T * 0.08:.0f} s ({T} frames): {steps} steps, "
+            f"{100 * blanks / steps:.0f}% blank, {sum(map(len, tokens))} tokens"
+        )
         out[B, T] = enc, tokens, title, steps
     return out
 
@@ -175,8 +204,9 @@ def extension(enc, w, threads=1):
 
 
 def report(benchmark, title, name, steps):
-    benchmark.extra_info.update(steps=steps, ms_per_step=1e3 * benchmark.stats.stats.min / steps,
-                                steps_per_s=steps / benchmark.stats.stats.min)
+    benchmark.extra_info.update(
+        steps=steps, ms_per_step=1e3 * benchmark.stats.stats.min / steps, steps_per_s=steps / benchmark.stats.stats.min
+    )
     record(title, BASELINE, name, benchmark)
 
 

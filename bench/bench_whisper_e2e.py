@@ -42,12 +42,14 @@ def test_polyasr(benchmark, audio, whisper_base_dir):
 
 def test_faster_whisper(benchmark, audio, whisper_base_dir):
     fw = pytest.importorskip("faster_whisper")
-    model = fw.WhisperModel(str(whisper_base_dir), device="cpu", compute_type="float32",
-                            cpu_threads=torch.get_num_threads())
+    model = fw.WhisperModel(
+        str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=torch.get_num_threads()
+    )
 
     def transcribe():
-        segments, _ = model.transcribe(audio, language="en", beam_size=1, best_of=1, temperature=[0.0],
-                                       vad_filter=False)
+        segments, _ = model.transcribe(
+            audio, language="en", beam_size=1, best_of=1, temperature=[0.0], vad_filter=False
+        )
         return "".join(s.text for s in segments)
 
     assert "sister" in _run(benchmark, transcribe)

@@ -46,7 +46,6 @@ except ImportError:  # pragma: no cover - CI installs Triton
     triton, tl = _TritonStandIn(), _LanguageStandIn()
 
 
-
 def interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET set, read at launch)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -58,6 +58,7 @@ _M_INIT = tl.constexpr(-1.0e30)
 
 # ---- kernel -------------------------------------------------------------------------------------
 
+
 @triton.jit
 def _load_tile(ptrs, rows_ok, cols_ok, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr):
     """Load a 2-D tile, bounds-checking only the axes that can run past the tensor."""
@@ -72,10 +73,34 @@ def _load_tile(ptrs, rows_ok, cols_ok, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.
 
 
 @triton.jit
-def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
-                offs_m, offs_n, d_ok, lo, hi, kv_len, q_shift, qk_scale,
-                TK, MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
-                EVEN_N: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attn_inner(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_ptrs,
+    v_ptrs,
+    km_ptr,
+    stride_kn,
+    stride_vn,
+    stride_kmn,
+    offs_m,
+    offs_n,
+    d_ok,
+    lo,
+    hi,
+    kv_len,
+    q_shift,
+    qk_scale,
+    TK,
+    MASKED: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Online softmax over key blocks [lo, hi): returns the updated (acc, l_i, m_i).
 
     acc (BLOCK_M, BLOCK_D) fp32, l_i / m_i (BLOCK_M,) fp32. With MASKED, keys past
@@ -85,8 +110,9 @@ def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, 
     CHECK_N: tl.constexpr = MASKED and not EVEN_N  # only a masked block can hold the Tk tail
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_tile(k_ptrs + start_n * stride_kn, d_ok[:, None], (cols < TK)[None, :],
-                       not EVEN_D, CHECK_N)  # (BLOCK_D, BLOCK_N): k transposed
+        k = _load_tile(
+            k_ptrs + start_n * stride_kn, d_ok[:, None], (cols < TK)[None, :], not EVEN_D, CHECK_N
+        )  # (BLOCK_D, BLOCK_N): k transposed
         qk = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale  # log2-domain scores
         if MASKED:
             keep = cols[None, :] < kv_len
@@ -99,30 +125,64 @@ def _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, 
         p = tl.math.exp2(qk - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_ptrs + start_n * stride_vn, (cols < TK)[:, None], d_ok[None, :],
-                       CHECK_N, not EVEN_D)  # (BLOCK_N, BLOCK_D)
+        v = _load_tile(
+            v_ptrs + start_n * stride_vn, (cols < TK)[:, None], d_ok[None, :], CHECK_N, not EVEN_D
+        )  # (BLOCK_N, BLOCK_D)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
 
-@triton.heuristics({
-    "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
-    "EVEN_N": lambda a: a["TK"] % a["BLOCK_N"] == 0,
-    "EVEN_D": lambda a: a["HEAD_DIM"] == a["BLOCK_D"],
-})
+@triton.heuristics(
+    {
+        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_N": lambda a: a["TK"] % a["BLOCK_N"] == 0,
+        "EVEN_D": lambda a: a["HEAD_DIM"] == a["BLOCK_D"],
+    }
+)
 @triton.jit
-def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr, KMASK_ptr,
-                     stride_qb, stride_qh, stride_qm, stride_qd,
-                     stride_kb, stride_kh, stride_kn, stride_kd,
-                     stride_vb, stride_vh, stride_vn, stride_vd,
-                     stride_ob, stride_oh, stride_om, stride_od,
-                     stride_kmb, stride_kmn,
-                     H, GROUP, TQ, TK, qk_scale,
-                     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_KV_LENS: tl.constexpr,
-                     HAS_KEY_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
-                     EVEN_D: tl.constexpr):
+def _attn_fwd_kernel(
+    Q_ptr,
+    K_ptr,
+    V_ptr,
+    O_ptr,
+    KVLEN_ptr,
+    KMASK_ptr,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    stride_kmb,
+    stride_kmn,
+    H,
+    GROUP,
+    TQ,
+    TK,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_KV_LENS: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+):
     """One program: BLOCK_M query rows of one (batch, head). Grid (cdiv(TQ, BLOCK_M), B * H)."""
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -159,12 +219,62 @@ def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr, KMASK_ptr,
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], _M_INIT, dtype=tl.float32)
-    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
-                                offs_m, offs_n, d_ok, 0, full, kv_len, q_shift, qk_scale, TK,
-                                False, IS_CAUSAL, HAS_KEY_MASK, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
-    acc, l_i, m_i = _attn_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, km_ptr, stride_kn, stride_vn, stride_kmn,
-                                offs_m, offs_n, d_ok, full, hi, kv_len, q_shift, qk_scale, TK,
-                                True, IS_CAUSAL, HAS_KEY_MASK, EVEN_N, EVEN_D, DOT_PRECISION, BLOCK_N)
+    acc, l_i, m_i = _attn_inner(
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_ptrs,
+        v_ptrs,
+        km_ptr,
+        stride_kn,
+        stride_vn,
+        stride_kmn,
+        offs_m,
+        offs_n,
+        d_ok,
+        0,
+        full,
+        kv_len,
+        q_shift,
+        qk_scale,
+        TK,
+        False,
+        IS_CAUSAL,
+        HAS_KEY_MASK,
+        EVEN_N,
+        EVEN_D,
+        DOT_PRECISION,
+        BLOCK_N,
+    )
+    acc, l_i, m_i = _attn_inner(
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_ptrs,
+        v_ptrs,
+        km_ptr,
+        stride_kn,
+        stride_vn,
+        stride_kmn,
+        offs_m,
+        offs_n,
+        d_ok,
+        full,
+        hi,
+        kv_len,
+        q_shift,
+        qk_scale,
+        TK,
+        True,
+        IS_CAUSAL,
+        HAS_KEY_MASK,
+        EVEN_N,
+        EVEN_D,
+        DOT_PRECISION,
+        BLOCK_N,
+    )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # a row that saw no key stays 0
 
     o_ptrs = O_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
@@ -177,8 +287,8 @@ def _attn_fwd_kernel(Q_ptr, K_ptr, V_ptr, O_ptr, KVLEN_ptr, KMASK_ptr,
 
 # ---- reference ----------------------------------------------------------------------------------
 
-def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths,
-                  key_mask=None) -> tuple[int, int, int]:
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths, key_mask=None) -> tuple[int, int, int]:
     """Validate shapes; returns (B, H // Hkv, Tk). q (B, H, Tq, D), k / v (B, Hkv, Tk, D)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
@@ -199,15 +309,17 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths,
             raise ValueError(f"attention: kv_lengths must be a ({batch},) tensor, got {shape}")
         if kv_lengths.dtype.is_floating_point or kv_lengths.dtype.is_complex or kv_lengths.dtype == torch.bool:
             raise ValueError(f"attention: kv_lengths must be integer, got {kv_lengths.dtype}")
-    if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool
-                                 or key_mask.shape != (batch, k.shape[2])):
+    if key_mask is not None and (
+        not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or key_mask.shape != (batch, k.shape[2])
+    ):
         what = f"{key_mask.dtype} {tuple(key_mask.shape)}" if isinstance(key_mask, torch.Tensor) else key_mask
         raise ValueError(f"attention: key_mask must be a bool ({batch}, {k.shape[2]}) tensor, got {what}")
     return batch, heads // kv_heads, k.shape[2]
 
 
-def attention_mask(tq: int, tk: int, *, kv_lengths=None, causal: bool = False, key_mask=None,
-                   device=None) -> torch.Tensor:
+def attention_mask(
+    tq: int, tk: int, *, kv_lengths=None, causal: bool = False, key_mask=None, device=None
+) -> torch.Tensor:
     """The keys each query may see, True = keep: (Tq, Tk), or (B, 1, Tq, Tk) with ``kv_lengths`` / ``key_mask``."""
     keep = torch.ones(tq, tk, dtype=torch.bool, device=device)
     if causal:
@@ -220,8 +332,16 @@ def attention_mask(tq: int, tk: int, *, kv_lengths=None, causal: bool = False, k
     return keep & (cols < kv_lengths.to(device=device)[:, None, None, None])
 
 
-def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=None,
-                  causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
+def attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    kv_lengths=None,
+    causal: bool = False,
+    scale: float | None = None,
+    key_mask=None,
+) -> torch.Tensor:
     """The spec in fp32 plain torch: q (B, H, Tq, D), k / v (B, Hkv, Tk, D) -> (B, H, Tq, D) float32.
 
     Materialises the (B, H, Tq, Tk) scores, so it is for tests and short inputs. float64
@@ -242,6 +362,7 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengt
 
 # ---- launcher -----------------------------------------------------------------------------------
 
+
 def _pick_config(tq: int, head_dim: int, dtype: torch.dtype, sm: int | None) -> dict:
     """Fixed block sizes and launch options (no autotune: the interpreter cannot afford it).
 
@@ -255,11 +376,15 @@ def _pick_config(tq: int, head_dim: int, dtype: torch.dtype, sm: int | None) -> 
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=block_d)
     if dtype == torch.float32:
         block_m, block_n = {64: (64, 32), 128: (32, 16)}.get(max(block_d, 64), (16, 16))
-        return dict(BLOCK_M=16 if tq <= 16 else block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=8,
-                    num_stages=2)
+        return dict(BLOCK_M=16 if tq <= 16 else block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=8, num_stages=2)
     if tq <= 16:  # decode: one small query block streams long key blocks
-        return dict(BLOCK_M=16, BLOCK_N=64 if block_d <= 128 else 32, BLOCK_D=block_d, num_warps=4,
-                    num_stages=3 if block_d <= 128 else 2)
+        return dict(
+            BLOCK_M=16,
+            BLOCK_N=64 if block_d <= 128 else 32,
+            BLOCK_D=block_d,
+            num_warps=4,
+            num_stages=3 if block_d <= 128 else 2,
+        )
     if block_d <= 64:
         return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=3)
     if block_d <= 128:  # sm_90's wgmma reads its operands from shared memory: 128 x 64
@@ -268,8 +393,16 @@ def _pick_config(tq: int, head_dim: int, dtype: torch.dtype, sm: int | None) -> 
     return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=8, num_stages=2)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=None,
-              causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    kv_lengths=None,
+    causal: bool = False,
+    scale: float | None = None,
+    key_mask=None,
+) -> torch.Tensor:
     """Flash-attention forward: q (B, H, Tq, D), k / v (B, Hkv, Tk, D) -> (B, H, Tq, D) in q's dtype.
 
     ``kv_lengths`` (B,) integer tensor (key-padding mask, clamped to 0..Tk, read on the
@@ -303,10 +436,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kv_lengths=N
     cfg = _pick_config(tq, head_dim, q.dtype, sm)
     grid = (triton.cdiv(tq, cfg["BLOCK_M"]), batch * heads)
     _attn_fwd_kernel[grid](
-        q, k, v, out, lens, kmask,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *(kmask.stride() if key_mask is not None else (0, 0)),
-        heads, group, tq, tk, scale * _LOG2E,
-        HEAD_DIM=head_dim, IS_CAUSAL=bool(causal), HAS_KV_LENS=kv_lengths is not None,
+        q,
+        k,
+        v,
+        out,
+        lens,
+        kmask,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        *(kmask.stride() if key_mask is not None else (0, 0)),
+        heads,
+        group,
+        tq,
+        tk,
+        scale * _LOG2E,
+        HEAD_DIM=head_dim,
+        IS_CAUSAL=bool(causal),
+        HAS_KV_LENS=kv_lengths is not None,
         HAS_KEY_MASK=key_mask is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         **cfg,

@@ -35,13 +35,36 @@ _MAX_LN_CHANNELS = 4096  # one program holds a whole row for the LayerNorm stati
 
 # ---- kernel -------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _dwconv_glu_silu_fwd_kernel(X_ptr, W_ptr, B_ptr, KEEP_ptr, LNW_ptr, LNB_ptr, O_ptr,
-                                stride_xb, stride_xt, stride_xc, stride_wc, stride_wk,
-                                stride_kb, stride_kt, stride_ob, stride_ot, stride_oc,
-                                T, C, eps,
-                                KSIZE: tl.constexpr, HAS_KEEP: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                HAS_LN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _dwconv_glu_silu_fwd_kernel(
+    X_ptr,
+    W_ptr,
+    B_ptr,
+    KEEP_ptr,
+    LNW_ptr,
+    LNB_ptr,
+    O_ptr,
+    stride_xb,
+    stride_xt,
+    stride_xc,
+    stride_wc,
+    stride_wk,
+    stride_kb,
+    stride_kt,
+    stride_ob,
+    stride_ot,
+    stride_oc,
+    T,
+    C,
+    eps,
+    KSIZE: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_LN: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """One program: BLOCK_T frames x BLOCK_C channels of one item. Grid (cdiv(T, BLOCK_T), cdiv(C, BLOCK_C), B)."""
     PAD: tl.constexpr = (KSIZE - 1) // 2
     b = tl.program_id(2).to(tl.int64)
@@ -78,6 +101,7 @@ def _dwconv_glu_silu_fwd_kernel(X_ptr, W_ptr, B_ptr, KEEP_ptr, LNW_ptr, LNB_ptr,
 
 # ---- reference ----------------------------------------------------------------------------------
 
+
 def dwconv_glu_silu_ref(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
     """The spec in plain torch, in the inputs' dtype: x (B, T, 2C), w (C, K), b (C,) or None,
     keep (B, T) bool or None, ln (gamma, beta) or None -> (B, T, C).
@@ -96,6 +120,7 @@ def dwconv_glu_silu_ref(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
 
 # ---- launcher -----------------------------------------------------------------------------------
 
+
 def _check(x, w, b, keep, ln) -> None:
     if x.ndim != 3 or x.shape[2] % 2:
         raise ValueError(f"dwconv_glu_silu: x must be (B, T, 2C), got {tuple(x.shape)}")
@@ -105,8 +130,9 @@ def _check(x, w, b, keep, ln) -> None:
     if b is not None and b.shape != (c,):
         raise ValueError(f"dwconv_glu_silu: b must be ({c},), got {tuple(b.shape)}")
     if keep is not None and (keep.dtype != torch.bool or keep.shape != (batch, t)):
-        raise ValueError(f"dwconv_glu_silu: keep must be a bool ({batch}, {t}) tensor, got {keep.dtype} "
-                         f"{tuple(keep.shape)}")
+        raise ValueError(
+            f"dwconv_glu_silu: keep must be a bool ({batch}, {t}) tensor, got {keep.dtype} {tuple(keep.shape)}"
+        )
     if ln is not None and (len(ln) != 2 or ln[0].shape != (c,) or ln[1].shape != (c,) or c > _MAX_LN_CHANNELS):
         raise ValueError(f"dwconv_glu_silu: ln must be (gamma, beta) of shape ({c},), C <= {_MAX_LN_CHANNELS}")
     if x.dtype not in _KERNEL_DTYPES:
@@ -140,9 +166,23 @@ def dwconv_glu_silu(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
     cfg = _pick_config(c, ln is not None, interpreting())
     grid = (triton.cdiv(t, cfg["BLOCK_T"]), triton.cdiv(c, cfg["BLOCK_C"]), batch)
     _dwconv_glu_silu_fwd_kernel[grid](
-        x, w, b if b is not None else out, kmask, *(ln if ln is not None else (out, out)), out,
-        *x.stride(), *w.stride(), *(kmask.stride() if keep is not None else (0, 0)), *out.stride(),
-        t, c, float(eps),
-        KSIZE=w.shape[1], HAS_KEEP=keep is not None, HAS_BIAS=b is not None, HAS_LN=ln is not None, **cfg,
+        x,
+        w,
+        b if b is not None else out,
+        kmask,
+        *(ln if ln is not None else (out, out)),
+        out,
+        *x.stride(),
+        *w.stride(),
+        *(kmask.stride() if keep is not None else (0, 0)),
+        *out.stride(),
+        t,
+        c,
+        float(eps),
+        KSIZE=w.shape[1],
+        HAS_KEEP=keep is not None,
+        HAS_BIAS=b is not None,
+        HAS_LN=ln is not None,
+        **cfg,
     )
     return out

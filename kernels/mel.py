@@ -41,14 +41,29 @@ import torch.nn.functional as F
 
 from polyasr.kernels.mel_tables import NORM_STD_EPS, MelConfig, filterbank, window
 
-__all__ = ["MelConfig", "log_mel_ref", "mel_filterbank", "mel_power", "num_frames", "stft_power", "whisper_log",
-           "window_tensor"]
+__all__ = [
+    "MelConfig",
+    "log_mel_ref",
+    "mel_filterbank",
+    "mel_power",
+    "num_frames",
+    "stft_power",
+    "whisper_log",
+    "window_tensor",
+]
 
 _CHUNK_FRAMES = 8192  # frames per rfft + matmul step, see _spectrogram
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
-                   mel_scale: str = "slaney", norm: str | None = "slaney") -> torch.Tensor:
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    mel_scale: str = "slaney",
+    norm: str | None = "slaney",
+) -> torch.Tensor:
     """`mel_tables.filterbank` as a tensor: (n_mels, n_fft // 2 + 1) float32."""
     return torch.from_numpy(filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, norm))
 
@@ -145,8 +160,9 @@ def _magnitude(spec: torch.Tensor, power: float) -> torch.Tensor:
     return spec.abs().pow(power)
 
 
-def _spectrogram(frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None,
-                 window: torch.Tensor | None = None) -> torch.Tensor:
+def _spectrogram(
+    frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None, window: torch.Tensor | None = None
+) -> torch.Tensor:
     """frames (B, T, n_fft) -> |rfft(frames * w)| ** power, (B, F, T), or fb @ that, (B, n_mels, T).
 
     Works on about ``_CHUNK_FRAMES`` frames at a time (a slice of one item, or several short
@@ -176,8 +192,9 @@ def stft_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, 
     return _spectrogram(_frames(audio, cfg, center, lengths), cfg, None)
 
 
-def mel_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None,
-              tables=None) -> torch.Tensor:
+def mel_power(
+    audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None, tables=None
+) -> torch.Tensor:
     """Mel spectrogram before the log: audio (B, N) or (N,) -> fb @ stft_power, (B, n_mels, T).
 
     tables: (window (n_fft,), fb (n_mels, F)) arrays to use instead of the config's (a checkpoint's own)."""

@@ -40,10 +40,22 @@ from polyasr.kernels.mel_tables import NORM_STD_EPS as _NORM_STD_EPS
 
 # ---- kernels ------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _frame_tile(X_ptr, row, L, offs_t, offs_k, T, a,
-                HOP: tl.constexpr, NFFT: tl.constexpr, PAD: tl.constexpr,
-                REFLECT: tl.constexpr, HAS_PREEMPH: tl.constexpr):
+def _frame_tile(
+    X_ptr,
+    row,
+    L,
+    offs_t,
+    offs_k,
+    T,
+    a,
+    HOP: tl.constexpr,
+    NFFT: tl.constexpr,
+    PAD: tl.constexpr,
+    REFLECT: tl.constexpr,
+    HAS_PREEMPH: tl.constexpr,
+):
     """(BLOCK_T, BLOCK_K) samples of the padded, pre-emphasised signal: padding by index arithmetic."""
     s = offs_t[:, None] * HOP + offs_k[None, :] - PAD
     if REFLECT:  # the reference requires L > n_fft // 2, so one reflection lands inside 0..L-1
@@ -57,15 +69,42 @@ def _frame_tile(X_ptr, row, L, offs_t, offs_k, T, a,
 
 
 @triton.jit
-def _log_mel_fwd_kernel(X_ptr, LEN_ptr, FLEN_ptr, COS_ptr, SIN_ptr, FB_ptr, Y_ptr,
-                        stride_xb, stride_bk, stride_bf, stride_ff, stride_fm,
-                        stride_yb, stride_ym, stride_yt,
-                        T, N_MELS, preemph, guard, clamp_max,
-                        HOP: tl.constexpr, NFFT: tl.constexpr, NFREQ: tl.constexpr, PAD: tl.constexpr,
-                        REFLECT: tl.constexpr, HAS_PREEMPH: tl.constexpr, POWER: tl.constexpr,
-                        LOG10: tl.constexpr, GUARD_ADD: tl.constexpr, HAS_CLAMP_MAX: tl.constexpr,
-                        BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr,
-                        BLOCK_M: tl.constexpr):
+def _log_mel_fwd_kernel(
+    X_ptr,
+    LEN_ptr,
+    FLEN_ptr,
+    COS_ptr,
+    SIN_ptr,
+    FB_ptr,
+    Y_ptr,
+    stride_xb,
+    stride_bk,
+    stride_bf,
+    stride_ff,
+    stride_fm,
+    stride_yb,
+    stride_ym,
+    stride_yt,
+    T,
+    N_MELS,
+    preemph,
+    guard,
+    clamp_max,
+    HOP: tl.constexpr,
+    NFFT: tl.constexpr,
+    NFREQ: tl.constexpr,
+    PAD: tl.constexpr,
+    REFLECT: tl.constexpr,
+    HAS_PREEMPH: tl.constexpr,
+    POWER: tl.constexpr,
+    LOG10: tl.constexpr,
+    GUARD_ADD: tl.constexpr,
+    HAS_CLAMP_MAX: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
     """One program: BLOCK_T frames x all mels of one item. Grid (cdiv(T, BLOCK_T), B).
 
     COS/SIN/FB are zero-padded on the host to multiples of BLOCK_K / BLOCK_F / BLOCK_M: no masks there.
@@ -108,8 +147,18 @@ def _log_mel_fwd_kernel(X_ptr, LEN_ptr, FLEN_ptr, COS_ptr, SIN_ptr, FB_ptr, Y_pt
 
 
 @triton.jit
-def _mel_norm_fwd_kernel(Y_ptr, FLEN_ptr, stride_yb, stride_ym, stride_yt, N_MELS, eps,
-                         WHISPER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr):
+def _mel_norm_fwd_kernel(
+    Y_ptr,
+    FLEN_ptr,
+    stride_yb,
+    stride_ym,
+    stride_yt,
+    N_MELS,
+    eps,
+    WHISPER: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     """In place over one item's valid frames. Grid (B,); BLOCK_M >= n_mels.
 
     WHISPER: y = (max(y, max(y) - 8) + 4) / 4, max over the item's (n_mels, valid T).
@@ -156,6 +205,7 @@ def _mel_norm_fwd_kernel(Y_ptr, FLEN_ptr, stride_yb, stride_ym, stride_yt, N_MEL
 
 # ---- launcher -----------------------------------------------------------------------------------
 
+
 def _pick_config(n_mels: int, interpret: bool) -> dict:
     """Fixed blocks (no autotune). GPU choices are first guesses, not yet timed on a GPU."""
     block_m = max(16, triton.next_power_of_2(n_mels))
@@ -181,15 +231,17 @@ def _bases(cfg: MelConfig, device: torch.device, block_k: int, block_f: int, blo
     cos, sin = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
     cos[:n_fft, :n_freq], sin[:n_fft, :n_freq] = w * torch.cos(angle), w * torch.sin(angle)
     fb = torch.zeros(shape[1], block_m, dtype=torch.float32)
-    fb[:n_freq, : cfg.n_mels] = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.f_min, cfg.f_max,
-                                                cfg.mel_scale, cfg.mel_norm).T
+    fb[:n_freq, : cfg.n_mels] = mel_filterbank(
+        cfg.sample_rate, n_fft, cfg.n_mels, cfg.f_min, cfg.f_max, cfg.mel_scale, cfg.mel_norm
+    ).T
     return tuple(z.to(device=device, dtype=torch.float32) for z in (cos, sin, fb))
 
 
 def _check(audio: torch.Tensor, cfg: MelConfig) -> None:
     if cfg.power not in (1.0, 2.0):
-        raise NotImplementedError(f"log_mel: the Triton frontend computes power 1 or 2, got power={cfg.power}; "
-                                  f"use kernels.mel.log_mel_ref")
+        raise NotImplementedError(
+            f"log_mel: the Triton frontend computes power 1 or 2, got power={cfg.power}; use kernels.mel.log_mel_ref"
+        )
     check_launchable("log_mel", audio)
 
 
@@ -208,8 +260,7 @@ def log_mel(audio: torch.Tensor, cfg: MelConfig, lengths=None) -> tuple[torch.Te
     lens = full if lengths is None else lengths.contiguous()
     reflect = cfg.center and cfg.pad_mode == "reflect"
     if reflect and batch and int(lens.min()) <= half:
-        raise ValueError(f"reflect padding needs more than n_fft // 2 = {half} samples per item, "
-                         f"got {lens.tolist()}")
+        raise ValueError(f"reflect padding needs more than n_fft // 2 = {half} samples per item, got {lens.tolist()}")
     frame_lengths = num_frames(lens, cfg)
     t = int(num_frames(torch.tensor([n]), cfg)[0])
     out = torch.zeros(batch, cfg.n_mels, t, dtype=torch.float32, device=audio.device)
@@ -218,16 +269,44 @@ def log_mel(audio: torch.Tensor, cfg: MelConfig, lengths=None) -> tuple[torch.Te
     blocks = _pick_config(cfg.n_mels, interpreting())
     cos, sin, fb = _bases(cfg, audio.device, blocks["BLOCK_K"], blocks["BLOCK_F"], blocks["BLOCK_M"])
     _log_mel_fwd_kernel[(triton.cdiv(t, blocks["BLOCK_T"]), batch)](
-        audio, lens, frame_lengths, cos, sin, fb, out,
-        audio.stride(0), *cos.stride(), *fb.stride(), *out.stride(),
-        t, cfg.n_mels, float(cfg.preemphasis or 0.0), float(cfg.log_guard), float(cfg.log_clamp_max or 0.0),
-        HOP=cfg.hop_length, NFFT=cfg.n_fft, NFREQ=cfg.n_fft // 2 + 1, PAD=half if cfg.center else 0,
-        REFLECT=reflect, HAS_PREEMPH=cfg.preemphasis is not None, POWER=int(cfg.power),
-        LOG10=cfg.log == "log10_whisper", GUARD_ADD=cfg.log_guard_type == "add",
-        HAS_CLAMP_MAX=cfg.log_clamp_max is not None, **blocks,
+        audio,
+        lens,
+        frame_lengths,
+        cos,
+        sin,
+        fb,
+        out,
+        audio.stride(0),
+        *cos.stride(),
+        *fb.stride(),
+        *out.stride(),
+        t,
+        cfg.n_mels,
+        float(cfg.preemphasis or 0.0),
+        float(cfg.log_guard),
+        float(cfg.log_clamp_max or 0.0),
+        HOP=cfg.hop_length,
+        NFFT=cfg.n_fft,
+        NFREQ=cfg.n_fft // 2 + 1,
+        PAD=half if cfg.center else 0,
+        REFLECT=reflect,
+        HAS_PREEMPH=cfg.preemphasis is not None,
+        POWER=int(cfg.power),
+        LOG10=cfg.log == "log10_whisper",
+        GUARD_ADD=cfg.log_guard_type == "add",
+        HAS_CLAMP_MAX=cfg.log_clamp_max is not None,
+        **blocks,
     )
     passes = ([True] if cfg.log == "log10_whisper" else []) + ([False] if cfg.normalize == "per_feature" else [])
     for whisper in passes:
-        _mel_norm_fwd_kernel[(batch,)](out, frame_lengths, *out.stride(), cfg.n_mels, _NORM_STD_EPS,
-                                       WHISPER=whisper, BLOCK_M=blocks["BLOCK_M"], BLOCK_T=blocks["BLOCK_T"])
+        _mel_norm_fwd_kernel[(batch,)](
+            out,
+            frame_lengths,
+            *out.stride(),
+            cfg.n_mels,
+            _NORM_STD_EPS,
+            WHISPER=whisper,
+            BLOCK_M=blocks["BLOCK_M"],
+            BLOCK_T=blocks["BLOCK_T"],
+        )
     return out, frame_lengths

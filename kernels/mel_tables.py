@@ -108,8 +108,15 @@ def mel_to_hz(mel, scale: str = "slaney") -> np.ndarray:
     return np.where(mel >= _SLANEY_BREAK_MEL, log, mel * _SLANEY_HZ_PER_MEL)
 
 
-def filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
-               mel_scale: str = "slaney", norm: str | None = "slaney") -> np.ndarray:
+def filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    mel_scale: str = "slaney",
+    norm: str | None = "slaney",
+) -> np.ndarray:
     """Triangular mel filters (n_mels, n_fft // 2 + 1) float32, computed in float64.
 
     Filter m (0-based) rises linearly from f[m] to its peak at f[m+1] and falls to f[m+2],

@@ -46,11 +46,34 @@ _M_INIT = tl.constexpr(-1.0e30)  # finite start of the running max: exp2(-inf - 
 
 # ---- kernel -------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _relpos_inner(acc, l_i, m_i, qu, qv, k_ptrs, v_ptrs, p_base, km_ptr, stride_kn, stride_vn, stride_pr,
-                  stride_pd, stride_kmn, offs_n, offs_d, d_ok, m0, T, qk_scale,
-                  HAS_KEY_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr):
+def _relpos_inner(
+    acc,
+    l_i,
+    m_i,
+    qu,
+    qv,
+    k_ptrs,
+    v_ptrs,
+    p_base,
+    km_ptr,
+    stride_kn,
+    stride_vn,
+    stride_pr,
+    stride_pd,
+    stride_kmn,
+    offs_n,
+    offs_d,
+    d_ok,
+    m0,
+    T,
+    qk_scale,
+    HAS_KEY_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Online softmax over every key block; returns the updated (acc, l_i, m_i)."""
     BAND: tl.constexpr = BLOCK_M + BLOCK_N
     offs_band = tl.arange(0, BAND)
@@ -63,8 +86,11 @@ def _relpos_inner(acc, l_i, m_i, qu, qv, k_ptrs, v_ptrs, p_base, km_ptr, stride_
         content = tl.dot(qu, k, input_precision=DOT_PRECISION)
         rows = T - 1 - (m0 + BLOCK_M - 1) + n0 + offs_band  # distances' rows in pos, (BAND,)
         p_ok = (rows >= 0) & (rows < 2 * T - 1)
-        p = tl.load(p_base + rows[None, :] * stride_pr + offs_d[:, None] * stride_pd,
-                    mask=d_ok[:, None] & p_ok[None, :], other=0.0)  # (D, BAND): pos rows transposed
+        p = tl.load(
+            p_base + rows[None, :] * stride_pr + offs_d[:, None] * stride_pd,
+            mask=d_ok[:, None] & p_ok[None, :],
+            other=0.0,
+        )  # (D, BAND): pos rows transposed
         band = tl.dot(qv, p, input_precision=DOT_PRECISION)  # (M, BAND)
         qk = (content + tl.gather(band, shift, axis=1)) * qk_scale  # log2-domain scores
         keep = cols_ok[None, :]
@@ -82,15 +108,48 @@ def _relpos_inner(acc, l_i, m_i, qu, qv, k_ptrs, v_ptrs, p_base, km_ptr, stride_
 
 
 @triton.jit
-def _rel_pos_attention_fwd_kernel(Q_ptr, K_ptr, V_ptr, P_ptr, BU_ptr, BV_ptr, O_ptr, KMASK_ptr,
-                                  stride_qb, stride_qh, stride_qm, stride_qd,
-                                  stride_kb, stride_kh, stride_kn, stride_kd,
-                                  stride_vb, stride_vh, stride_vn, stride_vd,
-                                  stride_ob, stride_oh, stride_om, stride_od,
-                                  stride_ph, stride_pr, stride_pd, stride_bh, stride_bd,
-                                  stride_kmb, stride_kmn, H, T, qk_scale,
-                                  HEAD_DIM: tl.constexpr, HAS_KEY_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _rel_pos_attention_fwd_kernel(
+    Q_ptr,
+    K_ptr,
+    V_ptr,
+    P_ptr,
+    BU_ptr,
+    BV_ptr,
+    O_ptr,
+    KMASK_ptr,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    stride_ph,
+    stride_pr,
+    stride_pd,
+    stride_bh,
+    stride_bd,
+    stride_kmb,
+    stride_kmn,
+    H,
+    T,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """One program: BLOCK_M query rows of one (batch, head). Grid (cdiv(T, BLOCK_M), B * H)."""
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -103,8 +162,11 @@ def _rel_pos_attention_fwd_kernel(Q_ptr, K_ptr, V_ptr, P_ptr, BU_ptr, BV_ptr, O_
     d_ok = offs_d < HEAD_DIM
     rows_ok = offs_m < T
 
-    q = tl.load(Q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=rows_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(
+        Q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        mask=rows_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
     bias_u = tl.load(BU_ptr + h * stride_bh + offs_d * stride_bd, mask=d_ok, other=0.0).to(tl.float32)
     bias_v = tl.load(BV_ptr + h * stride_bh + offs_d * stride_bd, mask=d_ok, other=0.0).to(tl.float32)
     qu = (q.to(tl.float32) + bias_u[None, :]).to(q.dtype)  # rounded to the input dtype, as the reference
@@ -115,16 +177,39 @@ def _rel_pos_attention_fwd_kernel(Q_ptr, K_ptr, V_ptr, P_ptr, BU_ptr, BV_ptr, O_
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], _M_INIT, dtype=tl.float32)
-    acc, l_i, m_i = _relpos_inner(acc, l_i, m_i, qu, qv, k_ptrs, v_ptrs, P_ptr + h * stride_ph,
-                                  KMASK_ptr + b * stride_kmb, stride_kn, stride_vn, stride_pr, stride_pd,
-                                  stride_kmn, offs_n, offs_d, d_ok, m0, T, qk_scale,
-                                  HAS_KEY_MASK, DOT_PRECISION, BLOCK_M, BLOCK_N)
+    acc, l_i, m_i = _relpos_inner(
+        acc,
+        l_i,
+        m_i,
+        qu,
+        qv,
+        k_ptrs,
+        v_ptrs,
+        P_ptr + h * stride_ph,
+        KMASK_ptr + b * stride_kmb,
+        stride_kn,
+        stride_vn,
+        stride_pr,
+        stride_pd,
+        stride_kmn,
+        offs_n,
+        offs_d,
+        d_ok,
+        m0,
+        T,
+        qk_scale,
+        HAS_KEY_MASK,
+        DOT_PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+    )
     out = (acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]).to(O_ptr.dtype.element_ty)
     o_ptrs = O_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out, mask=rows_ok[:, None] & d_ok[None, :])
 
 
 # ---- reference ----------------------------------------------------------------------------------
+
 
 def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
     """The spec in plain torch, in the inputs' dtype (pass fp32 for the fp32 reference).
@@ -140,7 +225,7 @@ def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
     full = torch.matmul(q + bias_v, pos.transpose(-1, -2)).contiguous()  # (B, H, T, 2T-1)
     w = 2 * t - 1
     bd = full.as_strided((b, h, t, t), (h * t * w, t * w, w - 1, 1), full.storage_offset() + t - 1)
-    bd = bd * (d ** -0.5)
+    bd = bd * (d**-0.5)
     if mask is not None:
         bd = bd.masked_fill(~mask, -torch.inf)
     return F.scaled_dot_product_attention(q + bias_u, k, v, attn_mask=bd)
@@ -148,23 +233,31 @@ def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
 
 # ---- launcher -----------------------------------------------------------------------------------
 
+
 def _check(q, k, v, pos, bias_u, bias_v, key_mask) -> None:
     if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"rel_pos_attention: q, k, v must share one (B, H, T, D) shape, got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"rel_pos_attention: q, k, v must share one (B, H, T, D) shape, got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     batch, heads, t, d = q.shape
     if pos.shape != (heads, 2 * t - 1, d):
         raise ValueError(f"rel_pos_attention: pos must be ({heads}, {2 * t - 1}, {d}), got {tuple(pos.shape)}")
     for name, bias in (("bias_u", bias_u), ("bias_v", bias_v)):
         if bias.numel() != heads * d or bias.shape[0] != heads or bias.shape[-1] != d:
-            raise ValueError(f"rel_pos_attention: {name} must be ({heads}, 1, {d}) or ({heads}, {d}), "
-                             f"got {tuple(bias.shape)}")
+            raise ValueError(
+                f"rel_pos_attention: {name} must be ({heads}, 1, {d}) or ({heads}, {d}), got {tuple(bias.shape)}"
+            )
     if key_mask is not None and (key_mask.dtype != torch.bool or key_mask.shape != (batch, t)):
-        raise ValueError(f"rel_pos_attention: key_mask must be a bool ({batch}, {t}) tensor, "
-                         f"got {key_mask.dtype} {tuple(key_mask.shape)}")
+        raise ValueError(
+            f"rel_pos_attention: key_mask must be a bool ({batch}, {t}) tensor, "
+            f"got {key_mask.dtype} {tuple(key_mask.shape)}"
+        )
     if len({x.dtype for x in (q, k, v, pos)}) != 1 or q.dtype not in _KERNEL_DTYPES:
-        raise ValueError(f"rel_pos_attention: q, k, v, pos must share one of {_KERNEL_DTYPES}, "
-                         f"got {q.dtype}, {k.dtype}, {v.dtype}, {pos.dtype}")
+        raise ValueError(
+            f"rel_pos_attention: q, k, v, pos must share one of {_KERNEL_DTYPES}, "
+            f"got {q.dtype}, {k.dtype}, {v.dtype}, {pos.dtype}"
+        )
     if not 1 <= d <= _MAX_HEAD_DIM:
         raise ValueError(f"rel_pos_attention: head dim {d} must lie in 1..{_MAX_HEAD_DIM}")
     check_launchable("rel_pos_attention", q)
@@ -201,10 +294,27 @@ def rel_pos_attention(q, k, v, pos, bias_u, bias_v, *, key_mask=None, scale: flo
     cfg = _pick_config(d, q.dtype, interpreting())
     grid = (triton.cdiv(t, cfg["BLOCK_M"]), batch * heads)
     _rel_pos_attention_fwd_kernel[grid](
-        q, k, v, pos, bias_u, bias_v, out, kmask,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *pos.stride(), *bias_u.stride(),
-        *(kmask.stride() if key_mask is not None else (0, 0)), heads, t, scale * _LOG2E,
-        HEAD_DIM=d, HAS_KEY_MASK=key_mask is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", **cfg,
+        q,
+        k,
+        v,
+        pos,
+        bias_u,
+        bias_v,
+        out,
+        kmask,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        *pos.stride(),
+        *bias_u.stride(),
+        *(kmask.stride() if key_mask is not None else (0, 0)),
+        heads,
+        t,
+        scale * _LOG2E,
+        HEAD_DIM=d,
+        HAS_KEY_MASK=key_mask is not None,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        **cfg,
     )
     return out

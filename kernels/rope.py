@@ -33,11 +33,29 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # ---- kernel -------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _rope_fwd_kernel(X_ptr, COS_ptr, SIN_ptr, W_ptr, O_ptr,
-                     stride_xb, stride_xh, stride_xt, stride_cb, stride_ct,
-                     stride_ob, stride_oh, stride_ot, T, eps,
-                     HALF: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rope_fwd_kernel(
+    X_ptr,
+    COS_ptr,
+    SIN_ptr,
+    W_ptr,
+    O_ptr,
+    stride_xb,
+    stride_xh,
+    stride_xt,
+    stride_cb,
+    stride_ct,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    T,
+    eps,
+    HALF: tl.constexpr,
+    HAS_NORM: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One program: BLOCK_T positions of one head of one item. Grid (cdiv(T, BLOCK_T), H, B)."""
     b, h = tl.program_id(2).to(tl.int64), tl.program_id(1).to(tl.int64)
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -66,6 +84,7 @@ def _rope_fwd_kernel(X_ptr, COS_ptr, SIN_ptr, W_ptr, O_ptr,
 
 # ---- reference ----------------------------------------------------------------------------------
 
+
 def rope_ref(x, cos, sin, weight=None, eps: float = 1e-6):
     """The spec in plain torch, in x's dtype: (optional per-head RMSNorm with `weight`, statistic in
     fp32) then rotate-half RoPE. x (B, H, T, D) or (B, T, H*D); cos, sin (T, D) or (B, 1, T, D)."""
@@ -78,22 +97,26 @@ def rope_ref(x, cos, sin, weight=None, eps: float = 1e-6):
             z = y.float()
             y = weight * (z * torch.rsqrt(z.square().mean(-1, keepdim=True) + eps)).to(y.dtype)
     c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
-    y1, y2 = y[..., : d // 2], y[..., d // 2:]
+    y1, y2 = y[..., : d // 2], y[..., d // 2 :]
     out = y * c + torch.cat((-y2, y1), dim=-1) * s
     return out.flatten(-2) if x.ndim == 3 else out
 
 
 # ---- launcher -----------------------------------------------------------------------------------
 
+
 def _check(x, cos, sin, weight) -> None:
     d = cos.shape[-1]
     if x.ndim not in (3, 4) or x.shape[-1] % d or (x.ndim == 4 and x.shape[-1] != d) or d % 2:
-        raise ValueError(f"rope: x must be (B, H, T, D) or (B, T, H*D) with an even D = cos.shape[-1] = {d}, "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"rope: x must be (B, H, T, D) or (B, T, H*D) with an even D = cos.shape[-1] = {d}, got {tuple(x.shape)}"
+        )
     t = x.shape[2] if x.ndim == 4 else x.shape[1]
     if cos.shape != sin.shape or cos.shape not in ((t, d), (x.shape[0], 1, t, d)):
-        raise ValueError(f"rope: cos / sin must be ({t}, {d}) or ({x.shape[0]}, 1, {t}, {d}), "
-                         f"got {tuple(cos.shape)} / {tuple(sin.shape)}")
+        raise ValueError(
+            f"rope: cos / sin must be ({t}, {d}) or ({x.shape[0]}, 1, {t}, {d}), "
+            f"got {tuple(cos.shape)} / {tuple(sin.shape)}"
+        )
     if weight is not None and tuple(weight.shape) != (d,):
         raise ValueError(f"rope: the norm weight must be ({d},), got {tuple(weight.shape)}")
     if x.dtype not in _KERNEL_DTYPES:
@@ -123,7 +146,19 @@ def rope(x, cos, sin, weight=None, eps: float = 1e-6):
         return out
     block_t = min(triton.next_power_of_2(t), 16 if interpreting() else 32)
     _rope_fwd_kernel[(triton.cdiv(t, block_t), heads, batch)](
-        x, cos, sin, weight if weight is not None else x, out, *xs, *cs, *os_, t, float(eps),
-        HALF=d // 2, HAS_NORM=weight is not None, BLOCK_T=block_t, BLOCK_H=triton.next_power_of_2(d // 2),
+        x,
+        cos,
+        sin,
+        weight if weight is not None else x,
+        out,
+        *xs,
+        *cs,
+        *os_,
+        t,
+        float(eps),
+        HALF=d // 2,
+        HAS_NORM=weight is not None,
+        BLOCK_T=block_t,
+        BLOCK_H=triton.next_power_of_2(d // 2),
     )
     return out

@@ -20,8 +20,18 @@ import numpy as np
 
 from polyasr.errors import BackendError, CheckpointError
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
-              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_ST_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -38,7 +48,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     if n > len(buf) - 8:
         raise CheckpointError(f"{path}: corrupt safetensors header (length {n})")
     try:
-        header = json.loads(bytes(buf[8:8 + n]))
+        header = json.loads(bytes(buf[8 : 8 + n]))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
     base = 8 + n
@@ -96,15 +106,17 @@ def read_torch_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[st
     return arrays, tags
 
 
-def write_safetensors(tensors: dict[str, np.ndarray], dtypes: dict[str, str], path: str | Path,
-                      metadata: dict[str, str]) -> Path:
+def write_safetensors(
+    tensors: dict[str, np.ndarray], dtypes: dict[str, str], path: str | Path, metadata: dict[str, str]
+) -> Path:
     """Write host arrays as one safetensors file, dtypes kept (bf16, held as its uint16 bits, goes in
     as BF16 bit for bit). Written to `<path>.partial` and renamed, so a failure leaves no half file."""
     try:
         from safetensors import TensorSpec, serialize_file
     except ImportError as e:  # TensorSpec (raw pointers, any dtype name) is safetensors >= 0.8
-        raise BackendError("writing safetensors needs the safetensors package >= 0.8 "
-                           "(pip install -U 'safetensors>=0.8')") from e
+        raise BackendError(
+            "writing safetensors needs the safetensors package >= 0.8 (pip install -U 'safetensors>=0.8')"
+        ) from e
     path = Path(path)
     keep, specs = [], {}
     for name in sorted(tensors):

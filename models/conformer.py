@@ -26,10 +26,12 @@ def feed_forward(params, B, x, prefix: str):
 
 def macaron_block(params, B, x, prefix: str, attend, convolve):
     """One block: x (B, T, d) -> (B, T, d). attend / convolve: (B, T, d) normalised -> (B, T, d)."""
-    x = x + 0.5 * feed_forward(params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward1"),
-                               f"{prefix}.feed_forward1")
+    x = x + 0.5 * feed_forward(
+        params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward1"), f"{prefix}.feed_forward1"
+    )
     x = x + attend(layer_norm(params, B, x, f"{prefix}.norm_self_att"))
     x = x + convolve(layer_norm(params, B, x, f"{prefix}.norm_conv"))
-    x = x + 0.5 * feed_forward(params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward2"),
-                               f"{prefix}.feed_forward2")
+    x = x + 0.5 * feed_forward(
+        params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward2"), f"{prefix}.feed_forward2"
+    )
     return layer_norm(params, B, x, f"{prefix}.norm_out")

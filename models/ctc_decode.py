@@ -23,13 +23,15 @@ def ctc_greedy(x, lengths=None, blank: int = 0) -> list[tuple[np.ndarray, np.nda
         x = np.from_dlpack(x)
     x = np.asarray(x)
     if x.ndim == 2 and x.dtype not in _ID_DTYPES or x.ndim == 3 and x.dtype != np.float32 or x.ndim not in (2, 3):
-        raise ValueError(f"ctc_greedy takes (B, T) int32/int64 ids or (B, T, V) float32 scores, "
-                         f"got {x.ndim}-D {x.dtype}")
+        raise ValueError(
+            f"ctc_greedy takes (B, T) int32/int64 ids or (B, T, V) float32 scores, got {x.ndim}-D {x.dtype}"
+        )
     if lengths is None:
         lengths = np.full(x.shape[0], x.shape[1], dtype=np.int64)
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
         raise ValueError(f"lengths must be a 1-D integer array, got {lengths.ndim}-D {lengths.dtype}")
-    tokens, frames, offsets = _decode.ctc_greedy(np.ascontiguousarray(x), np.ascontiguousarray(lengths, np.int64),
-                                                 int(blank))
+    tokens, frames, offsets = _decode.ctc_greedy(
+        np.ascontiguousarray(x), np.ascontiguousarray(lengths, np.int64), int(blank)
+    )
     return [(tokens[a:b], frames[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]

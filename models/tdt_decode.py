@@ -57,8 +57,16 @@ def _check_shapes(a: dict[str, np.ndarray]) -> None:
     (B, T, J), (V1, P), L, D = a["enc_proj"].shape, a["embed"].shape, a["w_ih"].shape[0], a["durations"].shape[0]
     if D == 0:
         raise ValueError("durations must not be empty")
-    expected = {"lengths": (B,), "w_ih": (L, 4 * P, P), "w_hh": (L, 4 * P, P), "bias": (L, 4 * P),
-                "pred_w": (J, P), "pred_b": (J,), "out_w": (V1 + D, J), "out_b": (V1 + D,)}
+    expected = {
+        "lengths": (B,),
+        "w_ih": (L, 4 * P, P),
+        "w_hh": (L, 4 * P, P),
+        "bias": (L, 4 * P),
+        "pred_w": (J, P),
+        "pred_b": (J,),
+        "out_w": (V1 + D, J),
+        "out_b": (V1 + D,),
+    }
     for name, shape in expected.items():
         if a[name].shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {a[name].shape}")
@@ -68,8 +76,22 @@ def _check_shapes(a: dict[str, np.ndarray]) -> None:
         raise ValueError(f"lengths must lie in [0, {T}] frames, got {a['lengths'].tolist()}")
 
 
-def tdt_greedy(enc_proj, lengths, embed, w_ih, w_hh, bias, pred_w, pred_b, out_w, out_b, durations, blank: int,
-               max_symbols: int = 10, threads: int = 1) -> list[TdtHyp]:
+def tdt_greedy(
+    enc_proj,
+    lengths,
+    embed,
+    w_ih,
+    w_hh,
+    bias,
+    pred_w,
+    pred_b,
+    out_w,
+    out_b,
+    durations,
+    blank: int,
+    max_symbols: int = 10,
+    threads: int = 1,
+) -> list[TdtHyp]:
     """Greedy TDT decoding of a batch (see the module docstring for the loop).
 
     enc_proj: (B, T, J) float32, the encoder output through the joint's encoder linear (bias included).
@@ -83,13 +105,32 @@ def tdt_greedy(enc_proj, lengths, embed, w_ih, w_hh, bias, pred_w, pred_b, out_w
     threads: items are split over this many threads (0: one per core); results do not depend on it.
     Raises ValueError naming the argument for a wrong dtype, rank or shape, or a value out of range.
     """
-    arrays = {"enc_proj": enc_proj, "embed": embed, "w_ih": w_ih, "w_hh": w_hh, "bias": bias, "pred_w": pred_w,
-              "pred_b": pred_b, "out_w": out_w, "out_b": out_b}
-    ranks = {"enc_proj": 3, "embed": 2, "w_ih": 3, "w_hh": 3, "bias": 2, "pred_w": 2, "pred_b": 1, "out_w": 2,
-             "out_b": 1}
+    arrays = {
+        "enc_proj": enc_proj,
+        "embed": embed,
+        "w_ih": w_ih,
+        "w_hh": w_hh,
+        "bias": bias,
+        "pred_w": pred_w,
+        "pred_b": pred_b,
+        "out_w": out_w,
+        "out_b": out_b,
+    }
+    ranks = {
+        "enc_proj": 3,
+        "embed": 2,
+        "w_ih": 3,
+        "w_hh": 3,
+        "bias": 2,
+        "pred_w": 2,
+        "pred_b": 1,
+        "out_w": 2,
+        "out_b": 1,
+    }
     a = {name: _array(name, x, ranks[name]) for name, x in arrays.items()}
-    a["lengths"] = _ints("lengths", np.full(a["enc_proj"].shape[0], a["enc_proj"].shape[1]) if lengths is None
-                         else lengths)
+    a["lengths"] = _ints(
+        "lengths", np.full(a["enc_proj"].shape[0], a["enc_proj"].shape[1]) if lengths is None else lengths
+    )
     a["durations"] = _ints("durations", durations)
     _check_shapes(a)
     if not 0 <= blank < a["embed"].shape[0]:
@@ -97,6 +138,19 @@ def tdt_greedy(enc_proj, lengths, embed, w_ih, w_hh, bias, pred_w, pred_b, out_w
     if max_symbols < 1:
         raise ValueError(f"max_symbols must be >= 1, got {max_symbols}")
     tokens, frames, durs, confs, offsets = _decode.tdt_greedy(
-        a["enc_proj"], a["lengths"], a["embed"], a["w_ih"], a["w_hh"], a["bias"], a["pred_w"], a["pred_b"],
-        a["out_w"], a["out_b"], a["durations"], int(blank), int(max_symbols), int(threads))
+        a["enc_proj"],
+        a["lengths"],
+        a["embed"],
+        a["w_ih"],
+        a["w_hh"],
+        a["bias"],
+        a["pred_w"],
+        a["pred_b"],
+        a["out_w"],
+        a["out_b"],
+        a["durations"],
+        int(blank),
+        int(max_symbols),
+        int(threads),
+    )
     return [TdtHyp(tokens[i:j], frames[i:j], durs[i:j], confs[i:j]) for i, j in zip(offsets[:-1], offsets[1:])]

@@ -57,8 +57,13 @@ def _fuse(target: str, sources, tensors, dtypes, consumed, expected_shape):
     return np.concatenate(blocks, axis=0), tag
 
 
-def apply_weight_map(tensors: dict[str, np.ndarray], dtypes: dict[str, str], wm: WeightMap,
-                     expected: dict[str, tuple[int, ...]], source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def apply_weight_map(
+    tensors: dict[str, np.ndarray],
+    dtypes: dict[str, str],
+    wm: WeightMap,
+    expected: dict[str, tuple[int, ...]],
+    source: str,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Rename/fuse `tensors` by `wm` and check them against `expected` shapes.
 
     tensors: source name -> host array; dtypes: source name -> dtype tag ("bfloat16" for raw bf16 bits).
@@ -112,8 +117,11 @@ def _source_name(target: str, wm: WeightMap) -> str:
 def _check(params, expected, unexpected, source, wm):
     missing = sorted(_source_name(k, wm) for k in set(expected) - set(params))
     extra = sorted(set(params) - set(expected))
-    bad = sorted(f"{k}: checkpoint {tuple(params[k].shape)} != model {tuple(expected[k])}"
-                 for k in set(params) & set(expected) if tuple(params[k].shape) != tuple(expected[k]))
+    bad = sorted(
+        f"{k}: checkpoint {tuple(params[k].shape)} != model {tuple(expected[k])}"
+        for k in set(params) & set(expected)
+        if tuple(params[k].shape) != tuple(expected[k])
+    )
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_short(missing)}")
@@ -147,8 +155,10 @@ def fold_batch_norm(params: dict, tags: dict, conv_modules: list[str]) -> tuple[
     `<prefix>.depthwise_conv.*`)."""
     params, tags = dict(params), dict(tags)
     for c in conv_modules:
-        f32 = {n: host_float32(params.pop(f"{c}.batch_norm.{n}"), tags.pop(f"{c}.batch_norm.{n}", None))
-               for n in ("weight", "bias", "running_mean", "running_var")}
+        f32 = {
+            n: host_float32(params.pop(f"{c}.batch_norm.{n}"), tags.pop(f"{c}.batch_norm.{n}", None))
+            for n in ("weight", "bias", "running_mean", "running_var")
+        }
         scale = f32["weight"] / np.sqrt(f32["running_var"] + _BN_EPS)
         w = host_float32(params[f"{c}.depthwise_conv.weight"], tags.get(f"{c}.depthwise_conv.weight"))
         bias = f"{c}.depthwise_conv.bias"

@@ -47,10 +47,20 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
     from polyasr.cli import peak_rss_mb
     from polyasr.engine import AsrEngine
 
-    quant = ({"quantize": args.quantize, "group_size": getattr(args, "group_size", None) or 64}
-             if getattr(args, "quantize", None) is not None else {})
-    engine = AsrEngine.from_model(model_id, path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download, kernels=getattr(args, "kernels", None), **quant)
+    quant = (
+        {"quantize": args.quantize, "group_size": getattr(args, "group_size", None) or 64}
+        if getattr(args, "quantize", None) is not None
+        else {}
+    )
+    engine = AsrEngine.from_model(
+        model_id,
+        path,
+        device=args.device,
+        dtype=args.dtype,
+        allow_download=args.allow_download,
+        kernels=getattr(args, "kernels", None),
+        **quant,
+    )
     engine.transcribe(audio, options)  # warm-up: allocator, kernels, caches
     times, result = [], None
     for _ in range(max(1, args.repeats)):
@@ -59,15 +69,21 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
         times.append(time.perf_counter() - t0)
     duration = audio_duration(audio)
     return {
-        "model": engine.spec.id, "model_path": str(engine.checkpoint), "load_secs": round(engine.load_secs, 3),
-        "device": str(engine.backend.device), "dtype": engine.backend.dtype_name,
-        "quantize": getattr(engine.backend, "quantization", None), "runs": len(times),
+        "model": engine.spec.id,
+        "model_path": str(engine.checkpoint),
+        "load_secs": round(engine.load_secs, 3),
+        "device": str(engine.backend.device),
+        "dtype": engine.backend.dtype_name,
+        "quantize": getattr(engine.backend, "quantization", None),
+        "runs": len(times),
         "inference_secs": [round(t, 4) for t in times],
-        "rtf_median": round(statistics.median(times) / duration, 5), "rtf_min": round(min(times) / duration, 5),
+        "rtf_median": round(statistics.median(times) / duration, 5),
+        "rtf_min": round(min(times) / duration, 5),
         "first_token_latency_secs": result.info.get("first_token_latency_secs"),
         "peak_rss_mb": peak_rss_mb(),
         "wer": round(word_error_rate(reference, result.text), 4) if reference is not None else None,
-        "language": result.language, "text": result.text,
+        "language": result.language,
+        "text": result.text,
     }
 
 
@@ -82,6 +98,12 @@ def run_benchmark(args) -> dict:
     options = TranscribeOptions(language=args.language)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     results = [_bench_model(m, paths.get(m), args, audio, reference, options) for m in models]
-    return {"schema": 1, "audio": {"path": str(args.audio), "duration_secs": round(audio_duration(audio), 3)},
-            "reference": args.reference, "platform": platform.platform(), "processor": platform.machine(),
-            "threads": args.threads, "results": results}
+    return {
+        "schema": 1,
+        "audio": {"path": str(args.audio), "duration_secs": round(audio_duration(audio), 3)},
+        "reference": args.reference,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "threads": args.threads,
+        "results": results,
+    }

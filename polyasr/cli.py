@@ -28,17 +28,38 @@ def peak_rss_mb() -> float:
 
 def _add_model_args(p: argparse.ArgumentParser):
     p.add_argument("--device", default="auto", choices=DEVICES, help="backend device (default: auto)")
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="compute dtype (default: float32 on CPU, float16 on CUDA)")
-    p.add_argument("--kernels", default=None, choices=("auto", "torch", "triton"),
-                   help="hot ops on our Triton kernels or plain torch (default: $POLYASR_KERNELS, else auto, "
-                        "which is torch until the kernels are validated on a GPU)")
-    p.add_argument("--allow-download", action="store_true",
-                   help="download the model from the Hugging Face hub if it is not found locally")
-    p.add_argument("--quantize", type=int, default=None, metavar="{4,8}",
-                   help="store linear weights in 4 or 8 bits (--device mlx only; default: full precision)")
-    p.add_argument("--group-size", type=int, default=None, metavar="{32,64,128}",
-                   help="weights sharing one scale with --quantize (default 64)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="compute dtype (default: float32 on CPU, float16 on CUDA)",
+    )
+    p.add_argument(
+        "--kernels",
+        default=None,
+        choices=("auto", "torch", "triton"),
+        help="hot ops on our Triton kernels or plain torch (default: $POLYASR_KERNELS, else auto, "
+        "which is torch until the kernels are validated on a GPU)",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="download the model from the Hugging Face hub if it is not found locally",
+    )
+    p.add_argument(
+        "--quantize",
+        type=int,
+        default=None,
+        metavar="{4,8}",
+        help="store linear weights in 4 or 8 bits (--device mlx only; default: full precision)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        metavar="{32,64,128}",
+        help="weights sharing one scale with --quantize (default 64)",
+    )
 
 
 def _quantize_args(args) -> dict:
@@ -64,10 +85,18 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
     t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
     t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
-    t.add_argument("--batch-size", type=int, default=1,
-                   help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)")
-    t.add_argument("--chunk-secs", type=float, default=None,
-                   help="cut longer audio into chunks of at most this many seconds (default: the model's own)")
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)",
+    )
+    t.add_argument(
+        "--chunk-secs",
+        type=float,
+        default=None,
+        help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
+    )
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
     _add_model_args(t)
@@ -87,10 +116,16 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", "-o", default=None, help="write results as JSON to this file")
     _add_model_args(b)
 
-    c = sub.add_parser("convert", help="convert a torch-pickle checkpoint (GigaAM .ckpt, Parakeet .nemo) to a "
-                                       "safetensors directory that loads without torch (--device mlx)")
-    c.add_argument("--model", required=True, help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc, "
-                                                  "parakeet-tdt-v3, parakeet-tdt-v2)")
+    c = sub.add_parser(
+        "convert",
+        help="convert a torch-pickle checkpoint (GigaAM .ckpt, Parakeet .nemo) to a "
+        "safetensors directory that loads without torch (--device mlx)",
+    )
+    c.add_argument(
+        "--model",
+        required=True,
+        help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc, parakeet-tdt-v3, parakeet-tdt-v2)",
+    )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     return parser
@@ -104,8 +139,14 @@ def _options(args) -> TranscribeOptions:
         except ValueError as e:
             raise InvalidOptionError(f"--temperature takes comma-separated numbers, got {args.temperature!r}") from e
     kw = {"temperatures": temps} if temps else {}
-    return TranscribeOptions(language=args.language, task=args.task, initial_prompt=args.initial_prompt,
-                             batch_size=args.batch_size, chunk_secs=args.chunk_secs, **kw)
+    return TranscribeOptions(
+        language=args.language,
+        task=args.task,
+        initial_prompt=args.initial_prompt,
+        batch_size=args.batch_size,
+        chunk_secs=args.chunk_secs,
+        **kw,
+    )
 
 
 def _progress_bar(path: str):
@@ -130,8 +171,15 @@ def cmd_transcribe(args) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and len(args.audio) > 1 and not out.is_dir():
         raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
-    engine = AsrEngine.from_model(args.model, args.model_path, device=args.device, dtype=args.dtype,
-                                  allow_download=args.allow_download, kernels=args.kernels, **quant)
+    engine = AsrEngine.from_model(
+        args.model,
+        args.model_path,
+        device=args.device,
+        dtype=args.dtype,
+        allow_download=args.allow_download,
+        kernels=args.kernels,
+        **quant,
+    )
     results = []
     if len(args.audio) > 1 and hasattr(engine.model, "transcribe_many"):  # decoded together, batched
         bar, update = _progress_bar(f"{len(args.audio)} files")
@@ -182,8 +230,10 @@ def _print_results(results, fmt: str):
 
 
 def cmd_models(args) -> int:
-    rows = [(s.id, s.architecture, s.languages, s.status + (f" ({s.note})" if s.note else ""), ", ".join(s.formats))
-            for s in REGISTRY.values()]
+    rows = [
+        (s.id, s.architecture, s.languages, s.status + (f" ({s.note})" if s.note else ""), ", ".join(s.formats))
+        for s in REGISTRY.values()
+    ]
     if args.json:
         keys = ("id", "architecture", "languages", "status", "formats")
         print(json.dumps([dict(zip(keys, r)) for r in rows], indent=2))
@@ -208,8 +258,10 @@ def cmd_benchmark(args) -> int:
         # CTC / TDT models emit all tokens at once: no first-token latency to report
         ttft = r["first_token_latency_secs"]
         ttft = f"{ttft:.3f} s" if ttft is not None else "-"
-        print(f"{r['model']}: RTF {r['rtf_median']:.4f} (min {r['rtf_min']:.4f})  first token "
-              f"{ttft}  peak RSS {r['peak_rss_mb']:.0f} MB  WER {wer}")
+        print(
+            f"{r['model']}: RTF {r['rtf_median']:.4f} (min {r['rtf_min']:.4f})  first token "
+            f"{ttft}  peak RSS {r['peak_rss_mb']:.0f} MB  WER {wer}"
+        )
     return 0
 
 
@@ -219,8 +271,10 @@ def cmd_convert(args) -> int:
     -> model.safetensors + model_config.yaml + tokenizer.model."""
     spec = get_spec(args.model)
     if spec.family not in ("gigaam", "parakeet"):
-        raise InvalidOptionError(f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
-                                 f"parakeet models; {spec.id} checkpoints load as they are")
+        raise InvalidOptionError(
+            f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
+            f"parakeet models; {spec.id} checkpoints load as they are"
+        )
     src, out = Path(args.model_path), Path(args.output)
     if not src.exists():
         raise ModelNotFoundError(f"--model-path {src} does not exist")

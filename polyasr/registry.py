@@ -44,16 +44,28 @@ _WHISPER_ARCH = "Transformer encoder-decoder (log-mel, conv stem)"
 
 
 # (d_model, encoder layers, decoder layers, mel bins) of the released Whisper sizes.
-_WHISPER_DIMS = {"tiny": (384, 4, 4, 80), "base": (512, 6, 6, 80), "small": (768, 12, 12, 80),
-                 "medium": (1024, 24, 24, 80), "large-v2": (1280, 32, 32, 80), "large-v3": (1280, 32, 32, 128),
-                 "large-v3-turbo": (1280, 32, 4, 128)}
+_WHISPER_DIMS = {
+    "tiny": (384, 4, 4, 80),
+    "base": (512, 6, 6, 80),
+    "small": (768, 12, 12, 80),
+    "medium": (1024, 24, 24, 80),
+    "large-v2": (1280, 32, 32, 80),
+    "large-v3": (1280, 32, 32, 128),
+    "large-v3-turbo": (1280, 32, 4, 128),
+}
 
 
 def _whisper(size: str, hub: tuple[str, ...] = (), pypi: tuple[str, ...] = ()):
     english = size.endswith(".en")
     dims = _WHISPER_DIMS.get(size.removesuffix(".en"))
-    expect = (tuple(zip(("d_model", "encoder_layers", "decoder_layers", "num_mel_bins"), dims))
-              + (("multilingual", not english),)) if dims else ()
+    expect = (
+        (
+            tuple(zip(("d_model", "encoder_layers", "decoder_layers", "num_mel_bins"), dims))
+            + (("multilingual", not english),)
+        )
+        if dims
+        else ()
+    )
     return ModelSpec(
         id=f"whisper-{size}" if size else "whisper",
         family="whisper",
@@ -69,22 +81,39 @@ def _whisper(size: str, hub: tuple[str, ...] = (), pypi: tuple[str, ...] = ()):
 
 
 def _gigaam(model_id: str, vocabulary: str) -> ModelSpec:
-    return ModelSpec(id=model_id, family="gigaam", architecture=f"Conformer (RoPE MHSA, conv k=5) + CTC, {vocabulary}",
-                     languages="Russian", status=AVAILABLE, formats=("gigaam-ckpt", "hf-hub", "safetensors"),
-                     hub_repos=("ai-sage/GigaAM-v3",))
+    return ModelSpec(
+        id=model_id,
+        family="gigaam",
+        architecture=f"Conformer (RoPE MHSA, conv k=5) + CTC, {vocabulary}",
+        languages="Russian",
+        status=AVAILABLE,
+        formats=("gigaam-ckpt", "hf-hub", "safetensors"),
+        hub_repos=("ai-sage/GigaAM-v3",),
+    )
 
 
 def _parakeet(version: str, languages: str) -> ModelSpec:
-    return ModelSpec(id=f"parakeet-tdt-{version}", family="parakeet",
-                     architecture="FastConformer (rel-pos MHSA, 8x dw-striding) + TDT", languages=languages,
-                     status=AVAILABLE, formats=("nemo", "hf-safetensors"),
-                     hub_repos=(f"nvidia/parakeet-tdt-0.6b-{version}",))
+    return ModelSpec(
+        id=f"parakeet-tdt-{version}",
+        family="parakeet",
+        architecture="FastConformer (rel-pos MHSA, 8x dw-striding) + TDT",
+        languages=languages,
+        status=AVAILABLE,
+        formats=("nemo", "hf-safetensors"),
+        hub_repos=(f"nvidia/parakeet-tdt-0.6b-{version}",),
+    )
 
 
 def _qwen3_asr(size: str, hub: tuple[str, ...]) -> ModelSpec:
-    return ModelSpec(id=f"qwen3-asr-{size}", family="qwen3_asr",
-                     architecture="AuT audio encoder + projector + Qwen3 LLM decoder", languages="30 languages",
-                     status=AVAILABLE, formats=("qwen-safetensors", "hf-safetensors"), hub_repos=hub)
+    return ModelSpec(
+        id=f"qwen3-asr-{size}",
+        family="qwen3_asr",
+        architecture="AuT audio encoder + projector + Qwen3 LLM decoder",
+        languages="30 languages",
+        status=AVAILABLE,
+        formats=("qwen-safetensors", "hf-safetensors"),
+        hub_repos=hub,
+    )
 
 
 _SPECS = [
@@ -109,8 +138,11 @@ _SPECS = [
 ]
 
 REGISTRY: dict[str, ModelSpec] = {s.id: s for s in _SPECS}
-ALIASES = {"whisper-turbo": "whisper-large-v3-turbo", "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3",
-           "parakeet-tdt-0.6b-v2": "parakeet-tdt-v2"}
+ALIASES = {
+    "whisper-turbo": "whisper-large-v3-turbo",
+    "parakeet-tdt-0.6b-v3": "parakeet-tdt-v3",
+    "parakeet-tdt-0.6b-v2": "parakeet-tdt-v2",
+}
 
 ModelType = enum.Enum("ModelType", {s.id.upper().replace("-", "_").replace(".", "_"): s.id for s in _SPECS}, type=str)
 ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BASE == 'whisper-base'`)."
@@ -118,9 +150,12 @@ ModelType.__doc__ = "The registered model ids, as an enum (`ModelType.WHISPER_BA
 DEFAULT_MODEL = "whisper-base"
 
 # family -> "module:function" that builds a loaded model from (spec, path, backend, dtype).
-_LOADERS = {"whisper": "polyasr.models.whisper.load:load_model", "gigaam": "polyasr.models.gigaam.load:load_model",
-            "parakeet": "polyasr.models.parakeet.load:load_model",
-            "qwen3_asr": "polyasr.models.qwen3_asr.load:load_model"}
+_LOADERS = {
+    "whisper": "polyasr.models.whisper.load:load_model",
+    "gigaam": "polyasr.models.gigaam.load:load_model",
+    "parakeet": "polyasr.models.parakeet.load:load_model",
+    "qwen3_asr": "polyasr.models.qwen3_asr.load:load_model",
+}
 
 
 def get_spec(model: str | ModelType) -> ModelSpec:

@@ -44,8 +44,10 @@ def assert_close(actual, expected, atol: float, rtol: float = 0.0, what: str = "
     bad = err > atol + rtol * np.abs(e)
     if bad.any():
         worst = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{what}: {int(bad.sum())}/{err.size} elements differ; max |diff| {err.max():.3g} "
-                             f"at {worst} (actual {a[worst]:.6g}, expected {e[worst]:.6g}); atol {atol}, rtol {rtol}")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())}/{err.size} elements differ; max |diff| {err.max():.3g} "
+            f"at {worst} (actual {a[worst]:.6g}, expected {e[worst]:.6g}); atol {atol}, rtol {rtol}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +98,29 @@ def copy_tokenizer(src_dir: Path, dst_dir: Path):
 
 # ---- random-weight reference checkpoints -------------------------------------------------------
 
-TINY_WHISPER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-                    decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
-                    vocab_size=51865)
+TINY_WHISPER = dict(
+    d_model=64,
+    encoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_layers=2,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    num_mel_bins=80,
+    vocab_size=51865,
+)
 # The large-v3-turbo shape in miniature: 128 mels, the 51866-token v3 vocabulary, 4 decoder layers.
-TURBO_WHISPER = dict(d_model=64, encoder_layers=3, encoder_attention_heads=4, decoder_layers=4,
-                     decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=128,
-                     vocab_size=51866)
+TURBO_WHISPER = dict(
+    d_model=64,
+    encoder_layers=3,
+    encoder_attention_heads=4,
+    decoder_layers=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    num_mel_bins=128,
+    vocab_size=51866,
+)
 
 
 def v3_tokenizer_json(base_tokenizer: Path, out: Path):
@@ -114,8 +132,17 @@ def v3_tokenizer_json(base_tokenizer: Path, out: Path):
     for tok in data["added_tokens"]:
         if tok["id"] >= 50358:
             tok["id"] += 1
-    data["added_tokens"].append({"id": 50358, "content": "<|yue|>", "single_word": False, "lstrip": False,
-                                 "rstrip": False, "normalized": False, "special": True})
+    data["added_tokens"].append(
+        {
+            "id": 50358,
+            "content": "<|yue|>",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    )
     data["added_tokens"].sort(key=lambda t: t["id"])
     Path(out).write_text(json.dumps(data))
 

@@ -69,11 +69,17 @@ def shared_tiny_en(monkeypatch, memo_tiny_en_engine, whisper_tiny_en_dir):
     """
     real = AsrEngine.from_model.__func__
 
-    def from_model(cls, model="whisper-base", path=None, *, device="auto", dtype=None, allow_download=False,
-                   kernels=None):
-        same = (path is not None and Path(path).resolve() == Path(whisper_tiny_en_dir).resolve()
-                and get_spec(model).id == "whisper-tiny.en" and device == "cpu" and dtype is None
-                and kernels is None)
+    def from_model(
+        cls, model="whisper-base", path=None, *, device="auto", dtype=None, allow_download=False, kernels=None
+    ):
+        same = (
+            path is not None
+            and Path(path).resolve() == Path(whisper_tiny_en_dir).resolve()
+            and get_spec(model).id == "whisper-tiny.en"
+            and device == "cpu"
+            and dtype is None
+            and kernels is None
+        )
         if same:
             return memo_tiny_en_engine
         return real(cls, model, path, device=device, dtype=dtype, allow_download=allow_download, kernels=kernels)
@@ -165,7 +171,7 @@ def test_transcribe_subtitles(capsys, shared_tiny_en, fmt):
     assert code == 0
     if fmt == "vtt":
         assert out.startswith("WEBVTT\n\n")
-        out = out[len("WEBVTT\n\n"):]
+        out = out[len("WEBVTT\n\n") :]
     else:
         assert out.startswith("1\n")
     _assert_cues(_parse_cues(out, SRT_TIMING if fmt == "srt" else VTT_TIMING), SHORT_SECS)
@@ -205,13 +211,14 @@ def test_several_files_json_is_a_list(capsys, shared_tiny_en):
 
 
 def test_several_files_output_dir_one_file_each(capsys, tmp_path, shared_tiny_en):
-    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en), "--format", "vtt",
-                                 "--output", tmp_path])
+    code, out, _ = _run(
+        capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en), "--format", "vtt", "--output", tmp_path]
+    )
     assert code == 0 and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["en_short.vtt", "silence.vtt"]
     speech = (tmp_path / "en_short.vtt").read_text(encoding="utf-8")
     assert speech.startswith("WEBVTT\n\n")
-    _assert_cues(_parse_cues(speech[len("WEBVTT\n\n"):], VTT_TIMING), SHORT_SECS)
+    _assert_cues(_parse_cues(speech[len("WEBVTT\n\n") :], VTT_TIMING), SHORT_SECS)
     assert (tmp_path / "silence.vtt").read_text(encoding="utf-8").strip() == "WEBVTT"
 
 
@@ -223,8 +230,9 @@ def test_output_file_for_one_input(capsys, tmp_path, shared_tiny_en):
 
 
 def test_output_dir_inputs_with_same_stem_do_not_overwrite(capsys, tmp_path, shared_tiny_en):
-    code, _, _ = _run(capsys, ["transcribe", SHORT, FIXTURES / "en_short.ogg", *_tiny(shared_tiny_en),
-                               "--output", tmp_path])
+    code, _, _ = _run(
+        capsys, ["transcribe", SHORT, FIXTURES / "en_short.ogg", *_tiny(shared_tiny_en), "--output", tmp_path]
+    )
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["en_short.ogg.txt", "en_short.wav.txt"]
 
 
@@ -258,8 +266,13 @@ def test_models_list_json(capsys):
 
 def test_errors_have_documented_exit_codes():
     # The CLI's exit codes are part of its interface: scripts branch on them.
-    assert (AsrError.exit_code, InvalidOptionError.exit_code, AudioError.exit_code,
-            ModelError.exit_code, BackendError.exit_code) == (1, 2, 3, 4, 5)
+    assert (
+        AsrError.exit_code,
+        InvalidOptionError.exit_code,
+        AudioError.exit_code,
+        ModelError.exit_code,
+        BackendError.exit_code,
+    ) == (1, 2, 3, 4, 5)
 
 
 def test_unknown_model_id(capsys):
@@ -300,16 +313,20 @@ def test_missing_audio_file(capsys, tmp_path, shared_tiny_en):
 
 def test_directory_that_is_not_a_checkpoint(capsys, tmp_path):
     (tmp_path / "readme.txt").write_text("not weights")
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", tmp_path,
-                                 "--device", "cpu"])
+    code, _, err = _run(
+        capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", tmp_path, "--device", "cpu"]
+    )
     _assert_user_error(code, err, 4, str(tmp_path), "no Whisper checkpoint")
 
 
-@pytest.mark.parametrize("removed, named", [
-    # A renamed tensor is reported under our parameter name; a fused one under the checkpoint's name.
-    ("model.decoder.layers.1.fc2.weight", "decoder.blocks.1.mlp2.weight"),
-    ("model.encoder.layers.0.self_attn.k_proj.weight", "model.encoder.layers.0.self_attn.k_proj.weight"),
-])
+@pytest.mark.parametrize(
+    "removed, named",
+    [
+        # A renamed tensor is reported under our parameter name; a fused one under the checkpoint's name.
+        ("model.decoder.layers.1.fc2.weight", "decoder.blocks.1.mlp2.weight"),
+        ("model.encoder.layers.0.self_attn.k_proj.weight", "model.encoder.layers.0.self_attn.k_proj.weight"),
+    ],
+)
 def test_checkpoint_missing_a_tensor(capsys, tmp_path, random_whisper_dir, removed, named):
     from safetensors.torch import load_file, save_file
 
@@ -317,14 +334,26 @@ def test_checkpoint_missing_a_tensor(capsys, tmp_path, random_whisper_dir, remov
     tensors = load_file(broken / "model.safetensors")
     del tensors[removed]
     save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper", "--model-path", broken,
-                                 "--device", "cpu"])
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper", "--model-path", broken, "--device", "cpu"])
     _assert_user_error(code, err, 4, "missing", named)
 
 
 def test_unknown_language_code(capsys, random_whisper_dir):
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper", "--model-path", random_whisper_dir,
-                                 "--device", "cpu", "--language", "xx"])
+    code, _, err = _run(
+        capsys,
+        [
+            "transcribe",
+            SHORT,
+            "--model",
+            "whisper",
+            "--model-path",
+            random_whisper_dir,
+            "--device",
+            "cpu",
+            "--language",
+            "xx",
+        ],
+    )
     _assert_user_error(code, err, InvalidOptionError.exit_code, "'xx'")
 
 
@@ -350,8 +379,9 @@ def test_mlx_device_without_mlx_installed(capsys, shared_tiny_en, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlx" else real(name, *a))
-    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", shared_tiny_en,
-                                 "--device", "mlx"])
+    code, _, err = _run(
+        capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--model-path", shared_tiny_en, "--device", "mlx"]
+    )
     _assert_user_error(code, err, 5, "mlx", "pip install")
 
 
@@ -376,9 +406,26 @@ def test_argparse_rejects_unknown_format(capsys):
 
 def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
     report_file = tmp_path / "results.json"
-    code, out, _ = _run(capsys, ["benchmark", "--audio", SHORT, "--reference", FIXTURES / "en_short.txt",
-                                 "--models", "whisper-tiny.en", "--model-path", f"whisper-tiny.en={shared_tiny_en}",
-                                 "--device", "cpu", "--repeats", "1", "--output", report_file])
+    code, out, _ = _run(
+        capsys,
+        [
+            "benchmark",
+            "--audio",
+            SHORT,
+            "--reference",
+            FIXTURES / "en_short.txt",
+            "--models",
+            "whisper-tiny.en",
+            "--model-path",
+            f"whisper-tiny.en={shared_tiny_en}",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--output",
+            report_file,
+        ],
+    )
     assert code == 0
     report = json.loads(report_file.read_text(encoding="utf-8"))
     assert report["schema"] == 1
@@ -394,8 +441,20 @@ def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
 
 
 def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
-    code, _, err = _run(capsys, ["benchmark", "--audio", SHORT, "--models", "whisper-tiny.en",
-                                 "--model-path", shared_tiny_en, "--device", "cpu"])
+    code, _, err = _run(
+        capsys,
+        [
+            "benchmark",
+            "--audio",
+            SHORT,
+            "--models",
+            "whisper-tiny.en",
+            "--model-path",
+            shared_tiny_en,
+            "--device",
+            "cpu",
+        ],
+    )
     _assert_user_error(code, err, 2, "ID=PATH")
 
 
@@ -405,18 +464,22 @@ def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
 def test_console_script(whisper_tiny_en_dir):
     exe = Path(sys.executable).parent / "polyasr"
     assert exe.is_file(), f"console script not installed at {exe}"
-    ok = subprocess.run([exe, "transcribe", SHORT, *_tiny(whisper_tiny_en_dir)], capture_output=True,
-                        text=True, timeout=300)
+    ok = subprocess.run(
+        [exe, "transcribe", SHORT, *_tiny(whisper_tiny_en_dir)], capture_output=True, text=True, timeout=300
+    )
     assert ok.returncode == 0, ok.stderr
     assert "station" in ok.stdout.lower()
-    bad = subprocess.run([exe, "transcribe", SHORT, "--model", "whisper-huge"], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [exe, "transcribe", SHORT, "--model", "whisper-huge"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 4 and bad.stdout == ""
     _assert_user_error(bad.returncode, bad.stderr, 4, "unknown model id")
 
 
-@pytest.mark.parametrize("flag, value, fragment", [("--chunk-secs", "1", "chunk_secs must be > 2"),
-                                                   ("--batch-size", "0", "batch_size must be >= 1")])
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [("--chunk-secs", "1", "chunk_secs must be > 2"), ("--batch-size", "0", "batch_size must be >= 1")],
+)
 def test_chunk_and_batch_options_are_validated_before_loading(capsys, flag, value, fragment):
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "parakeet-tdt-v3", flag, value])
     _assert_user_error(code, err, 2, fragment)

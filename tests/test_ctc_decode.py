@@ -54,26 +54,29 @@ def test_scores_equal_ids_of_their_argmax(batch, frames, vocab, data):
 
 
 def test_repeats_split_by_blank_are_two_tokens():
-    (tokens, frames), = ctc_greedy(np.array([[0, 7, 7, 0, 7, 3, 3, 3, 0]]), blank=0)
+    ((tokens, frames),) = ctc_greedy(np.array([[0, 7, 7, 0, 7, 3, 3, 3, 0]]), blank=0)
     assert tokens.tolist() == [7, 7, 3] and frames.tolist() == [1, 4, 5]
 
 
 def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
-    (tokens, _), = ctc_greedy(torch.tensor([[2, 2, 1, 2]], dtype=torch.int64), blank=1)
+    ((tokens, _),) = ctc_greedy(torch.tensor([[2, 2, 1, 2]], dtype=torch.int64), blank=1)
     assert tokens.tolist() == [2, 2]
 
 
-@pytest.mark.parametrize("x, lengths, blank, message", [
-    (np.zeros((2, 5), np.int64), [3, -1], 0, r"lengths\[1\] = -1"),
-    (np.zeros((2, 5), np.int64), [3, 6], 0, r"lengths\[1\] = 6 is outside \[0, 5\]"),
-    (np.zeros((2, 5), np.int64), [3], 0, "lengths has 1 entries for a batch of 2"),
-    (np.zeros((1, 5, 4), np.float32), None, 4, r"blank 4 is outside the vocabulary \[0, 4\)"),
-    (np.zeros((1, 5), np.float64), None, 0, "int32/int64 ids or .* float32 scores, got 2-D float64"),
-    (np.zeros((1, 5, 3), np.float64), None, 0, "got 3-D float64"),
-    (np.zeros(5, np.int64), None, 0, "got 1-D int64"),
-    (np.zeros((1, 5), np.int64), [[5]], 0, "lengths must be a 1-D integer array"),
-])
+@pytest.mark.parametrize(
+    "x, lengths, blank, message",
+    [
+        (np.zeros((2, 5), np.int64), [3, -1], 0, r"lengths\[1\] = -1"),
+        (np.zeros((2, 5), np.int64), [3, 6], 0, r"lengths\[1\] = 6 is outside \[0, 5\]"),
+        (np.zeros((2, 5), np.int64), [3], 0, "lengths has 1 entries for a batch of 2"),
+        (np.zeros((1, 5, 4), np.float32), None, 4, r"blank 4 is outside the vocabulary \[0, 4\)"),
+        (np.zeros((1, 5), np.float64), None, 0, "int32/int64 ids or .* float32 scores, got 2-D float64"),
+        (np.zeros((1, 5, 3), np.float64), None, 0, "got 3-D float64"),
+        (np.zeros(5, np.int64), None, 0, "got 1-D int64"),
+        (np.zeros((1, 5), np.int64), [[5]], 0, "lengths must be a 1-D integer array"),
+    ],
+)
 def test_bad_input_is_a_value_error(x, lengths, blank, message):
     with pytest.raises(ValueError, match=message):
         ctc_greedy(x, lengths, blank)

@@ -54,8 +54,17 @@ def test_from_model_resolves_from_hub_cache(tmp_path, monkeypatch, whisper_base_
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     # whisper-tiny's real dimensions (random weights): the id checks the architecture it loads.
-    make_hf_whisper(snapshot, whisper_base_dir, d_model=384, encoder_layers=4, decoder_layers=4,
-                    encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536)
+    make_hf_whisper(
+        snapshot,
+        whisper_base_dir,
+        d_model=384,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=6,
+        decoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        decoder_ffn_dim=1536,
+    )
     for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -81,8 +90,10 @@ def test_unknown_device_is_a_backend_error(whisper_tiny_en_dir):
 
 
 def test_import_polyasr_does_not_import_torch():
-    code = ("import sys, polyasr, polyasr.cli; "
-            "print(sorted(m for m in ('torch', 'mlx', 'transformers', 'triton') if m in sys.modules))")
+    code = (
+        "import sys, polyasr, polyasr.cli; "
+        "print(sorted(m for m in ('torch', 'mlx', 'transformers', 'triton') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -136,14 +147,17 @@ def test_silence_is_empty_not_an_error(whisper_tiny_en_engine):
 # --- options -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"task": "summarize"}, "task must be one of"),
-    ({"temperatures": ()}, "temperatures"),
-    ({"temperatures": (0.0, -0.2)}, "temperatures"),
-    ({"temperatures": -1}, "temperatures"),
-    ({"best_of": 0}, "best_of"),
-    ({"batch_size": 0}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "summarize"}, "task must be one of"),
+        ({"temperatures": ()}, "temperatures"),
+        ({"temperatures": (0.0, -0.2)}, "temperatures"),
+        ({"temperatures": -1}, "temperatures"),
+        ({"best_of": 0}, "best_of"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
 def test_invalid_options(kwargs, message):
     with pytest.raises(InvalidOptionError, match=message):
         TranscribeOptions(**kwargs)
@@ -187,7 +201,9 @@ def test_weight_map_renames_fuses_and_drops():
 def test_weight_map_names_missing_tensor():
     tensors = _tensors()
     del tensors["enc.1.w"]
-    with pytest.raises(WeightsMismatchError, match=r"^ckpt\.bin: missing 1 tensor\(s\): enc\.1\.w \(-> blocks\.1\.w\)$"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"^ckpt\.bin: missing 1 tensor\(s\): enc\.1\.w \(-> blocks\.1\.w\)$"
+    ):
         _apply(tensors)
 
 
@@ -216,7 +232,11 @@ def test_weight_map_reports_every_problem_at_once():
     with pytest.raises(WeightsMismatchError) as exc:
         _apply(tensors)
     message = str(exc.value)
-    for part in ("missing 1 tensor(s): enc.0.w (-> blocks.0.w)", "unexpected 1 tensor(s): extra", "out.w: checkpoint (3,)"):
+    for part in (
+        "missing 1 tensor(s): enc.0.w (-> blocks.0.w)",
+        "unexpected 1 tensor(s): extra",
+        "out.w: checkpoint (3,)",
+    ):
         assert part in message, message
 
 

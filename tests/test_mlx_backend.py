@@ -25,8 +25,10 @@ def _close(a, b, atol=1e-5):
     np.testing.assert_allclose(M.to_numpy(a), T.to_numpy(b), atol=atol, rtol=1e-5)
 
 
-@pytest.mark.parametrize("tq, tk, causal, masked", [(7, 7, False, False), (7, 7, True, False), (3, 9, True, False),
-                                                     (1, 9, True, False), (5, 8, False, True)])
+@pytest.mark.parametrize(
+    "tq, tk, causal, masked",
+    [(7, 7, False, False), (7, 7, True, False), (3, 9, True, False), (1, 9, True, False), (5, 8, False, True)],
+)
 def test_attention(tq, tk, causal, masked):
     q, k, v = (RNG.standard_normal(s).astype(np.float32) for s in ((2, 3, tq, 16), (2, 3, tk, 16), (2, 3, tk, 16)))
     mask = None
@@ -47,8 +49,10 @@ def test_layers_and_shapes():
     _close(M.layer_norm(xm, M.asarray(lw), M.asarray(lb)), T.layer_norm(xt, T.asarray(lw), T.asarray(lb)))
     _close(M.gelu(xm), T.gelu(xt))
     w2 = RNG.standard_normal((5, 8)).astype(np.float32)
-    _close(M.linear(xm, M.prepare_linear(M.asarray(w2)), M.asarray(b[:5])),
-           T.linear(xt, T.prepare_linear(T.asarray(w2)), T.asarray(b[:5])))
+    _close(
+        M.linear(xm, M.prepare_linear(M.asarray(w2)), M.asarray(b[:5])),
+        T.linear(xt, T.prepare_linear(T.asarray(w2)), T.asarray(b[:5])),
+    )
     _close(M.merge_heads(M.split_heads(xm, 2)), xt)
     for a, c in zip(M.split(xm, [3, 5]), T.split(xt, [3, 5])):
         _close(a, c)
@@ -77,14 +81,22 @@ def test_whisper_base_transcripts_of_the_fixtures_equal_torch(whisper_base_engin
     previous text as prompt), and silence stays empty. ~3 minutes on MLX-CPU."""
     ours = AsrEngine.from_model("whisper-base", whisper_base_dir, device="mlx")
     # Language detection costs a second encoder pass (~15 s on MLX-CPU): detected on two files, given on two.
-    for name, language in (("en_short.wav", None), ("ru_short.wav", None), ("en_medium.wav", "en"),
-                           ("en_long.wav", "en"), ("silence.wav", "en")):
+    for name, language in (
+        ("en_short.wav", None),
+        ("ru_short.wav", None),
+        ("en_medium.wav", "en"),
+        ("en_long.wav", "en"),
+        ("silence.wav", "en"),
+    ):
         opts = TranscribeOptions(temperatures=(0.0,), language=language)
-        a, b = whisper_base_engine.transcribe_file(fixtures_dir / name, opts), ours.transcribe_file(fixtures_dir / name,
-                                                                                                    opts)
+        a, b = (
+            whisper_base_engine.transcribe_file(fixtures_dir / name, opts),
+            ours.transcribe_file(fixtures_dir / name, opts),
+        )
         assert b.info["device"].startswith("mlx") and b.language == a.language, name
-        assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens)
-                                                                           for s in b.segments], name
+        assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [
+            (s.start, s.end, s.text, s.tokens) for s in b.segments
+        ], name
         assert bool(a.text) == (name != "silence.wav")
 
 
@@ -96,14 +108,36 @@ def test_attention_with_fewer_kv_heads():
 
 # ---- the Conformer, Qwen3 and decoding-loop ops (GigaAM, Parakeet, Qwen3-ASR on MLX) ---------------
 
-NEMO = MelConfig(n_fft=512, win_length=400, n_mels=128, periodic_window=False, pad_mode="constant",
-                 preemphasis=0.97, log="ln", log_guard=2.0**-24, log_guard_type="add", normalize="per_feature")
-GIGAAM = MelConfig(n_fft=320, win_length=320, n_mels=64, mel_scale="htk", mel_norm=None, center=False, log="ln",
-                   log_guard=1e-9, log_clamp_max=1e9)
+NEMO = MelConfig(
+    n_fft=512,
+    win_length=400,
+    n_mels=128,
+    periodic_window=False,
+    pad_mode="constant",
+    preemphasis=0.97,
+    log="ln",
+    log_guard=2.0**-24,
+    log_guard_type="add",
+    normalize="per_feature",
+)
+GIGAAM = MelConfig(
+    n_fft=320,
+    win_length=320,
+    n_mels=64,
+    mel_scale="htk",
+    mel_norm=None,
+    center=False,
+    log="ln",
+    log_guard=1e-9,
+    log_clamp_max=1e9,
+)
 
 
-@pytest.mark.parametrize("cfg", [MelConfig.whisper(80), MelConfig.whisper(128), NEMO, GIGAAM],
-                         ids=["whisper80", "whisper128", "nemo", "gigaam"])
+@pytest.mark.parametrize(
+    "cfg",
+    [MelConfig.whisper(80), MelConfig.whisper(128), NEMO, GIGAAM],
+    ids=["whisper80", "whisper128", "nemo", "gigaam"],
+)
 def test_log_mel_matches_torch_on_a_ragged_batch(cfg):
     from polyasr.audio import pad_batch
 
@@ -113,7 +147,7 @@ def test_log_mel_matches_torch_on_a_ragged_batch(cfg):
     # NeMo's per-feature normalisation divides by the std of ln-power: fp32 STFTs that differ in the
     # last bits (pocketfft vs MLX) come out up to ~1e-4 apart there, 1e-6 elsewhere.
     _close(fm, ft, atol=2e-4 if cfg.normalize else 1e-5)
-    assert not M.to_numpy(fm)[2, :, nm[2]:].any()
+    assert not M.to_numpy(fm)[2, :, nm[2] :].any()
 
 
 def test_log_mel_with_the_checkpoints_own_tables():
@@ -123,8 +157,9 @@ def test_log_mel_with_the_checkpoints_own_tables():
     own = (np.roll(window, 3), bank * 1.5)  # any other tables must be the ones used
     batch, lengths = RNG.standard_normal((2, 8000)).astype(np.float32), np.array([8000, 5000])
     _close(M.log_mel(batch, lengths, GIGAAM, own)[0], T.log_mel(batch, lengths, GIGAAM, own)[0], atol=1e-5)
-    assert not np.allclose(M.to_numpy(M.log_mel(batch, lengths, GIGAAM)[0]),
-                           M.to_numpy(M.log_mel(batch, lengths, GIGAAM, own)[0]))
+    assert not np.allclose(
+        M.to_numpy(M.log_mel(batch, lengths, GIGAAM)[0]), M.to_numpy(M.log_mel(batch, lengths, GIGAAM, own)[0])
+    )
 
 
 @pytest.mark.parametrize("groups, stride, padding", [(1, 2, 1), (4, 2, 1), (1, 1, 0)])
@@ -155,8 +190,10 @@ def test_rel_pos_attention(t, masked):
     u, bv = (RNG.standard_normal((3, 1, 8)).astype(np.float32) for _ in range(2))
     mask = (np.arange(t)[None, :] < np.array([t, max(1, t // 2)])[:, None])[:, None, None, :] if masked else None
     (qm, km, vm, pm, um, bvm), (qt, kt, vt, pt, ut, bvt) = _both(q, k, v, pos, u, bv)
-    _close(M.rel_pos_attention(qm, km, vm, pm, um, bvm, mask=None if mask is None else mx.array(mask)),
-           T.rel_pos_attention(qt, kt, vt, pt, ut, bvt, mask=None if mask is None else T.asarray(mask)))
+    _close(
+        M.rel_pos_attention(qm, km, vm, pm, um, bvm, mask=None if mask is None else mx.array(mask)),
+        T.rel_pos_attention(qt, kt, vt, pt, ut, bvt, mask=None if mask is None else T.asarray(mask)),
+    )
 
 
 def test_rope_both_layouts_and_per_row_tables():
@@ -187,7 +224,9 @@ def test_llm_and_elementwise_ops():
     where = np.zeros((2, 5), bool)
     where[0, 1:3], where[1, 4] = True, True
     rows = RNG.standard_normal((3, 8)).astype(np.float32)
-    _close(M.masked_scatter(xm, mx.array(where), M.asarray(rows)), T.masked_scatter(xt, T.asarray(where), T.asarray(rows)))
+    _close(
+        M.masked_scatter(xm, mx.array(where), M.asarray(rows)), T.masked_scatter(xt, T.asarray(where), T.asarray(rows))
+    )
     keep = M.length_mask([5, 2], 5)
     assert M.to_numpy(keep).tolist() == T.to_numpy(T.length_mask([5, 2], 5)).tolist()
     nan = mx.array(np.full((2, 5, 1), np.nan, np.float32))

@@ -72,8 +72,10 @@ def test_quantized_linear_close_to_full_precision(bits, group_size):
 def test_eight_bits_much_tighter_than_four():
     w, x, _ = _random_layer()
     ref = np.array(x @ w.T)
-    err = {bits: np.sqrt(np.mean((np.array(quantized_linear(x, quantize_linear(w, bits, 64))) - ref) ** 2))
-           for bits in (4, 8)}
+    err = {
+        bits: np.sqrt(np.mean((np.array(quantized_linear(x, quantize_linear(w, bits, 64))) - ref) ** 2))
+        for bits in (4, 8)
+    }
     assert err[8] < err[4] / 10  # the step shrinks 255 / 15 = 17x
 
 
@@ -86,8 +88,9 @@ def test_layer_with_cin_not_a_multiple_of_group_size_stays_full_precision():
     w_kept, x_kept, b_kept = _random_layer(16, 80)
     kept = B.prepare_linear(w_kept)
     assert isinstance(kept, mx.array) and kept.shape == (80, 16)  # the usual (Cin, Cout) fp layout
-    np.testing.assert_allclose(np.array(B.linear(x_kept, kept, b_kept)), np.array(x_kept @ w_kept.T + b_kept),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.array(B.linear(x_kept, kept, b_kept)), np.array(x_kept @ w_kept.T + b_kept), atol=1e-5, rtol=1e-5
+    )
     w, x, b = _random_layer(16, 128)
     quantised = B.prepare_linear(w)
     assert isinstance(quantised, QuantizedWeight)
@@ -105,12 +108,22 @@ def test_without_quantize_the_backend_is_unchanged():
     assert "quantize" not in repr(B)
 
 
-@pytest.mark.parametrize("bits, group_size, fragment", [(5, 64, "quantize=5"), (16, 64, "quantize=16"),
-                                                        (1, 64, "quantize=1"), (8, 48, "group_size=48"),
-                                                        (4, 256, "group_size=256")])
+@pytest.mark.parametrize(
+    "bits, group_size, fragment",
+    [
+        (5, 64, "quantize=5"),
+        (16, 64, "quantize=16"),
+        (1, 64, "quantize=1"),
+        (8, 48, "group_size=48"),
+        (4, 256, "group_size=256"),
+    ],
+)
 def test_bad_bits_or_group_size(bits, group_size, fragment):
-    for make in (lambda: check_quantization(bits, group_size), lambda: MLXBackend(quantize=bits, group_size=group_size),
-                 lambda: get_backend("mlx", quantize=bits, group_size=group_size)):
+    for make in (
+        lambda: check_quantization(bits, group_size),
+        lambda: MLXBackend(quantize=bits, group_size=group_size),
+        lambda: get_backend("mlx", quantize=bits, group_size=group_size),
+    ):
         with pytest.raises(InvalidOptionError) as e:
             make()
         msg = str(e.value)
@@ -161,15 +174,34 @@ def test_cli_parses_quantize_flags():
     assert e.value.code == 2
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["transcribe", FIXTURES / "en_short.wav", "--device", "mlx", "--quantize", "8"],
-     {"quantize": 8, "group_size": 64}),
-    (["transcribe", FIXTURES / "en_short.wav", "--device", "mlx", "--quantize", "4", "--group-size", "128"],
-     {"quantize": 4, "group_size": 128}),
-    (["transcribe", FIXTURES / "en_short.wav", "--device", "mlx"], {}),
-    (["benchmark", "--audio", FIXTURES / "en_short.wav", "--device", "mlx", "--quantize", "4", "--group-size", "32"],
-     {"quantize": 4, "group_size": 32}),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["transcribe", FIXTURES / "en_short.wav", "--device", "mlx", "--quantize", "8"],
+            {"quantize": 8, "group_size": 64},
+        ),
+        (
+            ["transcribe", FIXTURES / "en_short.wav", "--device", "mlx", "--quantize", "4", "--group-size", "128"],
+            {"quantize": 4, "group_size": 128},
+        ),
+        (["transcribe", FIXTURES / "en_short.wav", "--device", "mlx"], {}),
+        (
+            [
+                "benchmark",
+                "--audio",
+                FIXTURES / "en_short.wav",
+                "--device",
+                "mlx",
+                "--quantize",
+                "4",
+                "--group-size",
+                "32",
+            ],
+            {"quantize": 4, "group_size": 32},
+        ),
+    ],
+)
 def test_cli_passes_quantize_to_the_engine(capsys, monkeypatch, argv, expected):
     seen = {}
 
@@ -183,16 +215,33 @@ def test_cli_passes_quantize_to_the_engine(capsys, monkeypatch, argv, expected):
 
 
 def test_cli_group_size_without_quantize(capsys):
-    _user_error(capsys, ["transcribe", FIXTURES / "en_short.wav", "--group-size", "32"], 2, "--group-size", "--quantize")
+    _user_error(
+        capsys, ["transcribe", FIXTURES / "en_short.wav", "--group-size", "32"], 2, "--group-size", "--quantize"
+    )
     _user_error(capsys, ["benchmark", "--audio", FIXTURES / "en_short.wav", "--group-size", "32"], 2, "--quantize")
 
 
-@pytest.mark.parametrize("extra, exit_code, fragments", [
-    (["--device", "mlx", "--quantize", "5"], 2, ("quantize=5", "4 or 8")),
-    (["--device", "mlx", "--quantize", "8", "--group-size", "100"], 2, ("group_size=100", "32, 64, 128")),
-    (["--device", "cpu", "--quantize", "8"], 5, ("--device mlx",)),
-])
+@pytest.mark.parametrize(
+    "extra, exit_code, fragments",
+    [
+        (["--device", "mlx", "--quantize", "5"], 2, ("quantize=5", "4 or 8")),
+        (["--device", "mlx", "--quantize", "8", "--group-size", "100"], 2, ("group_size=100", "32, 64, 128")),
+        (["--device", "cpu", "--quantize", "8"], 5, ("--device mlx",)),
+    ],
+)
 def test_cli_bad_quantize_values(capsys, whisper_tiny_en_dir, extra, exit_code, fragments):
     # refused when the backend is made, before any weight is read
-    _user_error(capsys, ["transcribe", FIXTURES / "en_short.wav", "--model", "whisper-tiny.en",
-                         "--model-path", whisper_tiny_en_dir, *extra], exit_code, *fragments)
+    _user_error(
+        capsys,
+        [
+            "transcribe",
+            FIXTURES / "en_short.wav",
+            "--model",
+            "whisper-tiny.en",
+            "--model-path",
+            whisper_tiny_en_dir,
+            *extra,
+        ],
+        exit_code,
+        *fragments,
+    )

@@ -16,10 +16,20 @@ NAMES = ("embed", "w_ih", "w_hh", "bias", "pred_w", "pred_b", "out_w", "out_b")
 
 def make_weights(rng, V1, P, J, L, D, blank_bias=0.0, scale=1.0):
     """Random predictor + joint weights (float32), ~1/sqrt(fan_in) so that logits are O(scale)."""
+
     def n(*shape, fan=1):
         return (rng.standard_normal(shape) * scale / np.sqrt(fan)).astype(np.float32)
-    w = dict(embed=n(V1, P), w_ih=n(L, 4 * P, P, fan=P), w_hh=n(L, 4 * P, P, fan=P), bias=n(L, 4 * P),
-             pred_w=n(J, P, fan=P), pred_b=n(J), out_w=n(V1 + D, J, fan=J) * 3, out_b=n(V1 + D))
+
+    w = dict(
+        embed=n(V1, P),
+        w_ih=n(L, 4 * P, P, fan=P),
+        w_hh=n(L, 4 * P, P, fan=P),
+        bias=n(L, 4 * P),
+        pred_w=n(J, P, fan=P),
+        pred_b=n(J),
+        out_w=n(V1 + D, J, fan=J) * 3,
+        out_b=n(V1 + D),
+    )
     w["out_b"][V1 - 1] += blank_bias
     return w
 
@@ -67,7 +77,11 @@ def check_against_reference(enc, lengths, w, durations, blank, max_symbols, thre
         assert hyp.tokens.tolist() == tokens and hyp.frames.tolist() == frames and hyp.durations.tolist() == durs
         np.testing.assert_allclose(hyp.confidences, confs, atol=1e-5, rtol=0)
         assert (hyp.tokens.dtype, hyp.frames.dtype, hyp.durations.dtype, hyp.confidences.dtype) == (
-            np.int32, np.int32, np.int32, np.float32)
+            np.int32,
+            np.int32,
+            np.int32,
+            np.float32,
+        )
     return hyps
 
 
@@ -92,8 +106,9 @@ def test_property_matches_reference(seed, batch, frames, max_symbols, threads):
     w = make_weights(rng, V1, P, J, L, len(durations), blank_bias=float(rng.uniform(-1, 2)))
     lengths = rng.integers(0, frames + 1, size=batch)
     enc = rng.standard_normal((batch, frames, J)).astype(np.float32)
-    check_against_reference(enc, lengths, w, durations, blank=int(rng.integers(0, V1)), max_symbols=max_symbols,
-                            threads=threads)
+    check_against_reference(
+        enc, lengths, w, durations, blank=int(rng.integers(0, V1)), max_symbols=max_symbols, threads=threads
+    )
 
 
 def test_results_do_not_depend_on_batching_or_threads():
@@ -102,7 +117,7 @@ def test_results_do_not_depend_on_batching_or_threads():
     enc = rng.standard_normal((9, 30, 20)).astype(np.float32)
     lengths = rng.integers(0, 31, size=9)
     args = dict(**w, durations=[0, 1, 2, 3, 4], blank=49)
-    alone = [tdt_greedy(enc[i:i + 1], lengths[i:i + 1], **args)[0] for i in range(9)]
+    alone = [tdt_greedy(enc[i : i + 1], lengths[i : i + 1], **args)[0] for i in range(9)]
     for threads in (1, 2, 4, 0):
         for a, b in zip(tdt_greedy(enc, lengths, **args, threads=threads), alone, strict=True):
             assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -163,9 +178,11 @@ def torch_loop(enc, length, modules, durations, blank, max_symbols):
     embed, lstm, pred, out = modules
     V1, state = embed.num_embeddings, None
     with torch.no_grad():
+
         def step(token):
             y, new_state = lstm(embed(torch.tensor([[token]])), state)
             return pred(y[0, 0]), new_state
+
         g, state = step(blank)
         t, run, tokens, frames = 0, 0, [], []
         while t < length:
@@ -193,15 +210,23 @@ def test_matches_torch_modules(L):
         for p in lstm.parameters():
             p.copy_(torch.randn_like(p) * 0.5)  # larger than the default init: the state matters
     layer = lambda name: torch.stack([getattr(lstm, f"{name}_l{i}") for i in range(L)])
-    w = dict(embed=embed.weight, w_ih=layer("weight_ih"), w_hh=layer("weight_hh"),
-             bias=layer("bias_ih") + layer("bias_hh"), pred_w=pred.weight, pred_b=pred.bias, out_w=out.weight,
-             out_b=out.bias)
+    w = dict(
+        embed=embed.weight,
+        w_ih=layer("weight_ih"),
+        w_hh=layer("weight_hh"),
+        bias=layer("bias_ih") + layer("bias_hh"),
+        pred_w=pred.weight,
+        pred_b=pred.bias,
+        out_w=out.weight,
+        out_b=out.bias,
+    )
     enc = torch.randn(3, 50, J)
     lengths = torch.tensor([50, 23, 0])
     hyps = tdt_greedy(enc, lengths, **w, durations=torch.tensor(durations), blank=V1 - 1, max_symbols=2)
     for hyp, x, n in zip(hyps, enc.numpy(), lengths.tolist(), strict=True):
-        assert (hyp.tokens.tolist(), hyp.frames.tolist()) == torch_loop(x, n, (embed, lstm, pred, out), durations,
-                                                                         V1 - 1, 2)
+        assert (hyp.tokens.tolist(), hyp.frames.tolist()) == torch_loop(
+            x, n, (embed, lstm, pred, out), durations, V1 - 1, 2
+        )
     assert len(hyps[0].tokens) > 10
 
 
@@ -214,10 +239,22 @@ def test_matches_transformers_parakeet_generate():
     from transformers.models.parakeet.modeling_parakeet import ParakeetEncoderModelOutput
 
     V1, P, T = 40, 16, 30
-    enc_cfg = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                   num_mel_bins=16, subsampling_conv_channels=8)
-    cfg = transformers.ParakeetTDTConfig(vocab_size=V1, blank_token_id=V1 - 1, decoder_hidden_size=P,
-                                         num_decoder_layers=2, encoder_config=enc_cfg, pad_token_id=V1 - 1)
+    enc_cfg = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_mel_bins=16,
+        subsampling_conv_channels=8,
+    )
+    cfg = transformers.ParakeetTDTConfig(
+        vocab_size=V1,
+        blank_token_id=V1 - 1,
+        decoder_hidden_size=P,
+        num_decoder_layers=2,
+        encoder_config=enc_cfg,
+        pad_token_id=V1 - 1,
+    )
     torch.manual_seed(0)
     model = transformers.ParakeetForTDT(cfg).eval()
     with torch.no_grad():
@@ -227,18 +264,34 @@ def test_matches_transformers_parakeet_generate():
     enc = torch.randn(2, T, P)
     lengths = torch.tensor([T, 17])
     mask = torch.arange(T)[None] < lengths[:, None]
-    model.get_audio_features = lambda **kw: ParakeetEncoderModelOutput(last_hidden_state=enc, pooler_output=enc,
-                                                                       attention_mask=mask)
+    model.get_audio_features = lambda **kw: ParakeetEncoderModelOutput(
+        last_hidden_state=enc, pooler_output=enc, attention_mask=mask
+    )
     features = torch.zeros(2, 8 * T, enc_cfg["num_mel_bins"])  # sizes generate's buffer: >= T frames
     with torch.no_grad():
-        out = model.generate(features, attention_mask=torch.ones(2, 8 * T, dtype=torch.long),
-                             decoder_start_token_id=V1 - 1, max_new_tokens=10 * T)
+        out = model.generate(
+            features,
+            attention_mask=torch.ones(2, 8 * T, dtype=torch.long),
+            decoder_start_token_id=V1 - 1,
+            max_new_tokens=10 * T,
+        )
     lstm, dec = model.decoder.lstm, model.decoder
     layer = lambda name: torch.stack([getattr(lstm, f"{name}_l{i}") for i in range(2)])
-    hyps = tdt_greedy(enc, lengths, dec.embedding.weight, layer("weight_ih"), layer("weight_hh"),
-                      layer("bias_ih") + layer("bias_hh"), dec.decoder_projector.weight, dec.decoder_projector.bias,
-                      model.joint.head.weight, model.joint.head.bias, durations=[0, 1, 2, 3, 4], blank=V1 - 1,
-                      max_symbols=10**6)
+    hyps = tdt_greedy(
+        enc,
+        lengths,
+        dec.embedding.weight,
+        layer("weight_ih"),
+        layer("weight_hh"),
+        layer("bias_ih") + layer("bias_hh"),
+        dec.decoder_projector.weight,
+        dec.decoder_projector.bias,
+        model.joint.head.weight,
+        model.joint.head.bias,
+        durations=[0, 1, 2, 3, 4],
+        blank=V1 - 1,
+        max_symbols=10**6,
+    )
     for hyp, seq, durs, n in zip(hyps, out.sequences.tolist(), out.durations.tolist(), lengths, strict=True):
         frames = np.cumsum([0] + durs[1:-1])  # seq[0] is the start token; a step's frame sums the earlier steps
         emitted = [i for i, s in enumerate(seq[1:]) if s != V1 - 1 and frames[i] < n]  # then padding
@@ -249,8 +302,14 @@ def test_matches_transformers_parakeet_generate():
 
 def bad_case(**changes):
     rng = np.random.default_rng(0)
-    args = dict(enc_proj=np.zeros((2, 5, 8), np.float32), lengths=np.array([5, 3]),
-                **make_weights(rng, 10, 4, 8, 2, 3), durations=np.array([0, 1, 2]), blank=9, max_symbols=2)
+    args = dict(
+        enc_proj=np.zeros((2, 5, 8), np.float32),
+        lengths=np.array([5, 3]),
+        **make_weights(rng, 10, 4, 8, 2, 3),
+        durations=np.array([0, 1, 2]),
+        blank=9,
+        max_symbols=2,
+    )
     args.update(changes)
     return args
 
@@ -258,45 +317,51 @@ def bad_case(**changes):
 W = make_weights(np.random.default_rng(0), 10, 4, 8, 2, 3)
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(enc_proj=np.zeros((2, 5, 8), np.float64)), "enc_proj must be a 3-D float32 array, got 3-D float64"),
-    (dict(enc_proj=np.zeros((2, 5), np.float32)), "enc_proj must be a 3-D float32 array, got 2-D"),
-    (dict(out_w=W["out_w"].astype(np.float16)), "out_w must be a 2-D float32 array, got 2-D float16"),
-    (dict(w_ih=W["w_ih"][0]), "w_ih must be a 3-D float32 array, got 2-D"),
-    (dict(w_hh=W["w_hh"][:, :8]), r"w_hh must have shape \(2, 16, 4\), got \(2, 8, 4\)"),
-    (dict(bias=W["bias"][:1]), r"bias must have shape \(2, 16\)"),
-    (dict(pred_w=W["pred_w"][:, :3]), r"pred_w must have shape \(8, 4\)"),
-    (dict(pred_b=W["pred_b"][:7]), r"pred_b must have shape \(8,\)"),
-    (dict(out_w=W["out_w"][:12]), r"out_w must have shape \(13, 8\)"),
-    (dict(out_b=W["out_b"][:12]), r"out_b must have shape \(13,\)"),
-    (dict(enc_proj=np.zeros((2, 5, 7), np.float32)), r"pred_w must have shape \(7, 4\)"),
-    (dict(lengths=np.array([5])), r"lengths must have shape \(2,\)"),
-    (dict(lengths=np.array([6, 1])), r"lengths must lie in \[0, 5\]"),
-    (dict(lengths=np.array([-1, 1])), r"lengths must lie in \[0, 5\]"),
-    (dict(lengths=np.array([1.0, 1.0])), "lengths must be a 1-D integer array, got 1-D float64"),
-    (dict(durations=np.array([], np.int64)), "durations must not be empty"),
-    (dict(durations=np.array([0, -1, 2])), "durations must be >= 0"),
-    (dict(durations=np.array([[0, 1, 2]])), "durations must be a 1-D integer array"),
-    (dict(blank=10), r"blank 10 is outside the tokens \[0, 10\)"),
-    (dict(blank=-1), r"blank -1 is outside"),
-    (dict(max_symbols=0), "max_symbols must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(enc_proj=np.zeros((2, 5, 8), np.float64)), "enc_proj must be a 3-D float32 array, got 3-D float64"),
+        (dict(enc_proj=np.zeros((2, 5), np.float32)), "enc_proj must be a 3-D float32 array, got 2-D"),
+        (dict(out_w=W["out_w"].astype(np.float16)), "out_w must be a 2-D float32 array, got 2-D float16"),
+        (dict(w_ih=W["w_ih"][0]), "w_ih must be a 3-D float32 array, got 2-D"),
+        (dict(w_hh=W["w_hh"][:, :8]), r"w_hh must have shape \(2, 16, 4\), got \(2, 8, 4\)"),
+        (dict(bias=W["bias"][:1]), r"bias must have shape \(2, 16\)"),
+        (dict(pred_w=W["pred_w"][:, :3]), r"pred_w must have shape \(8, 4\)"),
+        (dict(pred_b=W["pred_b"][:7]), r"pred_b must have shape \(8,\)"),
+        (dict(out_w=W["out_w"][:12]), r"out_w must have shape \(13, 8\)"),
+        (dict(out_b=W["out_b"][:12]), r"out_b must have shape \(13,\)"),
+        (dict(enc_proj=np.zeros((2, 5, 7), np.float32)), r"pred_w must have shape \(7, 4\)"),
+        (dict(lengths=np.array([5])), r"lengths must have shape \(2,\)"),
+        (dict(lengths=np.array([6, 1])), r"lengths must lie in \[0, 5\]"),
+        (dict(lengths=np.array([-1, 1])), r"lengths must lie in \[0, 5\]"),
+        (dict(lengths=np.array([1.0, 1.0])), "lengths must be a 1-D integer array, got 1-D float64"),
+        (dict(durations=np.array([], np.int64)), "durations must not be empty"),
+        (dict(durations=np.array([0, -1, 2])), "durations must be >= 0"),
+        (dict(durations=np.array([[0, 1, 2]])), "durations must be a 1-D integer array"),
+        (dict(blank=10), r"blank 10 is outside the tokens \[0, 10\)"),
+        (dict(blank=-1), r"blank -1 is outside"),
+        (dict(max_symbols=0), "max_symbols must be >= 1"),
+    ],
+)
 def test_bad_input_is_a_value_error(changes, message):
     with pytest.raises(ValueError, match=message):
         tdt_greedy(**bad_case(**changes))
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(w_hh=W["w_hh"][:, :8]), r"w_hh must have shape \(2, 16, 4\), got \(2, 8, 4\)"),
-    (dict(out_b=W["out_b"][:12]), r"out_b must have shape \(13,\), got \(12,\)"),
-    (dict(enc_proj=np.zeros((2, 5), np.float32)), "enc_proj must be 3-D"),
-    (dict(lengths=np.array([6, 1])), r"lengths\[0\] = 6 is outside \[0, 5\]"),
-    (dict(durations=np.array([], np.int64)), "durations must be a non-empty 1-D array"),
-    (dict(durations=np.array([0, -1, 2])), r"durations\[1\] = -1"),
-    (dict(blank=10), r"blank 10 is outside the tokens \[0, 10\)"),
-    (dict(max_symbols=0), "max_symbols must be >= 1"),
-    (dict(threads=-1), "threads must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(w_hh=W["w_hh"][:, :8]), r"w_hh must have shape \(2, 16, 4\), got \(2, 8, 4\)"),
+        (dict(out_b=W["out_b"][:12]), r"out_b must have shape \(13,\), got \(12,\)"),
+        (dict(enc_proj=np.zeros((2, 5), np.float32)), "enc_proj must be 3-D"),
+        (dict(lengths=np.array([6, 1])), r"lengths\[0\] = 6 is outside \[0, 5\]"),
+        (dict(durations=np.array([], np.int64)), "durations must be a non-empty 1-D array"),
+        (dict(durations=np.array([0, -1, 2])), r"durations\[1\] = -1"),
+        (dict(blank=10), r"blank 10 is outside the tokens \[0, 10\)"),
+        (dict(max_symbols=0), "max_symbols must be >= 1"),
+        (dict(threads=-1), "threads must be >= 0"),
+    ],
+)
 def test_extension_itself_rejects_bad_input(changes, message):
     """The compiled function validates on its own too (it is public as polyasr._decode)."""
     a = {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in bad_case(**changes).items()}

@@ -102,8 +102,7 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     """torch._utils._rebuild_tensor_v2 on numpy: a bounds-checked strided view of the storage."""
     if not isinstance(storage, _Storage):
         raise CheckpointError("tensor rebuilt from something that is not a storage")
-    if not (isinstance(offset, int) and all(isinstance(v, int) for v in (*size, *stride))
-            and len(size) == len(stride)):
+    if not (isinstance(offset, int) and all(isinstance(v, int) for v in (*size, *stride)) and len(size) == len(stride)):
         raise CheckpointError("tensor with malformed offset, size or stride")
     base, dt = storage.array, storage.array.dtype
     if any(n == 0 for n in size):
@@ -111,8 +110,9 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if offset < 0 or min(stride, default=0) < 0 or min(size, default=1) < 0 or last >= base.size:
         raise CheckpointError(f"tensor of size {tuple(size)} reaches outside its storage ({base.size} elements)")
-    view = np.lib.stride_tricks.as_strided(base[offset:], shape=tuple(size),
-                                           strides=tuple(s * dt.itemsize for s in stride), writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        base[offset:], shape=tuple(size), strides=tuple(s * dt.itemsize for s in stride), writeable=False
+    )
     return _Tensor(view, storage.tag)
 
 
@@ -124,11 +124,21 @@ def _empty_defaultdict(*_):
     return {}  # omegaconf's resolver cache: contents never matter, the factory is never called
 
 
-_STORAGES = {f"{n}Storage": (np.dtype(d), t) for n, d, t in (
-    ("Float", np.float32, "float32"), ("Double", np.float64, "float64"), ("Half", np.float16, "float16"),
-    ("BFloat16", np.uint16, "bfloat16"), ("Long", np.int64, "int64"), ("Int", np.int32, "int32"),
-    ("Short", np.int16, "int16"), ("Char", np.int8, "int8"), ("Byte", np.uint8, "uint8"),
-    ("Bool", np.bool_, "bool"))}
+_STORAGES = {
+    f"{n}Storage": (np.dtype(d), t)
+    for n, d, t in (
+        ("Float", np.float32, "float32"),
+        ("Double", np.float64, "float64"),
+        ("Half", np.float16, "float16"),
+        ("BFloat16", np.uint16, "bfloat16"),
+        ("Long", np.int64, "int64"),
+        ("Int", np.int32, "int32"),
+        ("Short", np.int16, "int16"),
+        ("Char", np.int8, "int8"),
+        ("Byte", np.uint8, "uint8"),
+        ("Bool", np.bool_, "bool"),
+    )
+}
 
 _OMEGACONF_NODES = ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode")
 
@@ -144,8 +154,10 @@ ALLOWED_GLOBALS: dict[str, object] = {
     **{f"omegaconf.nodes.{n}": _Node for n in _OMEGACONF_NODES},
     **{f"torch.{n}": _StorageType(d, t) for n, (d, t) in _STORAGES.items()},
     **{f"typing.{n}": _TypeRef(f"typing.{n}") for n in ("Any", "Dict", "List", "Optional", "Union")},
-    **{f"builtins.{n}": _TypeRef(f"builtins.{n}") for n in ("dict", "list", "tuple", "int", "float", "str",
-                                                            "bool", "bytes", "object")},
+    **{
+        f"builtins.{n}": _TypeRef(f"builtins.{n}")
+        for n in ("dict", "list", "tuple", "int", "float", "str", "bool", "bytes", "object")
+    },
 }
 
 
@@ -192,7 +204,7 @@ class _TorchZip:
             return np.empty(0, dtype)
         if info.compress_type != zipfile.ZIP_STORED:
             return np.frombuffer(self.zf.read(info), dtype, numel)
-        header = self.buf[info.header_offset: info.header_offset + 30]
+        header = self.buf[info.header_offset : info.header_offset + 30]
         if len(header) < 30 or header[:4] != b"PK\x03\x04":
             raise CheckpointError(f"{self.path}: corrupt zip entry for storage {key!r}")
         name_len, extra_len = struct.unpack("<HH", header[26:30])
@@ -213,13 +225,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualified = f"{module}.{name}"
         if qualified not in ALLOWED_GLOBALS:
-            raise CheckpointError(f"{self.archive.path}: refused to load: the pickle references {qualified!r}, "
-                                  "which is not a tensor, a storage or an omegaconf config object")
+            raise CheckpointError(
+                f"{self.archive.path}: refused to load: the pickle references {qualified!r}, "
+                "which is not a tensor, a storage or an omegaconf config object"
+            )
         return ALLOWED_GLOBALS[qualified]
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+            and isinstance(pid[2], str)
+            and isinstance(pid[4], int)
+        ):
             raise CheckpointError(f"{self.archive.path}: unexpected persistent id in the pickle: {pid!r:.80}")
         _, stype, key, _location, numel = pid
         if key not in self.storages:
@@ -273,14 +293,14 @@ def _strip_prefix(arrays: dict, tags: dict, prefix: str) -> tuple[dict, dict]:
     """The hub wraps GigaAM's module in `GigaAMModel.model`: drop that prefix when every name has it."""
     if not all(k.startswith(prefix) for k in arrays):
         return arrays, tags
-    return {k[len(prefix):]: v for k, v in arrays.items()}, {k[len(prefix):]: v for k, v in tags.items()}
+    return {k[len(prefix) :]: v for k, v in arrays.items()}, {k[len(prefix) :]: v for k, v in tags.items()}
 
 
 # ---------------------------------------------------------------- the three layouts
 
 
 def detect_format(path: str | Path) -> str:
-    """"gigaam-ckpt" for a torch zip file (any name), "hf-hub" or "safetensors" for a directory."""
+    """ "gigaam-ckpt" for a torch zip file (any name), "hf-hub" or "safetensors" for a directory."""
     path = Path(path)
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist")
@@ -291,12 +311,15 @@ def detect_format(path: str | Path) -> str:
     config = _read_config(path) if (path / "config.json").is_file() else None
     if config is not None and "polyasr_format" in config:
         return "safetensors"
-    has_weights = any((path / n).is_file() for n in ("pytorch_model.bin", "model.safetensors",
-                                                      "model.safetensors.index.json"))
+    has_weights = any(
+        (path / n).is_file() for n in ("pytorch_model.bin", "model.safetensors", "model.safetensors.index.json")
+    )
     if config is not None and isinstance(config.get("cfg"), dict) and has_weights:
         return "hf-hub"
-    raise CheckpointError(f"{path}: no GigaAM checkpoint here (expected config.json with pytorch_model.bin "
-                          "(hub layout), config.json with model.safetensors (polyasr convert), or a .ckpt file)")
+    raise CheckpointError(
+        f"{path}: no GigaAM checkpoint here (expected config.json with pytorch_model.bin "
+        "(hub layout), config.json with model.safetensors (polyasr convert), or a .ckpt file)"
+    )
 
 
 def read_gigaam_checkpoint(path: str | Path) -> GigaAMCheckpoint:
@@ -333,8 +356,10 @@ def _read_ckpt(path: Path) -> GigaAMCheckpoint:
         raise CheckpointError(f"{path}: cfg is not a mapping")
     arrays, tags = _tensors_of(obj["state_dict"], path)
     # gigaam.load_model downloads the e2e tokenizer beside the checkpoint as <name>_tokenizer.model.
-    tokenizer = next((p for p in (path.with_name(f"{path.stem}_tokenizer.model"), path.with_name("tokenizer.model"))
-                      if p.is_file()), None)
+    tokenizer = next(
+        (p for p in (path.with_name(f"{path.stem}_tokenizer.model"), path.with_name("tokenizer.model")) if p.is_file()),
+        None,
+    )
     return GigaAMCheckpoint(cfg, arrays, tags, tokenizer, "gigaam-ckpt")
 
 
@@ -358,14 +383,17 @@ def _read_converted(directory: Path) -> GigaAMCheckpoint:
     if config.get("model_type") != "gigaam" or not isinstance(config.get("gigaam_cfg"), dict):
         raise CheckpointError(f"{directory / 'config.json'}: not a GigaAM checkpoint written by polyasr convert")
     if config["polyasr_format"] != POLYASR_FORMAT:
-        raise CheckpointError(f"{directory}: polyasr_format {config['polyasr_format']!r} is not {POLYASR_FORMAT}; "
-                              "convert the checkpoint again with this polyasr")
+        raise CheckpointError(
+            f"{directory}: polyasr_format {config['polyasr_format']!r} is not {POLYASR_FORMAT}; "
+            "convert the checkpoint again with this polyasr"
+        )
     if not (directory / "model.safetensors").is_file():
         raise CheckpointError(f"{directory}: model.safetensors is missing")
     arrays, tags = read_safetensors_dir(directory)
     tokenizer = directory / "tokenizer.model"
-    return GigaAMCheckpoint(config["gigaam_cfg"], arrays, tags, tokenizer if tokenizer.is_file() else None,
-                            "safetensors")
+    return GigaAMCheckpoint(
+        config["gigaam_cfg"], arrays, tags, tokenizer if tokenizer.is_file() else None, "safetensors"
+    )
 
 
 def write_safetensors_dir(ckpt: GigaAMCheckpoint, out_dir: str | Path) -> Path:
@@ -373,8 +401,12 @@ def write_safetensors_dir(ckpt: GigaAMCheckpoint, out_dir: str | Path) -> Path:
     config.json, and tokenizer.model when the checkpoint has one. Returns the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(ckpt.tensors, ckpt.dtypes, out / "model.safetensors",
-                      {"polyasr_format": str(POLYASR_FORMAT), "source_format": ckpt.format})
+    write_safetensors(
+        ckpt.tensors,
+        ckpt.dtypes,
+        out / "model.safetensors",
+        {"polyasr_format": str(POLYASR_FORMAT), "source_format": ckpt.format},
+    )
     config = {"model_type": "gigaam", "polyasr_format": POLYASR_FORMAT, "gigaam_cfg": ckpt.cfg}
     (out / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if ckpt.tokenizer_model is not None:
@@ -395,8 +427,9 @@ def check_variant(ckpt: GigaAMCheckpoint, model_id: str) -> None:
     if is_e2e != want_e2e:
         kind = {True: "a SentencePiece (e2e) vocabulary", False: "a character vocabulary"}
         other = "gigaam-v3-e2e-ctc" if is_e2e else "gigaam-v3-ctc"
-        raise CheckpointError(f"{model_id} needs {kind[want_e2e]} but {name} has {kind[is_e2e]}; "
-                              f"use --model {other}")
+        raise CheckpointError(f"{model_id} needs {kind[want_e2e]} but {name} has {kind[is_e2e]}; use --model {other}")
     if is_e2e and ckpt.tokenizer_model is None:
-        raise CheckpointError(f"{name} is an e2e model but its tokenizer.model was not found next to it "
-                              "(for a .ckpt: <name>_tokenizer.model in the same folder)")
+        raise CheckpointError(
+            f"{name} is an e2e model but its tokenizer.model was not found next to it "
+            "(for a .ckpt: <name>_tokenizer.model in the same folder)"
+        )

@@ -18,9 +18,20 @@ from polyasr.kernels.mel_tables import MelConfig
 # not overwrite the encoder's feat_in, the mel bin count).
 _SECTIONS = {
     "preprocessor": ("sample_rate", "features", "n_fft", "win_length", "hop_length", "center"),
-    "encoder": ("feat_in", "n_layers", "d_model", "subsampling", "subs_kernel_size", "subsampling_factor",
-                "ff_expansion_factor", "self_attention_model", "n_heads", "pos_emb_max_len", "conv_norm_type",
-                "conv_kernel_size"),
+    "encoder": (
+        "feat_in",
+        "n_layers",
+        "d_model",
+        "subsampling",
+        "subs_kernel_size",
+        "subsampling_factor",
+        "ff_expansion_factor",
+        "self_attention_model",
+        "n_heads",
+        "pos_emb_max_len",
+        "conv_norm_type",
+        "conv_kernel_size",
+    ),
     "head": ("num_classes",),
     "decoding": ("vocabulary", "model_path"),
 }
@@ -57,15 +68,19 @@ class GigaAMConfig:
 
     def __post_init__(self):
         if self.self_attention_model != "rotary":
-            raise CheckpointError(f"GigaAM self_attention_model {self.self_attention_model!r} is not supported "
-                                  "(v2 and v3 use 'rotary'; v1's rel_pos is not implemented)")
+            raise CheckpointError(
+                f"GigaAM self_attention_model {self.self_attention_model!r} is not supported "
+                "(v2 and v3 use 'rotary'; v1's rel_pos is not implemented)"
+            )
         if self.subsampling not in ("conv1d", "conv2d"):
             raise CheckpointError(f"GigaAM subsampling {self.subsampling!r}: expected conv1d or conv2d")
         if self.conv_norm_type not in ("batch_norm", "layer_norm"):
             raise CheckpointError(f"GigaAM conv_norm_type {self.conv_norm_type!r}: expected batch_norm or layer_norm")
         if self.d_model % self.n_heads or self.subsampling_factor not in (2, 4, 8, 16):
-            raise CheckpointError(f"GigaAM: d_model {self.d_model} must divide into {self.n_heads} heads and "
-                                  f"subsampling_factor {self.subsampling_factor} be a power of two")
+            raise CheckpointError(
+                f"GigaAM: d_model {self.d_model} must divide into {self.n_heads} heads and "
+                f"subsampling_factor {self.subsampling_factor} be a power of two"
+            )
 
     @classmethod
     def from_dict(cls, cfg: dict) -> GigaAMConfig:
@@ -98,9 +113,22 @@ class GigaAMConfig:
     @classmethod
     def tiny(cls, **overrides) -> GigaAMConfig:
         """A few-hundred-kilobyte v3-shaped network for tests (conv1d stem, LayerNorm conv module)."""
-        base = dict(features=64, feat_in=64, n_fft=320, win_length=320, center=False, n_layers=2, d_model=64,
-                    subsampling="conv1d", subs_kernel_size=5, n_heads=4, conv_norm_type="layer_norm",
-                    conv_kernel_size=5, num_classes=34, vocabulary=RU_CHARS)
+        base = dict(
+            features=64,
+            feat_in=64,
+            n_fft=320,
+            win_length=320,
+            center=False,
+            n_layers=2,
+            d_model=64,
+            subsampling="conv1d",
+            subs_kernel_size=5,
+            n_heads=4,
+            conv_norm_type="layer_norm",
+            conv_kernel_size=5,
+            num_classes=34,
+            vocabulary=RU_CHARS,
+        )
         return cls(**{**base, **overrides})
 
     @property
@@ -119,10 +147,24 @@ class GigaAMConfig:
         torchaudio's defaults: periodic hann of win_length taps, power 2, htk mel scale without
         area norm, f_min 0, f_max sr / 2, reflect padding when centred.
         """
-        return MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.win_length,
-                         hop_length=self.hop_length, n_mels=self.features, mel_scale="htk", mel_norm=None,
-                         window="hann", periodic_window=True, power=2.0, center=self.center, pad_mode="reflect",
-                         log="ln", log_guard=1e-9, log_guard_type="clamp", log_clamp_max=1e9)
+        return MelConfig(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=self.features,
+            mel_scale="htk",
+            mel_norm=None,
+            window="hann",
+            periodic_window=True,
+            power=2.0,
+            center=self.center,
+            pad_mode="reflect",
+            log="ln",
+            log_guard=1e-9,
+            log_guard_type="clamp",
+            log_clamp_max=1e9,
+        )
 
 
 # A character vocabulary of gigaam-v3-ctc's shape (33 symbols, space first; the blank is class 33):

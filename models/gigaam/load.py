@@ -33,8 +33,10 @@ class Vocabulary:
     def __init__(self, cfg: GigaAMConfig, tokenizer_model=None):
         self.sp = None
         if tokenizer_model is None and cfg.model_path:
-            raise CheckpointError(f"GigaAM config names a SentencePiece model ({cfg.model_path}) but no "
-                                  "tokenizer.model (or <checkpoint>_tokenizer.model) was found beside the checkpoint")
+            raise CheckpointError(
+                f"GigaAM config names a SentencePiece model ({cfg.model_path}) but no "
+                "tokenizer.model (or <checkpoint>_tokenizer.model) was found beside the checkpoint"
+            )
         if tokenizer_model is not None:
             import sentencepiece
 
@@ -43,11 +45,15 @@ class Vocabulary:
         elif cfg.vocabulary:
             size = len(cfg.vocabulary)
         else:
-            raise CheckpointError("GigaAM checkpoint has neither a character vocabulary (decoding.vocabulary) "
-                                  "nor a SentencePiece tokenizer.model beside it")
+            raise CheckpointError(
+                "GigaAM checkpoint has neither a character vocabulary (decoding.vocabulary) "
+                "nor a SentencePiece tokenizer.model beside it"
+            )
         if size + 1 != cfg.num_classes:
-            raise CheckpointError(f"GigaAM vocabulary has {size} tokens but the CTC head {cfg.num_classes} classes "
-                                  "(expected tokens + 1 blank)")
+            raise CheckpointError(
+                f"GigaAM vocabulary has {size} tokens but the CTC head {cfg.num_classes} classes "
+                "(expected tokens + 1 blank)"
+            )
         self.chars = cfg.vocabulary
 
     def piece(self, i: int) -> str:
@@ -118,8 +124,10 @@ class GigaAMModel:
 
         Items shorter than `min_samples` give no tokens and no frames.
         """
-        out = [CtcOutput(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), self.cfg.frame_secs)
-               for _ in audios]
+        out = [
+            CtcOutput(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), self.cfg.frame_secs)
+            for _ in audios
+        ]
         keep = [i for i, a in enumerate(audios) if len(a) >= self.min_samples]
         if keep:
             for i, item in zip(keep, self._recognize([audios[i] for i in keep], timings)):
@@ -146,8 +154,10 @@ class GigaAMModel:
         timings = {} if timings is None else timings
         ids, conf, lengths = self._frames(audios, timings)
         t0 = time.perf_counter()
-        out = [CtcOutput(tok, fr, conf[i, : lengths[i]], self.cfg.frame_secs)
-               for i, (tok, fr) in enumerate(ctc_greedy(ids, lengths, blank=self.cfg.blank_id))]
+        out = [
+            CtcOutput(tok, fr, conf[i, : lengths[i]], self.cfg.frame_secs)
+            for i, (tok, fr) in enumerate(ctc_greedy(ids, lengths, blank=self.cfg.blank_id))
+        ]
         timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
         return out
 
@@ -166,9 +176,15 @@ class GigaAMModel:
             if not text:
                 continue
             first, last = frames[0], frames[-1]
-            segs.append(Segment(start=round(float(times[first]), 3),
-                                end=round(float(times[last]) + self.cfg.frame_secs, 3), text=" " + text,
-                                confidence=float(conf[first: last + 1].mean()), tokens=ids))
+            segs.append(
+                Segment(
+                    start=round(float(times[first]), 3),
+                    end=round(float(times[last]) + self.cfg.frame_secs, 3),
+                    text=" " + text,
+                    confidence=float(conf[first : last + 1].mean()),
+                    tokens=ids,
+                )
+            )
         return segs
 
     def transcribe(self, audio, opts, progress=None):
@@ -180,8 +196,9 @@ class GigaAMModel:
         word is kept by the chunk whose kept region holds its start (models/chunking.py).
         """
         if opts.language not in (None, "ru"):
-            raise InvalidOptionError(f"{self.name} transcribes Russian only; language {opts.language!r} "
-                                     "cannot be forced")
+            raise InvalidOptionError(
+                f"{self.name} transcribes Russian only; language {opts.language!r} cannot be forced"
+            )
         audio = np.asarray(audio, dtype=np.float32)
         chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=CHUNK_OVERLAP_SECS)
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
@@ -191,14 +208,16 @@ class GigaAMModel:
                 long_enough = [(c, a) for c, a in batch if len(a) >= self.min_samples]
                 if long_enough:
                     ids, conf, lengths = self._frames([a for _, a in long_enough], timings)
-                    stream += [self._kept_frames(c, ids[i, :n], conf[i, :n], len(audio))
-                               for i, ((c, _), n) in enumerate(zip(long_enough, lengths, strict=True))]
+                    stream += [
+                        self._kept_frames(c, ids[i, :n], conf[i, :n], len(audio))
+                        for i, ((c, _), n) in enumerate(zip(long_enough, lengths, strict=True))
+                    ]
                 done += len(batch)
                 if progress is not None:
                     progress(done / len(chunks))
         t0 = time.perf_counter()
         ids, times, conf = _concat(stream)
-        (tokens, positions), = ctc_greedy(ids[None], blank=self.cfg.blank_id)
+        ((tokens, positions),) = ctc_greedy(ids[None], blank=self.cfg.blank_id)
         segments = self._words(tokens, positions, times, conf)
         timings["decoder"] += time.perf_counter() - t0
         info = {"checkpoint_format": self.format, "chunks": len(chunks), "encoder_frames": int(ids.size)}

@@ -27,8 +27,15 @@ import numpy as np
 from polyasr.models.conformer import linear, macaron_block
 
 _ENC = "encoder"
-_LINEARS = ("self_attn.qk", "self_attn.linear_v", "self_attn.linear_out", "feed_forward1.linear1",
-            "feed_forward1.linear2", "feed_forward2.linear1", "feed_forward2.linear2")
+_LINEARS = (
+    "self_attn.qk",
+    "self_attn.linear_v",
+    "self_attn.linear_out",
+    "feed_forward1.linear1",
+    "feed_forward1.linear2",
+    "feed_forward2.linear1",
+    "feed_forward2.linear2",
+)
 _NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
 
 
@@ -145,16 +152,27 @@ def _conv_module(params, cfg, B, x, p, keep):
     ln = None
     if cfg.conv_norm_type == "layer_norm":  # v3 names its LayerNorm `batch_norm`; BatchNorm is folded (v2)
         ln = (params[f"{c}.batch_norm.weight"], params[f"{c}.batch_norm.bias"])
-    x = B.glu_dwconv_silu(linear(params, B, x, f"{c}.pointwise_conv1"), params[f"{c}.depthwise_conv.weight"],
-                          params[f"{c}.depthwise_conv.bias"], keep, ln)
+    x = B.glu_dwconv_silu(
+        linear(params, B, x, f"{c}.pointwise_conv1"),
+        params[f"{c}.depthwise_conv.weight"],
+        params[f"{c}.depthwise_conv.bias"],
+        keep,
+        ln,
+    )
     return linear(params, B, x, f"{c}.pointwise_conv2")
 
 
 def layer(params, cfg, B, x, i: int, rope, keep):
     """One Conformer block: x (B, T, d) -> (B, T, d)."""
     p = f"{_ENC}.layers.{i}"
-    return macaron_block(params, B, x, p, lambda h: _self_attention(params, cfg, B, h, p, rope, keep),
-                         lambda h: _conv_module(params, cfg, B, h, p, keep))
+    return macaron_block(
+        params,
+        B,
+        x,
+        p,
+        lambda h: _self_attention(params, cfg, B, h, p, rope, keep),
+        lambda h: _conv_module(params, cfg, B, h, p, keep),
+    )
 
 
 def encode(params, cfg, B, features, lengths=None):

@@ -20,16 +20,35 @@ from polyasr.models.weight_map import WeightMap, apply_weight_map, fold_batch_no
 
 _L = "encoder.layers.{}"
 _IDENTITY = (
-    "encoder.pre_encode.conv.{}.weight", "encoder.pre_encode.conv.{}.bias",
-    "encoder.pre_encode.out.weight", "encoder.pre_encode.out.bias",
-    *(f"{_L}.{m}.{p}" for m in ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2",
-                                "norm_out", "feed_forward1.linear1", "feed_forward1.linear2",
-                                "feed_forward2.linear1", "feed_forward2.linear2", "self_attn.linear_v",
-                                "self_attn.linear_out", "conv.pointwise_conv1", "conv.depthwise_conv",
-                                "conv.pointwise_conv2", "conv.batch_norm")
-      for p in ("weight", "bias")),
-    f"{_L}.conv.batch_norm.running_mean", f"{_L}.conv.batch_norm.running_var",
-    "head.decoder_layers.0.weight", "head.decoder_layers.0.bias",
+    "encoder.pre_encode.conv.{}.weight",
+    "encoder.pre_encode.conv.{}.bias",
+    "encoder.pre_encode.out.weight",
+    "encoder.pre_encode.out.bias",
+    *(
+        f"{_L}.{m}.{p}"
+        for m in (
+            "norm_feed_forward1",
+            "norm_self_att",
+            "norm_conv",
+            "norm_feed_forward2",
+            "norm_out",
+            "feed_forward1.linear1",
+            "feed_forward1.linear2",
+            "feed_forward2.linear1",
+            "feed_forward2.linear2",
+            "self_attn.linear_v",
+            "self_attn.linear_out",
+            "conv.pointwise_conv1",
+            "conv.depthwise_conv",
+            "conv.pointwise_conv2",
+            "conv.batch_norm",
+        )
+        for p in ("weight", "bias")
+    ),
+    f"{_L}.conv.batch_norm.running_mean",
+    f"{_L}.conv.batch_norm.running_var",
+    "head.decoder_layers.0.weight",
+    "head.decoder_layers.0.bias",
 )
 
 WINDOW = "preprocessor.featurizer.0.spectrogram.window"  # (win_length,) torchaudio hann
@@ -42,9 +61,12 @@ GIGAAM_MAP = WeightMap(
         WINDOW: None,  # frontend buffers: read by `frontend_buffers`
         FILTERBANK: None,
     },
-    fuse={f"{_L}.self_attn.qk.{p}": (f"{_L}.self_attn.linear_q.{p}", f"{_L}.self_attn.linear_k.{p}")
-          for p in ("weight", "bias")},
+    fuse={
+        f"{_L}.self_attn.qk.{p}": (f"{_L}.self_attn.linear_q.{p}", f"{_L}.self_attn.linear_k.{p}")
+        for p in ("weight", "bias")
+    },
 )
+
 
 @dataclass(frozen=True)
 class FrontendBuffers:
@@ -78,8 +100,10 @@ def frontend_buffers(tensors, dtypes, cfg, source: str) -> FrontendBuffers | Non
     fb = host_float32(tensors[FILTERBANK], dtypes.get(FILTERBANK))
     n_freq = cfg.n_fft // 2 + 1
     if window.shape != (cfg.win_length,) or fb.shape != (n_freq, cfg.features):
-        raise CheckpointError(f"{source}: frontend buffers window {window.shape} / filter bank {fb.shape} do not "
-                              f"match the config ({cfg.win_length},) / ({n_freq}, {cfg.features})")
+        raise CheckpointError(
+            f"{source}: frontend buffers window {window.shape} / filter bank {fb.shape} do not "
+            f"match the config ({cfg.win_length},) / ({n_freq}, {cfg.features})"
+        )
     left = (cfg.n_fft - cfg.win_length) // 2  # torch.stft centres a short window inside n_fft
     window = np.pad(window, (left, cfg.n_fft - cfg.win_length - left))
     return FrontendBuffers(np.ascontiguousarray(window), np.ascontiguousarray(fb.T))

@@ -46,10 +46,14 @@ def read_parakeet_checkpoint(path: str | Path) -> ParakeetCheckpoint:
         if len(nemo) == 1:
             return _read_nemo(nemo[0])
         if len(nemo) > 1:
-            raise CheckpointError(f"{path}: holds several .nemo archives ({', '.join(p.name for p in nemo)}); "
-                                  "pass the one to load as --model-path")
-        raise CheckpointError(f"{path}: no Parakeet checkpoint here (expected a .nemo archive, a transformers "
-                              "directory with config.json and model.safetensors, or a `polyasr convert` output)")
+            raise CheckpointError(
+                f"{path}: holds several .nemo archives ({', '.join(p.name for p in nemo)}); "
+                "pass the one to load as --model-path"
+            )
+        raise CheckpointError(
+            f"{path}: no Parakeet checkpoint here (expected a .nemo archive, a transformers "
+            "directory with config.json and model.safetensors, or a `polyasr convert` output)"
+        )
     if path.suffix == ".nemo" or path.is_file():
         return _read_nemo(path)
     raise CheckpointError(f"{path}: not a Parakeet checkpoint file or directory")
@@ -69,8 +73,7 @@ def _read_nemo(archive: Path) -> ParakeetCheckpoint:
             contents.workdir.cleanup()
         except OSError:
             pass
-    tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model,
-                                  source=str(archive))
+    tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model, source=str(archive))
     return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(archive))
 
 
@@ -91,8 +94,9 @@ def write_converted(archive: str | Path, out_dir: str | Path) -> tuple[Path, int
         tensors, dtypes = read_torch_weights(contents.weights_path)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_safetensors(tensors, dtypes, out / "model.safetensors", {"source_format": "nemo",
-                                                                       "source": Path(archive).name})
+        write_safetensors(
+            tensors, dtypes, out / "model.safetensors", {"source_format": "nemo", "source": Path(archive).name}
+        )
     finally:
         try:
             contents.workdir.cleanup()
@@ -115,13 +119,15 @@ def _read_converted(directory: Path) -> ParakeetCheckpoint:
     if not isinstance(config, dict):
         raise CheckpointError(f"{directory / CONVERTED_CONFIG}: not a mapping")
     if not (directory / "model.safetensors").is_file():
-        raise CheckpointError(f"{directory}: {CONVERTED_CONFIG} but no model.safetensors (a `polyasr convert` "
-                              "output holds both)")
+        raise CheckpointError(
+            f"{directory}: {CONVERTED_CONFIG} but no model.safetensors (a `polyasr convert` output holds both)"
+        )
     cfg = ParakeetConfig.from_nemo(config)
     tensors, dtypes = read_safetensors_dir(directory)
     sp = directory / "tokenizer.model"
-    tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=sp.read_bytes() if sp.is_file() else None,
-                                  source=str(directory))
+    tokenizer = ParakeetTokenizer(
+        cfg.vocab_size, sentencepiece_model=sp.read_bytes() if sp.is_file() else None, source=str(directory)
+    )
     return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(directory))
 
 
@@ -147,6 +153,5 @@ def _read_hf(directory: Path) -> ParakeetCheckpoint:
     else:
         raise CheckpointError(f"{directory}: config.json but no model.safetensors / pytorch_model.bin")
     tok = directory / "tokenizer.json"
-    tokenizer = ParakeetTokenizer(cfg.vocab_size, tokenizer_json=tok if tok.is_file() else None,
-                                  source=str(directory))
+    tokenizer = ParakeetTokenizer(cfg.vocab_size, tokenizer_json=tok if tok.is_file() else None, source=str(directory))
     return ParakeetCheckpoint(fmt, cfg, tensors, dtypes, tokenizer, HF_MAP, str(directory))

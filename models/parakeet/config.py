@@ -60,15 +60,17 @@ class ParakeetConfig:
 
     def __post_init__(self):
         if self.feat_in != self.features:
-            raise CheckpointError(f"Parakeet config: encoder feat_in {self.feat_in} != preprocessor features "
-                                  f"{self.features}")
+            raise CheckpointError(
+                f"Parakeet config: encoder feat_in {self.feat_in} != preprocessor features {self.features}"
+            )
         if self.d_model % self.n_heads:
             raise CheckpointError(f"Parakeet config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.subsampling_factor < 2 or self.subsampling_factor & (self.subsampling_factor - 1):
             raise CheckpointError(f"Parakeet config: subsampling_factor {self.subsampling_factor} is not a power of 2")
         if self.normalize not in ("per_feature", None):
-            raise CheckpointError(f"Parakeet config: preprocessor normalize={self.normalize!r} is not supported "
-                                  "(per_feature or none)")
+            raise CheckpointError(
+                f"Parakeet config: preprocessor normalize={self.normalize!r} is not supported (per_feature or none)"
+            )
         if any(d < 0 for d in self.durations) or (self.durations and max(self.durations) < 1):
             raise CheckpointError(f"Parakeet config: TDT durations {list(self.durations)} must be >= 0 with one >= 1")
         if self.max_symbols < 1:
@@ -100,11 +102,24 @@ class ParakeetConfig:
         with a symmetric window, power spectrum, slaney mel bank, ln(x + 2^-24), per-feature
         normalisation over the valid frames. NeMo counts L // hop valid frames for L samples,
         one fewer than the centred STFT produces: the last frame is dropped."""
-        return MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.win_length,
-                         hop_length=self.hop_length, n_mels=self.features, window=self.window,
-                         periodic_window=False, power=self.mag_power, center=True, pad_mode="constant",
-                         preemphasis=self.preemph or None, log="ln", log_guard=self.log_zero_guard_value,
-                         log_guard_type="add", normalize=self.normalize, drop_last_frame=True)
+        return MelConfig(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=self.features,
+            window=self.window,
+            periodic_window=False,
+            power=self.mag_power,
+            center=True,
+            pad_mode="constant",
+            preemphasis=self.preemph or None,
+            log="ln",
+            log_guard=self.log_zero_guard_value,
+            log_guard_type="add",
+            normalize=self.normalize,
+            drop_last_frame=True,
+        )
 
     # ---- readers -------------------------------------------------------------------------------
     @classmethod
@@ -128,8 +143,10 @@ class ParakeetConfig:
             window_size=float(pre.get("window_size", 0.02)),
             window_stride=float(pre.get("window_stride", 0.01)),
             window=str(pre.get("window", "hann")),
-            n_fft=int(pre.get("n_fft") or 2 ** math.ceil(math.log2(float(pre.get("window_size", 0.02))
-                                                                   * int(pre.get("sample_rate", 16000))))),
+            n_fft=int(
+                pre.get("n_fft")
+                or 2 ** math.ceil(math.log2(float(pre.get("window_size", 0.02)) * int(pre.get("sample_rate", 16000))))
+            ),
             features=int(pre.get("features", 64)),
             preemph=_optional_float(pre.get("preemph", 0.97)),
             normalize=pre.get("normalize", "per_feature") or None,
@@ -160,8 +177,10 @@ class ParakeetConfig:
         """transformers' `config.json` (model_type parakeet_tdt / parakeet_rnnt) and `preprocessor_config.json`."""
         kind = config.get("model_type", "")
         if kind not in ("parakeet_tdt", "parakeet_rnnt"):
-            raise CheckpointError(f"config.json has model_type {kind!r}; polyasr's Parakeet loads parakeet_tdt "
-                                  "(and parakeet_rnnt) checkpoints")
+            raise CheckpointError(
+                f"config.json has model_type {kind!r}; polyasr's Parakeet loads parakeet_tdt "
+                "(and parakeet_rnnt) checkpoints"
+            )
         enc, pre = config.get("encoder_config") or {}, preprocessor or {}
         if enc.get("hidden_act", "silu") != "silu" or config.get("hidden_act", "relu") != "relu":
             raise CheckpointError("Parakeet config: only SiLU feed-forwards and a ReLU joint are supported")
@@ -245,8 +264,9 @@ def _check_supported(pre, enc, dec, joint, decoding) -> None:
         checks.append(("encoder.att_context_size", list(context), ([-1, -1],)))
     for name, value, allowed in checks:
         if value not in allowed:
-            raise CheckpointError(f"Parakeet config: {name}={value!r} is not supported (supported: "
-                                  f"{', '.join(map(repr, allowed))})")
+            raise CheckpointError(
+                f"Parakeet config: {name}={value!r} is not supported (supported: {', '.join(map(repr, allowed))})"
+            )
     if pre.get("lowfreq", 0) not in (0, 0.0, None) or pre.get("highfreq") not in (None,):
         raise CheckpointError("Parakeet config: preprocessor lowfreq/highfreq other than 0/Nyquist is not supported")
 

@@ -37,17 +37,23 @@ class Transducer:
 
     def __init__(self, params: dict, tags: dict, cfg, B):
         self.cfg, self.B = cfg, B
-        f32 = {name: np.ascontiguousarray(host_float32(params[name], tags.get(name)))
-               for name in params if name.startswith(("decoder.", "joint.pred", "joint.joint_net"))}
+        f32 = {
+            name: np.ascontiguousarray(host_float32(params[name], tags.get(name)))
+            for name in params
+            if name.startswith(("decoder.", "joint.pred", "joint.joint_net"))
+        }
         n = cfg.pred_rnn_layers
         self.host = {
             "embed": f32["decoder.prediction.embed.weight"],
             "w_ih": np.ascontiguousarray(np.stack([f32[f"{LSTM}.weight_ih_l{i}"] for i in range(n)])),
             "w_hh": np.ascontiguousarray(np.stack([f32[f"{LSTM}.weight_hh_l{i}"] for i in range(n)])),
-            "bias": np.ascontiguousarray(np.stack([f32[f"{LSTM}.bias_ih_l{i}"] + f32[f"{LSTM}.bias_hh_l{i}"]
-                                                   for i in range(n)])),
-            "pred_w": f32["joint.pred.weight"], "pred_b": f32["joint.pred.bias"],
-            "out_w": f32["joint.joint_net.2.weight"], "out_b": f32["joint.joint_net.2.bias"],
+            "bias": np.ascontiguousarray(
+                np.stack([f32[f"{LSTM}.bias_ih_l{i}"] + f32[f"{LSTM}.bias_hh_l{i}"] for i in range(n)])
+            ),
+            "pred_w": f32["joint.pred.weight"],
+            "pred_b": f32["joint.pred.bias"],
+            "out_w": f32["joint.joint_net.2.weight"],
+            "out_b": f32["joint.joint_net.2.bias"],
         }
         self.durations = np.asarray(cfg.durations or (1,), dtype=np.int64)
         self._device = None  # device copies, made on first use of greedy_device
@@ -56,9 +62,21 @@ class Transducer:
     def greedy_host(self, enc_proj: np.ndarray, lengths, max_symbols: int | None = None) -> list[TdtHyp]:
         """enc_proj (B, T, J) float32 host array (the joint's encoder projection), lengths (B,)."""
         h = self.host
-        return tdt_greedy(np.ascontiguousarray(enc_proj, dtype=np.float32), np.asarray(lengths, dtype=np.int64),
-                         h["embed"], h["w_ih"], h["w_hh"], h["bias"], h["pred_w"], h["pred_b"], h["out_w"],
-                          h["out_b"], self.durations, self.cfg.blank_id, max_symbols or self.cfg.max_symbols)
+        return tdt_greedy(
+            np.ascontiguousarray(enc_proj, dtype=np.float32),
+            np.asarray(lengths, dtype=np.int64),
+            h["embed"],
+            h["w_ih"],
+            h["w_hh"],
+            h["bias"],
+            h["pred_w"],
+            h["pred_b"],
+            h["out_w"],
+            h["out_b"],
+            self.durations,
+            self.cfg.blank_id,
+            max_symbols or self.cfg.max_symbols,
+        )
 
     # ---- devices: batched loop on backend ops -----------------------------------------------------
     def _weights(self):
@@ -68,11 +86,15 @@ class Transducer:
             B, h = self.B, self.host
             self._device = {
                 "embed": B.param(h["embed"]),
-                "lstm": [B.prepare_linear(B.param(np.concatenate([w_ih, w_hh], axis=1)))
-                         for w_ih, w_hh in zip(h["w_ih"], h["w_hh"], strict=True)],
+                "lstm": [
+                    B.prepare_linear(B.param(np.concatenate([w_ih, w_hh], axis=1)))
+                    for w_ih, w_hh in zip(h["w_ih"], h["w_hh"], strict=True)
+                ],
                 "bias": [B.param(b) for b in h["bias"]],
-                "pred_w": B.prepare_linear(B.param(h["pred_w"])), "pred_b": B.param(h["pred_b"]),
-                "out_w": B.prepare_linear(B.param(h["out_w"])), "out_b": B.param(h["out_b"]),
+                "pred_w": B.prepare_linear(B.param(h["pred_w"])),
+                "pred_b": B.param(h["pred_b"]),
+                "out_w": B.prepare_linear(B.param(h["out_w"])),
+                "out_b": B.param(h["out_b"]),
                 "durations": B.asarray(self.durations),
             }
         return self._device
@@ -82,8 +104,9 @@ class Transducer:
         B = self.B
         x, hs, cs = B.embedding(tokens, w["embed"]), [], []
         for i in range(len(h)):
-            gi, gf, gg, go = B.split(B.linear(B.concat([x, h[i]], axis=-1), w["lstm"][i], w["bias"][i]),
-                                     [x.shape[-1]] * 4)
+            gi, gf, gg, go = B.split(
+                B.linear(B.concat([x, h[i]], axis=-1), w["lstm"][i], w["bias"][i]), [x.shape[-1]] * 4
+            )
             ci = B.sigmoid(gf) * c[i] + B.sigmoid(gi) * B.tanh(gg)
             x = B.sigmoid(go) * B.tanh(ci)
             hs.append(x)
@@ -136,6 +159,12 @@ def _split_steps(B, steps, batch: int) -> list[TdtHyp]:
     out = []
     for b in range(batch):
         m = emit[b]
-        out.append(TdtHyp(k[b, m].astype(np.int32), t[b, m].astype(np.int32), d[b, m].astype(np.int32),
-                          conf[b, m].astype(np.float32)))
+        out.append(
+            TdtHyp(
+                k[b, m].astype(np.int32),
+                t[b, m].astype(np.int32),
+                d[b, m].astype(np.int32),
+                conf[b, m].astype(np.float32),
+            )
+        )
     return out

@@ -40,8 +40,9 @@ class ParakeetModel:
         if self.cfg.sample_rate != self.sample_rate:
             raise CheckpointError(f"{source}: sample_rate {self.cfg.sample_rate} (polyasr feeds 16 kHz)")
         if not self.cfg.durations:
-            raise CheckpointError(f"{source}: a plain RNN-T checkpoint (no TDT durations); polyasr decodes "
-                                  "Parakeet TDT checkpoints")
+            raise CheckpointError(
+                f"{source}: a plain RNN-T checkpoint (no TDT durations); polyasr decodes Parakeet TDT checkpoints"
+            )
         params, tags = map_weights(ckpt.tensors, ckpt.dtypes, self.cfg, ckpt.weight_map, source)
         self.transducer = Transducer(params, tags, self.cfg, B)
         encoder = {k: B.param(v, tags.get(k)) for k, v in params.items() if k.startswith(("encoder.", "joint.enc"))}
@@ -112,10 +113,15 @@ class ParakeetModel:
                 continue
             first, last = idx[0], idx[-1]
             end_frame = int(hyp.frames[last]) + max(int(hyp.durations[last]), 1)
-            segs.append(Segment(start=round(offset + int(hyp.frames[first]) * frame, 3),
-                                end=round(offset + end_frame * frame, 3), text=" " + text,
-                                confidence=float(np.mean(hyp.confidences[idx])),
-                                tokens=[int(t) for t in hyp.tokens[idx]]))
+            segs.append(
+                Segment(
+                    start=round(offset + int(hyp.frames[first]) * frame, 3),
+                    end=round(offset + end_frame * frame, 3),
+                    text=" " + text,
+                    confidence=float(np.mean(hyp.confidences[idx])),
+                    tokens=[int(t) for t in hyp.tokens[idx]],
+                )
+            )
         return segs
 
     def transcribe(self, audio, opts, progress=None):
@@ -125,8 +131,7 @@ class ParakeetModel:
         back as the result's language and changes nothing else.
         """
         audio = np.asarray(audio, dtype=np.float32)
-        chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS,
-                             overlap_secs=CHUNK_OVERLAP_SECS)
+        chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=CHUNK_OVERLAP_SECS)
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         segments, done, index = [], 0, 0
         with self.B.no_grad():
@@ -134,8 +139,9 @@ class ParakeetModel:
                 hyps = self.recognize([a for _, a in batch], timings)
                 for (chunk, _), hyp in zip(batch, hyps, strict=True):
                     words = [(w, w.start) for w in self.words(hyp, chunk.start / self.sample_rate)]
-                    kept = keep_emissions(words, chunk, self.sample_rate, first=index == 0,
-                                          last=index == len(chunks) - 1)
+                    kept = keep_emissions(
+                        words, chunk, self.sample_rate, first=index == 0, last=index == len(chunks) - 1
+                    )
                     segments += [w for w, _ in kept]
                     index += 1
                 done += len(batch)

@@ -28,9 +28,15 @@ import numpy as np
 from polyasr.models.conformer import linear, macaron_block
 
 _ENC = "encoder"
-_LINEARS = ("self_attn.linear_qkv", "self_attn.linear_out",
-            "self_attn.linear_pos", "feed_forward1.linear1", "feed_forward1.linear2", "feed_forward2.linear1",
-            "feed_forward2.linear2")
+_LINEARS = (
+    "self_attn.linear_qkv",
+    "self_attn.linear_out",
+    "self_attn.linear_pos",
+    "feed_forward1.linear1",
+    "feed_forward1.linear2",
+    "feed_forward2.linear1",
+    "feed_forward2.linear2",
+)
 _NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
 LSTM = "decoder.prediction.dec_rnn.lstm"
 
@@ -112,8 +118,10 @@ def prepare(params, cfg, B) -> dict:
     for name, w in params.items():
         if not name.endswith("weight") and not name.endswith(("pos_bias_u", "pos_bias_v")):
             continue
-        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name in (f"{_ENC}.pre_encode.out.weight",
-                                                                             "joint.enc.weight"):
+        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name in (
+            f"{_ENC}.pre_encode.out.weight",
+            "joint.enc.weight",
+        ):
             out[name] = B.prepare_linear(w)
         elif name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")):
             out[name] = B.prepare_linear(w[..., 0])
@@ -138,8 +146,10 @@ def _stem(params, cfg, B, features, lengths):
     step = max(1, STEM_BYTES // per_item)
     if features.shape[0] <= step:
         return _stem_slice(params, cfg, B, features, lengths)
-    parts = [_stem_slice(params, cfg, B, features[i: i + step], lengths[i: i + step])
-             for i in range(0, features.shape[0], step)]
+    parts = [
+        _stem_slice(params, cfg, B, features[i : i + step], lengths[i : i + step])
+        for i in range(0, features.shape[0], step)
+    ]
     return B.concat([x for x, _ in parts]), np.concatenate([n for _, n in parts])
 
 
@@ -182,16 +192,26 @@ def _self_attention(params, cfg, B, x, p, positions, keep):
 def _conv_module(params, cfg, B, x, p, keep):
     """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
     c = f"{p}.conv"
-    x = B.glu_dwconv_silu(linear(params, B, x, f"{c}.pointwise_conv1"), params[f"{c}.depthwise_conv.weight"],
-                          params[f"{c}.depthwise_conv.bias"], keep)
+    x = B.glu_dwconv_silu(
+        linear(params, B, x, f"{c}.pointwise_conv1"),
+        params[f"{c}.depthwise_conv.weight"],
+        params[f"{c}.depthwise_conv.bias"],
+        keep,
+    )
     return linear(params, B, x, f"{c}.pointwise_conv2")
 
 
 def layer(params, cfg, B, x, i: int, positions, keep):
     """One FastConformer block: x (B, T, d) -> (B, T, d)."""
     p = f"{_ENC}.layers.{i}"
-    return macaron_block(params, B, x, p, lambda h: _self_attention(params, cfg, B, h, p, positions, keep),
-                         lambda h: _conv_module(params, cfg, B, h, p, keep))
+    return macaron_block(
+        params,
+        B,
+        x,
+        p,
+        lambda h: _self_attention(params, cfg, B, h, p, positions, keep),
+        lambda h: _conv_module(params, cfg, B, h, p, keep),
+    )
 
 
 def encode(params, cfg, B, features, lengths=None):

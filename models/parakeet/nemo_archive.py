@@ -59,8 +59,9 @@ def check_members(archive: Path, members: list[tarfile.TarInfo]) -> dict[str, ta
         if m.issym() or m.islnk():
             raise CheckpointError(f"{archive}: refusing an archive with a link member {m.name!r} -> {m.linkname!r}")
         if not (m.isfile() or m.isdir()):
-            raise CheckpointError(f"{archive}: refusing an archive with a special member {m.name!r} "
-                                  "(device, FIFO or unknown type)")
+            raise CheckpointError(
+                f"{archive}: refusing an archive with a special member {m.name!r} (device, FIFO or unknown type)"
+            )
         if m.size < 0 or m.size > MAX_MEMBER_BYTES:
             raise CheckpointError(f"{archive}: member {m.name!r} is {m.size} bytes, over the {MAX_MEMBER_BYTES} limit")
         if m.isfile():
@@ -114,8 +115,10 @@ def read_nemo(archive: str | os.PathLike) -> NemoContents:
         config_member, weights_member = _find(files, CONFIG), _find(files, WEIGHTS)
         missing = [n for n, m in ((CONFIG, config_member), (WEIGHTS, weights_member)) if m is None]
         if missing:
-            raise CheckpointError(f"{archive}: .nemo archive lacks {', '.join(missing)} "
-                                  f"(it has: {', '.join(sorted(files)) or 'no files'})")
+            raise CheckpointError(
+                f"{archive}: .nemo archive lacks {', '.join(missing)} "
+                f"(it has: {', '.join(sorted(files)) or 'no files'})"
+            )
         try:
             config = yaml.safe_load(_read_small(tar, archive, config_member))
         except yaml.YAMLError as e:

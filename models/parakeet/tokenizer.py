@@ -15,8 +15,14 @@ WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
 
 class ParakeetTokenizer:
-    def __init__(self, vocab_size: int, *, sentencepiece_model: bytes | None = None,
-                 tokenizer_json: Path | None = None, source: str = "checkpoint"):
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        sentencepiece_model: bytes | None = None,
+        tokenizer_json: Path | None = None,
+        source: str = "checkpoint",
+    ):
         self._sp = self._hf = None
         if sentencepiece_model is not None:
             import sentencepiece
@@ -36,8 +42,10 @@ class ParakeetTokenizer:
                 raise CheckpointError(f"{tokenizer_json}: not a readable tokenizer.json ({e})") from e
             size = sum(1 for i in range(vocab_size) if self._hf.id_to_token(i) is not None)
         else:
-            raise CheckpointError(f"{source}: no tokenizer (a SentencePiece *tokenizer.model in the .nemo archive, "
-                                  "or tokenizer.json beside config.json)")
+            raise CheckpointError(
+                f"{source}: no tokenizer (a SentencePiece *tokenizer.model in the .nemo archive, "
+                "or tokenizer.json beside config.json)"
+            )
         if size != vocab_size:
             raise CheckpointError(f"{source}: the tokenizer has {size} pieces but the model {vocab_size} tokens")
         self.vocab_size = vocab_size

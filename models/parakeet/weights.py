@@ -21,55 +21,74 @@ from polyasr.models.weight_map import WeightMap, apply_weight_map, fold_batch_no
 
 _L = "encoder.layers.{}"
 _ATTN = ("linear_q", "linear_k", "linear_v", "linear_out")
-_LAYER_PARTS = (*(f"norm_{n}" for n in ("feed_forward1", "self_att", "conv", "feed_forward2", "out")),
-                "feed_forward1.linear1", "feed_forward1.linear2", "feed_forward2.linear1", "feed_forward2.linear2",
-                *(f"self_attn.{n}" for n in _ATTN), "self_attn.linear_pos",
-                "conv.pointwise_conv1", "conv.depthwise_conv", "conv.pointwise_conv2")
+_LAYER_PARTS = (
+    *(f"norm_{n}" for n in ("feed_forward1", "self_att", "conv", "feed_forward2", "out")),
+    "feed_forward1.linear1",
+    "feed_forward1.linear2",
+    "feed_forward2.linear1",
+    "feed_forward2.linear2",
+    *(f"self_attn.{n}" for n in _ATTN),
+    "self_attn.linear_pos",
+    "conv.pointwise_conv1",
+    "conv.depthwise_conv",
+    "conv.pointwise_conv2",
+)
 _BN = ("weight", "bias", "running_mean", "running_var")
 _LSTM_PARTS = ("weight_ih_l{}", "weight_hh_l{}", "bias_ih_l{}", "bias_hh_l{}")
 
-NEMO_MAP = WeightMap(rename={
-    "encoder.pre_encode.conv.{}.weight": "encoder.pre_encode.conv.{}.weight",
-    "encoder.pre_encode.conv.{}.bias": "encoder.pre_encode.conv.{}.bias",
-    "encoder.pre_encode.out.weight": "encoder.pre_encode.out.weight",
-    "encoder.pre_encode.out.bias": "encoder.pre_encode.out.bias",
-    **{f"{_L}.{part}.{p}": f"{_L}.{part}.{p}" for part in _LAYER_PARTS for p in ("weight", "bias")},
-    f"{_L}.self_attn.pos_bias_u": f"{_L}.self_attn.pos_bias_u",
-    f"{_L}.self_attn.pos_bias_v": f"{_L}.self_attn.pos_bias_v",
-    **{f"{_L}.conv.batch_norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
-    f"{_L}.conv.batch_norm.num_batches_tracked": None,  # a training counter
-    "encoder.pos_enc.pe": None,  # the sinusoid table, recomputed for each length
-    "preprocessor.featurizer.window": None,  # computed from the config (symmetric hann)
-    "preprocessor.featurizer.fb": None,  # computed from the config (slaney mel bank)
-    "decoder.prediction.embed.weight": "decoder.prediction.embed.weight",
-    **{f"{LSTM}.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
-    **{f"joint.{n}.{p}": f"joint.{n}.{p}" for n in ("enc", "pred", "joint_net.2") for p in ("weight", "bias")},
-})
+NEMO_MAP = WeightMap(
+    rename={
+        "encoder.pre_encode.conv.{}.weight": "encoder.pre_encode.conv.{}.weight",
+        "encoder.pre_encode.conv.{}.bias": "encoder.pre_encode.conv.{}.bias",
+        "encoder.pre_encode.out.weight": "encoder.pre_encode.out.weight",
+        "encoder.pre_encode.out.bias": "encoder.pre_encode.out.bias",
+        **{f"{_L}.{part}.{p}": f"{_L}.{part}.{p}" for part in _LAYER_PARTS for p in ("weight", "bias")},
+        f"{_L}.self_attn.pos_bias_u": f"{_L}.self_attn.pos_bias_u",
+        f"{_L}.self_attn.pos_bias_v": f"{_L}.self_attn.pos_bias_v",
+        **{f"{_L}.conv.batch_norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
+        f"{_L}.conv.batch_norm.num_batches_tracked": None,  # a training counter
+        "encoder.pos_enc.pe": None,  # the sinusoid table, recomputed for each length
+        "preprocessor.featurizer.window": None,  # computed from the config (symmetric hann)
+        "preprocessor.featurizer.fb": None,  # computed from the config (slaney mel bank)
+        "decoder.prediction.embed.weight": "decoder.prediction.embed.weight",
+        **{f"{LSTM}.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
+        **{f"joint.{n}.{p}": f"joint.{n}.{p}" for n in ("enc", "pred", "joint_net.2") for p in ("weight", "bias")},
+    }
+)
 
-_HF_ATTN = {"linear_q": "q_proj", "linear_k": "k_proj", "linear_v": "v_proj", "linear_out": "o_proj",
-            "linear_pos": "relative_k_proj"}
-_HF_LAYER = {**{p: p for p in _LAYER_PARTS if not p.startswith("self_attn.")},
-             **{f"self_attn.{n}": f"self_attn.{hf}" for n, hf in _HF_ATTN.items()}}
+_HF_ATTN = {
+    "linear_q": "q_proj",
+    "linear_k": "k_proj",
+    "linear_v": "v_proj",
+    "linear_out": "o_proj",
+    "linear_pos": "relative_k_proj",
+}
+_HF_LAYER = {
+    **{p: p for p in _LAYER_PARTS if not p.startswith("self_attn.")},
+    **{f"self_attn.{n}": f"self_attn.{hf}" for n, hf in _HF_ATTN.items()},
+}
 
-HF_MAP = WeightMap(rename={
-    "encoder.subsampling.layers.{}.weight": "encoder.pre_encode.conv.{}.weight",
-    "encoder.subsampling.layers.{}.bias": "encoder.pre_encode.conv.{}.bias",
-    "encoder.subsampling.linear.weight": "encoder.pre_encode.out.weight",
-    "encoder.subsampling.linear.bias": "encoder.pre_encode.out.bias",
-    **{f"{_L}.{hf}.{p}": f"{_L}.{ours}.{p}" for ours, hf in _HF_LAYER.items() for p in ("weight", "bias")},
-    f"{_L}.self_attn.bias_u": f"{_L}.self_attn.pos_bias_u",
-    f"{_L}.self_attn.bias_v": f"{_L}.self_attn.pos_bias_v",
-    **{f"{_L}.conv.norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
-    f"{_L}.conv.norm.num_batches_tracked": None,
-    "decoder.embedding.weight": "decoder.prediction.embed.weight",
-    **{f"decoder.lstm.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
-    "encoder_projector.weight": "joint.enc.weight",
-    "encoder_projector.bias": "joint.enc.bias",
-    "decoder.decoder_projector.weight": "joint.pred.weight",
-    "decoder.decoder_projector.bias": "joint.pred.bias",
-    "joint.head.weight": "joint.joint_net.2.weight",
-    "joint.head.bias": "joint.joint_net.2.bias",
-})
+HF_MAP = WeightMap(
+    rename={
+        "encoder.subsampling.layers.{}.weight": "encoder.pre_encode.conv.{}.weight",
+        "encoder.subsampling.layers.{}.bias": "encoder.pre_encode.conv.{}.bias",
+        "encoder.subsampling.linear.weight": "encoder.pre_encode.out.weight",
+        "encoder.subsampling.linear.bias": "encoder.pre_encode.out.bias",
+        **{f"{_L}.{hf}.{p}": f"{_L}.{ours}.{p}" for ours, hf in _HF_LAYER.items() for p in ("weight", "bias")},
+        f"{_L}.self_attn.bias_u": f"{_L}.self_attn.pos_bias_u",
+        f"{_L}.self_attn.bias_v": f"{_L}.self_attn.pos_bias_v",
+        **{f"{_L}.conv.norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
+        f"{_L}.conv.norm.num_batches_tracked": None,
+        "decoder.embedding.weight": "decoder.prediction.embed.weight",
+        **{f"decoder.lstm.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
+        "encoder_projector.weight": "joint.enc.weight",
+        "encoder_projector.bias": "joint.enc.bias",
+        "decoder.decoder_projector.weight": "joint.pred.weight",
+        "decoder.decoder_projector.bias": "joint.pred.bias",
+        "joint.head.weight": "joint.joint_net.2.weight",
+        "joint.head.bias": "joint.joint_net.2.bias",
+    }
+)
 
 
 def map_weights(tensors, dtypes, cfg, weight_map: WeightMap, source: str):

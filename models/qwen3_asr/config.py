@@ -106,15 +106,21 @@ class Qwen3ASRConfig:
         layout = "qwen" if "thinker_config" in d else "transformers"
         inner = d["thinker_config"] if layout == "qwen" else d
         if "audio_config" not in inner or "text_config" not in inner:
-            raise CheckpointError("Qwen3-ASR config.json has no audio_config/text_config (nor a thinker_config "
-                                  "holding them): not a Qwen3-ASR checkpoint")
+            raise CheckpointError(
+                "Qwen3-ASR config.json has no audio_config/text_config (nor a thinker_config "
+                "holding them): not a Qwen3-ASR checkpoint"
+            )
         tie = inner.get("tie_word_embeddings", d.get("tie_word_embeddings"))
         eos = inner.get("eos_token_id", d.get("eos_token_id"))
         eos = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]))
-        return cls(audio=AudioEncoderConfig.from_dict(inner["audio_config"]),
-                   text=TextConfig.from_dict(inner["text_config"], tie),
-                   audio_token_id=int(inner.get("audio_token_id", cls.audio_token_id)), eos_token_id=eos,
-                   support_languages=tuple(d.get("support_languages") or ()), layout=layout)
+        return cls(
+            audio=AudioEncoderConfig.from_dict(inner["audio_config"]),
+            text=TextConfig.from_dict(inner["text_config"], tie),
+            audio_token_id=int(inner.get("audio_token_id", cls.audio_token_id)),
+            eos_token_id=eos,
+            support_languages=tuple(d.get("support_languages") or ()),
+            layout=layout,
+        )
 
     def check(self) -> None:
         """Refuse what the network cannot run, naming the field."""

@@ -42,11 +42,11 @@ def loop_start(tokens: list[int]) -> int | None:
         need = max(MIN_REPEATS, -(-MIN_SPAN // p))
         if need * p > n:
             continue
-        tail, r = tokens[n - p:], 1
-        while r < need and tokens[n - (r + 1) * p: n - r * p] == tail:
+        tail, r = tokens[n - p :], 1
+        while r < need and tokens[n - (r + 1) * p : n - r * p] == tail:
             r += 1
         if r == need:
-            while (r + 1) * p <= n and tokens[n - (r + 1) * p: n - r * p] == tail:
+            while (r + 1) * p <= n and tokens[n - (r + 1) * p : n - r * p] == tail:
                 r += 1
             return n - r * p + p
     return None
@@ -75,8 +75,17 @@ def _pick(params, B, hidden):
     return B.to_numpy(ids), B.to_numpy(best)
 
 
-def greedy(params, cfg, B, prompts: list, pad: np.ndarray, max_new: list[int], stop_ids, guard: bool = True,
-           stats: DecodeStats | None = None) -> list[Generation]:
+def greedy(
+    params,
+    cfg,
+    B,
+    prompts: list,
+    pad: np.ndarray,
+    max_new: list[int],
+    stop_ids,
+    guard: bool = True,
+    stats: DecodeStats | None = None,
+) -> list[Generation]:
     """prompts: (B, L, hidden) left-padded prompt embeddings; pad: left padding per row; max_new: bound per row.
 
     Returns one Generation per row.
@@ -91,8 +100,11 @@ def greedy(params, cfg, B, prompts: list, pad: np.ndarray, max_new: list[int], s
     stats.prefill_secs += time.perf_counter() - t0
     stats.first_token_at = stats.first_token_at or time.perf_counter()
     while True:
-        alive = [j for j, item in enumerate(rows) if _advance(out[item], int(ids[j]), float(lps[j]),
-                                                              max_new[item], stop_ids, guard)]
+        alive = [
+            j
+            for j, item in enumerate(rows)
+            if _advance(out[item], int(ids[j]), float(lps[j]), max_new[item], stop_ids, guard)
+        ]
         if not alive:
             return out
         if len(alive) < len(rows):

@@ -54,8 +54,10 @@ class Qwen3ASRModel:
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
         self.tok = Qwen3Tokenizer(ckpt.directory)
         if self.tok.audio_pad != self.cfg.audio_token_id:
-            raise CheckpointError(f"{ckpt.directory}: config audio_token_id {self.cfg.audio_token_id} is not the "
-                                  f"tokenizer's <|audio_pad|> ({self.tok.audio_pad})")
+            raise CheckpointError(
+                f"{ckpt.directory}: config audio_token_id {self.cfg.audio_token_id} is not the "
+                f"tokenizer's <|audio_pad|> ({self.tok.audio_pad})"
+            )
         self.prompt = PromptBuilder(self.tok, load_chat_template(ckpt.directory))
         self.stop_ids = frozenset(self.tok.stop_ids | set(self.cfg.eos_token_id) | _generation_eos(ckpt.directory))
         self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
@@ -83,8 +85,16 @@ class Qwen3ASRModel:
         x = net.embed(self.params, self.B, self.B.asarray(ids))
         return self.B.masked_scatter(x, self.B.asarray(ids == self.tok.audio_pad), audio_embeds), pad
 
-    def recognize(self, audios: list[np.ndarray], language: str | None = None, *, context: str = "",
-                  guard: bool = True, timings: dict | None = None, stats: DecodeStats | None = None) -> list[Piece]:
+    def recognize(
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        *,
+        context: str = "",
+        guard: bool = True,
+        timings: dict | None = None,
+        stats: DecodeStats | None = None,
+    ) -> list[Piece]:
         """A batch of pieces (16 kHz float32) -> one Piece each; `language` is a prompt name ("Russian"),
         `context` Qwen's system-turn text."""
         timings = {} if timings is None else timings
@@ -116,7 +126,7 @@ class Qwen3ASRModel:
         pieces: dict[tuple[int, int], Piece | None] = {}
         timings, stats = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}, DecodeStats()
         for s in range(0, len(jobs), opts.batch_size):
-            batch = [(f, c, audios[f][c.start:c.end]) for f, c in jobs[s:s + opts.batch_size]]
+            batch = [(f, c, audios[f][c.start : c.end]) for f, c in jobs[s : s + opts.batch_size]]
             speech = [(f, c, a) for f, c, a in batch if a.size and np.abs(a).max() >= SILENCE_PEAK]
             for f, c, _ in batch:
                 pieces[f, c.start] = None
@@ -127,8 +137,10 @@ class Qwen3ASRModel:
                 progress(min(s + opts.batch_size, len(jobs)) / len(jobs))
         timings.update(prefill=stats.prefill_secs, decode_steps=stats.step_secs)
         first = None if stats.first_token_at is None else stats.first_token_at - start
-        return [self._result(plan, [pieces[f, c.start] for c in plan], forced, timings, stats, first)
-                for f, plan in enumerate(plans)]
+        return [
+            self._result(plan, [pieces[f, c.start] for c in plan], forced, timings, stats, first)
+            for f, plan in enumerate(plans)
+        ]
 
     def _result(self, plan, pieces: list[Piece | None], forced, timings, stats, first_token_secs):
         segments, names, looped = [], [], []
@@ -141,12 +153,23 @@ class Qwen3ASRModel:
                 names.append(piece.language)
             if piece.text:
                 conf = float(np.exp(np.mean(piece.generation.logprobs))) if piece.generation.logprobs else 0.0
-                segments.append(Segment(start=round(chunk.start / self.sample_rate, 3),
-                                        end=round(chunk.end / self.sample_rate, 3), text=" " + piece.text,
-                                        confidence=conf, tokens=list(piece.generation.tokens)))
+                segments.append(
+                    Segment(
+                        start=round(chunk.start / self.sample_rate, 3),
+                        end=round(chunk.end / self.sample_rate, 3),
+                        text=" " + piece.text,
+                        confidence=conf,
+                        tokens=list(piece.generation.tokens),
+                    )
+                )
         language = language_code(forced or Counter(names).most_common(1)[0][0]) if (forced or names) else None
-        info = {"checkpoint_format": self.format, "chunks": len(plan), "chunk_languages": names,
-                "repetition_stopped_chunks": looped, "decode_steps": stats.steps}
+        info = {
+            "checkpoint_format": self.format,
+            "chunks": len(plan),
+            "chunk_languages": names,
+            "repetition_stopped_chunks": looped,
+            "decode_steps": stats.steps,
+        }
         if first_token_secs is not None:
             info["first_token_latency_secs"] = round(first_token_secs, 4)
         return segments, language, info, dict(timings)

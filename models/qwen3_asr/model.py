@@ -65,8 +65,18 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-_LINEARS = ("self_attn.qkv", "self_attn.out_proj", "fc1", "fc2", "conv_out", "proj1", "proj2", "self_attn.o_proj",
-            "mlp.gate_up", "mlp.down_proj")
+_LINEARS = (
+    "self_attn.qkv",
+    "self_attn.out_proj",
+    "fc1",
+    "fc2",
+    "conv_out",
+    "proj1",
+    "proj2",
+    "self_attn.o_proj",
+    "mlp.gate_up",
+    "mlp.down_proj",
+)
 
 
 def prepare(params, cfg, B) -> dict:
@@ -137,8 +147,14 @@ def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
     keep = np.zeros((len(spans), width), bool)
     for i, (s, e) in enumerate(spans):
         rows[i, : e - s], keep[i, : e - s] = np.arange(s, e), True
-    return EncoderPlan(np.asarray(chunks, np.int64), np.asarray(kept, np.int64), rows, keep,
-                       np.flatnonzero(keep.reshape(-1)), [audio_tokens(f, cfg) for f in frames])
+    return EncoderPlan(
+        np.asarray(chunks, np.int64),
+        np.asarray(kept, np.int64),
+        rows,
+        keep,
+        np.flatnonzero(keep.reshape(-1)),
+        [audio_tokens(f, cfg) for f in frames],
+    )
 
 
 def _conv_stem(params, cfg, B, x, group: int = 64):
@@ -146,7 +162,7 @@ def _conv_stem(params, cfg, B, x, group: int = 64):
     of `group` (the stem's activations are 480 x 64 x 50 floats per chunk)."""
     outs = []
     for s in range(0, x.shape[0], group):
-        y = x[s:s + group]
+        y = x[s : s + group]
         for i in (1, 2, 3):
             p = f"audio_tower.conv2d{i}"
             y = B.gelu(B.conv2d(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1))
@@ -220,8 +236,14 @@ def new_cache(cfg, B, pad, max_len: int) -> KVCache:
     shape = (len(pad), t.num_key_value_heads, max_len, t.head_dim)
     cos, sin = B.rope_tables(max_len, t.head_dim, t.rope_theta)
     keys_ok = B.asarray(np.arange(max_len)[None, :] >= np.asarray(pad)[:, None])
-    return KVCache([B.zeros(shape) for _ in range(t.num_hidden_layers)],
-                   [B.zeros(shape) for _ in range(t.num_hidden_layers)], np.asarray(pad), keys_ok, cos, sin)
+    return KVCache(
+        [B.zeros(shape) for _ in range(t.num_hidden_layers)],
+        [B.zeros(shape) for _ in range(t.num_hidden_layers)],
+        np.asarray(pad),
+        keys_ok,
+        cos,
+        sin,
+    )
 
 
 def _positions(cache: KVCache, B, start: int, n: int):
@@ -240,8 +262,10 @@ def _decoder_layer(params, cfg, B, x, cache, rope, i):
     nq, nkv, hd = t.num_attention_heads, t.num_key_value_heads, t.head_dim
     cos, sin, mask = rope
     h = B.rms_norm(x, params[f"{p}.input_layernorm.weight"], t.rms_norm_eps)
-    q, k, v = B.split(B.linear(h, params[f"{p}.self_attn.qkv.weight"], params.get(f"{p}.self_attn.qkv.bias")),
-                      [nq * hd, nkv * hd, nkv * hd])
+    q, k, v = B.split(
+        B.linear(h, params[f"{p}.self_attn.qkv.weight"], params.get(f"{p}.self_attn.qkv.bias")),
+        [nq * hd, nkv * hd, nkv * hd],
+    )
     q = B.qk_norm_rope(B.split_heads(q, nq), params[f"{p}.self_attn.q_norm.weight"], cos, sin, t.rms_norm_eps)
     k = B.qk_norm_rope(B.split_heads(k, nkv), params[f"{p}.self_attn.k_norm.weight"], cos, sin, t.rms_norm_eps)
     start, end = cache.length, cache.length + x.shape[1]

@@ -19,17 +19,43 @@ from polyasr.models.qwen3_asr.tokenizer import ASR_TEXT, AUDIO_END, AUDIO_PAD, A
 
 # The languages Qwen3-ASR was trained to transcribe, ISO 639 code -> the name its prompt uses.
 LANGUAGES = {
-    "ar": "Arabic", "yue": "Cantonese", "zh": "Chinese", "cs": "Czech", "da": "Danish", "nl": "Dutch",
-    "en": "English", "fil": "Filipino", "fi": "Finnish", "fr": "French", "de": "German", "el": "Greek",
-    "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese", "ko": "Korean",
-    "mk": "Macedonian", "ms": "Malay", "fa": "Persian", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
-    "ru": "Russian", "es": "Spanish", "sv": "Swedish", "th": "Thai", "tr": "Turkish", "vi": "Vietnamese",
+    "ar": "Arabic",
+    "yue": "Cantonese",
+    "zh": "Chinese",
+    "cs": "Czech",
+    "da": "Danish",
+    "nl": "Dutch",
+    "en": "English",
+    "fil": "Filipino",
+    "fi": "Finnish",
+    "fr": "French",
+    "de": "German",
+    "el": "Greek",
+    "hi": "Hindi",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "mk": "Macedonian",
+    "ms": "Malay",
+    "fa": "Persian",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "es": "Spanish",
+    "sv": "Swedish",
+    "th": "Thai",
+    "tr": "Turkish",
+    "vi": "Vietnamese",
 }
 _CODES = {name.lower(): code for code, name in LANGUAGES.items()}
 
 # What Qwen's template renders for the request above, for a checkpoint without a template.
-DEFAULT_PROMPT = (f"{IM_START}system\n{IM_END}\n{IM_START}user\n{AUDIO_START}{AUDIO_PAD}{AUDIO_END}{IM_END}\n"
-                  f"{IM_START}assistant\n")
+DEFAULT_PROMPT = (
+    f"{IM_START}system\n{IM_END}\n{IM_START}user\n{AUDIO_START}{AUDIO_PAD}{AUDIO_END}{IM_END}\n{IM_START}assistant\n"
+)
 
 
 def language_name(language: str | None, supported: tuple[str, ...] = ()) -> str | None:
@@ -41,8 +67,10 @@ def language_name(language: str | None, supported: tuple[str, ...] = ()) -> str 
     allowed = {s.lower() for s in supported} or {n.lower() for n in LANGUAGES.values()}
     if name is None or name.lower() not in allowed:
         listed = ", ".join(f"{c} ({n})" for c, n in LANGUAGES.items() if n.lower() in allowed)
-        raise InvalidOptionError(f"Qwen3-ASR cannot force language {language!r}; use one of: {listed}, "
-                                 "or leave --language out to let the model detect it")
+        raise InvalidOptionError(
+            f"Qwen3-ASR cannot force language {language!r}; use one of: {listed}, "
+            "or leave --language out to let the model detect it"
+        )
     return name
 
 
@@ -79,8 +107,7 @@ def render_template(template: str, context: str = "") -> str:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.globals["raise_exception"] = raise_exception
     env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
-    messages = [{"role": "system", "content": context},
-                {"role": "user", "content": [{"type": "audio", "audio": ""}]}]
+    messages = [{"role": "system", "content": context}, {"role": "user", "content": [{"type": "audio", "audio": ""}]}]
     try:
         return env.from_string(template).render(messages=messages, add_generation_prompt=True, tools=None)
     except jinja2.TemplateError as e:
@@ -98,11 +125,12 @@ class PromptBuilder:
     def _split(self, text: str) -> tuple[list[int], list[int]]:
         """A rendered prompt -> the ids before and after its one audio placeholder."""
         if text.count(AUDIO_PAD) != 1:
-            raise CheckpointError(f"the chat template renders {text.count(AUDIO_PAD)} {AUDIO_PAD} tokens for one "
-                                  "audio (expected 1)")
+            raise CheckpointError(
+                f"the chat template renders {text.count(AUDIO_PAD)} {AUDIO_PAD} tokens for one audio (expected 1)"
+            )
         ids = self.tok.encode(text)
         at = ids.index(self.tok.audio_pad)
-        return ids[:at], ids[at + 1:]
+        return ids[:at], ids[at + 1 :]
 
     def ids(self, audio_tokens: int, language: str | None = None, context: str = "") -> list[int]:
         """The prompt with `audio_tokens` placeholders; `language` (a prompt name) forces the language;
@@ -128,11 +156,11 @@ def parse_answer(tok, ids, forced: str | None) -> tuple[str, str]:
     if tok.asr_text not in ids:
         return "", fix_repetitions(tok.decode(ids).strip())
     k = ids.index(tok.asr_text)
-    meta, text = tok.decode(ids[:k]).strip(), fix_repetitions(tok.decode(ids[k + 1:]).strip())
+    meta, text = tok.decode(ids[:k]).strip(), fix_repetitions(tok.decode(ids[k + 1 :]).strip())
     if "language none" in meta.lower():
         return "", text  # Qwen keeps any text the model still wrote, without a language
     first = next((line.strip() for line in meta.splitlines() if line.strip()), "")
-    name = first[len("language "):].strip() if first.lower().startswith("language ") else ""
+    name = first[len("language ") :].strip() if first.lower().startswith("language ") else ""
     return (name[:1].upper() + name[1:].lower()) if name else "", text
 
 
@@ -154,10 +182,10 @@ def _fix_patterns(s: str, threshold: int, max_pattern: int) -> str:
         for k in range(1, max_pattern + 1):
             if i + k * threshold > len(s):
                 break
-            pattern = s[i:i + k]
-            if all(s[i + r * k: i + (r + 1) * k] == pattern for r in range(1, threshold)):
+            pattern = s[i : i + k]
+            if all(s[i + r * k : i + (r + 1) * k] == pattern for r in range(1, threshold)):
                 end = i + threshold * k
-                while s[end:end + k] == pattern:
+                while s[end : end + k] == pattern:
                     end += k
                 return s[:i] + pattern + _fix_patterns(s[end:], threshold, max_pattern)
     return s

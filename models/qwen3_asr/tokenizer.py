@@ -14,8 +14,10 @@ from pathlib import Path
 from polyasr.errors import CheckpointError
 
 # transformers' Qwen2 pre-tokenisation split (letters, digits one by one, punctuation, spaces, newlines).
-QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-               r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 AUDIO_PAD, AUDIO_START, AUDIO_END = "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>"
 ASR_TEXT, IM_START, IM_END, END_OF_TEXT = "<asr_text>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -27,18 +29,28 @@ def _from_vocab_merges(directory: Path, added: dict):
 
     tok = Tokenizer(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     for i, t in sorted(added.items(), key=lambda kv: int(kv[0])):
-        token = AddedToken(t["content"], special=t.get("special", False), normalized=t.get("normalized", False),
-                           lstrip=t.get("lstrip", False), rstrip=t.get("rstrip", False),
-                           single_word=t.get("single_word", False))
+        token = AddedToken(
+            t["content"],
+            special=t.get("special", False),
+            normalized=t.get("normalized", False),
+            lstrip=t.get("lstrip", False),
+            rstrip=t.get("rstrip", False),
+            single_word=t.get("single_word", False),
+        )
         (tok.add_special_tokens if t.get("special", False) else tok.add_tokens)([token])
         if tok.token_to_id(t["content"]) != int(i):
-            raise CheckpointError(f"{directory}: added token {t['content']!r} is id {i} in tokenizer_config.json but "
-                                  f"lands at {tok.token_to_id(t['content'])} after vocab.json")
+            raise CheckpointError(
+                f"{directory}: added token {t['content']!r} is id {i} in tokenizer_config.json but "
+                f"lands at {tok.token_to_id(t['content'])} after vocab.json"
+            )
     return tok
 
 

@@ -27,12 +27,23 @@ from polyasr.models.qwen3_asr.model import param_shapes
 from polyasr.models.weight_map import WeightMap, apply_weight_map
 
 _ENCODER = [f"conv2d{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")] + ["conv_out.weight"]
-_ENCODER += [f"layers.{{}}.{m}.{p}" for m in ("self_attn.out_proj", "self_attn_layer_norm", "fc1", "fc2",
-                                              "final_layer_norm") for p in ("weight", "bias")]
+_ENCODER += [
+    f"layers.{{}}.{m}.{p}"
+    for m in ("self_attn.out_proj", "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
+    for p in ("weight", "bias")
+]
 _ENCODER += ["ln_post.weight", "ln_post.bias"]
 _DECODER = ["embed_tokens.weight", "norm.weight"] + [
-    f"layers.{{}}.{m}.weight" for m in ("input_layernorm", "post_attention_layernorm", "self_attn.o_proj",
-                                        "self_attn.q_norm", "self_attn.k_norm", "mlp.down_proj")]
+    f"layers.{{}}.{m}.weight"
+    for m in (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "self_attn.o_proj",
+        "self_attn.q_norm",
+        "self_attn.k_norm",
+        "mlp.down_proj",
+    )
+]
 _PROJECTOR = {"proj1": "linear_1", "proj2": "linear_2"}  # ours/Qwen's -> transformers'
 
 
@@ -41,20 +52,25 @@ def _fusions(audio: str, text: str, attention_bias: bool) -> dict[str, tuple[str
     fuse = {}
     for p in ("weight", "bias"):
         fuse[f"audio_tower.layers.{{}}.self_attn.qkv.{p}"] = tuple(
-            f"{audio}.layers.{{}}.self_attn.{n}_proj.{p}" for n in "qkv")
+            f"{audio}.layers.{{}}.self_attn.{n}_proj.{p}" for n in "qkv"
+        )
     for p in ("weight", "bias") if attention_bias else ("weight",):
         fuse[f"model.layers.{{}}.self_attn.qkv.{p}"] = tuple(
-            f"{text}.layers.{{}}.self_attn.{n}_proj.{p}" for n in "qkv")
-    fuse["model.layers.{}.mlp.gate_up.weight"] = (f"{text}.layers.{{}}.mlp.gate_proj.weight",
-                                                  f"{text}.layers.{{}}.mlp.up_proj.weight")
+            f"{text}.layers.{{}}.self_attn.{n}_proj.{p}" for n in "qkv"
+        )
+    fuse["model.layers.{}.mlp.gate_up.weight"] = (
+        f"{text}.layers.{{}}.mlp.gate_proj.weight",
+        f"{text}.layers.{{}}.mlp.up_proj.weight",
+    )
     return fuse
 
 
 def qwen_map(tied: bool, attention_bias: bool = False) -> WeightMap:
     """Qwen's published layout (`thinker.` prefix)."""
     rename = {f"thinker.audio_tower.{n}": f"audio_tower.{n}" for n in _ENCODER}
-    rename.update({f"thinker.audio_tower.{n}.{p}": f"audio_tower.{n}.{p}"
-                   for n in _PROJECTOR for p in ("weight", "bias")})
+    rename.update(
+        {f"thinker.audio_tower.{n}.{p}": f"audio_tower.{n}.{p}" for n in _PROJECTOR for p in ("weight", "bias")}
+    )
     rename.update({f"thinker.model.{n}": f"model.{n}" for n in _DECODER})
     rename["thinker.lm_head.weight"] = None if tied else "lm_head.weight"
     if attention_bias:
@@ -65,8 +81,13 @@ def qwen_map(tied: bool, attention_bias: bool = False) -> WeightMap:
 def transformers_map(tied: bool, attention_bias: bool = False) -> WeightMap:
     """transformers' `qwen3_asr` layout (`model.` / `lm_head.`)."""
     rename = {f"model.audio_tower.{n}": f"audio_tower.{n}" for n in _ENCODER}
-    rename.update({f"model.multi_modal_projector.{theirs}.{p}": f"audio_tower.{ours}.{p}"
-                   for ours, theirs in _PROJECTOR.items() for p in ("weight", "bias")})
+    rename.update(
+        {
+            f"model.multi_modal_projector.{theirs}.{p}": f"audio_tower.{ours}.{p}"
+            for ours, theirs in _PROJECTOR.items()
+            for p in ("weight", "bias")
+        }
+    )
     rename.update({f"model.language_model.{n}": f"model.{n}" for n in _DECODER})
     rename["lm_head.weight"] = None if tied else "lm_head.weight"
     if attention_bias:
@@ -110,8 +131,10 @@ def load_checkpoint(path) -> Checkpoint:
         directory = directory.parent
     config = directory / "config.json"
     if not config.exists():
-        raise CheckpointError(f"{directory}: no config.json; a Qwen3-ASR checkpoint directory has config.json, "
-                              "model.safetensors (or shards + model.safetensors.index.json) and tokenizer files")
+        raise CheckpointError(
+            f"{directory}: no config.json; a Qwen3-ASR checkpoint directory has config.json, "
+            "model.safetensors (or shards + model.safetensors.index.json) and tokenizer files"
+        )
     if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
         raise CheckpointError(f"{directory}: no model.safetensors nor model.safetensors.index.json")
     cfg = Qwen3ASRConfig.from_dict(json.loads(config.read_text()))

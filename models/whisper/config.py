@@ -66,8 +66,9 @@ class WhisperConfig:
             max_target_positions=shapes["decoder/position_encodings/encodings"][0],
             vocab_size=vocab,
             suppress_tokens=tuple(ct2_config["suppress_ids"]) if ct2_config.get("suppress_ids") is not None else None,
-            begin_suppress_tokens=(tuple(ct2_config["suppress_ids_begin"])
-                                   if ct2_config.get("suppress_ids_begin") is not None else None),
+            begin_suppress_tokens=(
+                tuple(ct2_config["suppress_ids_begin"]) if ct2_config.get("suppress_ids_begin") is not None else None
+            ),
             alignment_heads=tuple((int(a), int(b)) for a, b in heads) if heads else (),
             lang_ids=tuple(ct2_config.get("lang_ids") or ()),
         )
@@ -75,9 +76,19 @@ class WhisperConfig:
     @classmethod
     def tiny(cls, **overrides) -> WhisperConfig:
         """A few-kilobyte network for tests."""
-        base = dict(num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-                    decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                    max_source_positions=1500, max_target_positions=448, vocab_size=51865)
+        base = dict(
+            num_mel_bins=80,
+            d_model=64,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_layers=2,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_source_positions=1500,
+            max_target_positions=448,
+            vocab_size=51865,
+        )
         return cls(**{**base, **overrides})
 
     @property

@@ -26,8 +26,14 @@ import numpy as np
 
 from polyasr.errors import CheckpointError
 
-_DTYPES = {0: ("float32", np.float32), 1: ("int8", np.int8), 2: ("int16", np.int16),
-           3: ("int32", np.int32), 4: ("float16", np.float16), 5: ("bfloat16", np.uint16)}
+_DTYPES = {
+    0: ("float32", np.float32),
+    1: ("int8", np.int8),
+    2: ("int16", np.int16),
+    3: ("int32", np.int32),
+    4: ("float16", np.float16),
+    5: ("bfloat16", np.uint16),
+}
 _SUPPORTED_VERSIONS = range(3, 7)
 
 
@@ -53,9 +59,10 @@ class _Cursor:
 
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.buf):
-            raise CheckpointError(f"{self.path}: truncated CTranslate2 model.bin "
-                                  f"(needs {n} bytes at offset {self.pos})")
-        view = memoryview(self.buf)[self.pos:self.pos + n]
+            raise CheckpointError(
+                f"{self.path}: truncated CTranslate2 model.bin (needs {n} bytes at offset {self.pos})"
+            )
+        view = memoryview(self.buf)[self.pos : self.pos + n]
         self.pos += n
         return view
 
@@ -78,8 +85,10 @@ def read_ct2_model(path: str | Path) -> Ct2Model:
     cur = _Cursor(buf, path)
     (version,) = cur.unpack("I")
     if version not in _SUPPORTED_VERSIONS:
-        raise CheckpointError(f"{path}: not a CTranslate2 model.bin this reader knows (binary version {version}, "
-                              f"supported {_SUPPORTED_VERSIONS.start}..{_SUPPORTED_VERSIONS.stop - 1})")
+        raise CheckpointError(
+            f"{path}: not a CTranslate2 model.bin this reader knows (binary version {version}, "
+            f"supported {_SUPPORTED_VERSIONS.start}..{_SUPPORTED_VERSIONS.stop - 1})"
+        )
     spec_name = cur.string()
     (revision,) = cur.unpack("I")
     (n_vars,) = cur.unpack("I")

@@ -74,7 +74,7 @@ class LogitRules:
         if first:
             logits[:, :tb] = -np.inf
             if self.max_initial is not None:
-                logits[:, tb + self.max_initial + 1:] = -np.inf
+                logits[:, tb + self.max_initial + 1 :] = -np.inf
         # If the timestamps together outweigh the best text token, a timestamp must come.
         with np.errstate(divide="ignore", invalid="ignore"):
             ts = logits[:, tb:]
@@ -104,15 +104,16 @@ def initial_tokens(tok, cfg, prompt: list[int], sot_seq: list[int], without_time
     """[<|startofprev|> prompt...] sot_seq [<|notimestamps|>]; the prompt keeps its last n_ctx/2 - 1 tokens."""
     tokens = []
     if prompt:
-        tokens = [tok.sot_prev] + prompt[-(cfg.max_target_positions // 2 - 1):]
+        tokens = [tok.sot_prev] + prompt[-(cfg.max_target_positions // 2 - 1) :]
     tokens += sot_seq
     if without_timestamps:
         tokens.append(tok.no_timestamps)
     return tokens
 
 
-def decode_window(m, audio_features, prompt, sot_seq, opts, temperature: float, rng,
-                  on_first_token=None) -> DecodeResult:
+def decode_window(
+    m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None
+) -> DecodeResult:
     """Decode one window's features (1, T, d) at one temperature; best of `opts.best_of` when sampling.
 
     on_first_token: called once when the first token has been chosen (latency measurement)."""
@@ -126,7 +127,7 @@ def decode_window(m, audio_features, prompt, sot_seq, opts, temperature: float, 
     prefix = B.asarray(np.array([initial] * n, dtype=np.int64))
     hidden = net.decode(m.params, cfg, B, prefix, cache)
     sot_at = initial.index(tok.sot)
-    first = B.to_numpy(net.logits(m.params, B, hidden[:1, sot_at:sot_at + 1]))[0, 0]
+    first = B.to_numpy(net.logits(m.params, B, hidden[:1, sot_at : sot_at + 1]))[0, 0]
     no_speech_prob = float(np.exp(_log_softmax_at(first[None], np.array([tok.no_speech]))[0]))
     logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
     sampled = [[] for _ in range(n)]
@@ -160,9 +161,15 @@ def _best(tok, sampled, logprobs, no_speech_prob, temperature) -> DecodeResult:
     seq, lps = sampled[k], logprobs[k]
     tokens = seq[:-1] if seq and seq[-1] == tok.eot else seq
     text = tok.decode(tokens)
-    return DecodeResult(tokens=tokens, text=text, avg_logprob=sum(lps) / (len(tokens) + 1),
-                        no_speech_prob=no_speech_prob, temperature=temperature,
-                        compression_ratio=compression_ratio(text), token_logprobs=lps[:len(tokens)])
+    return DecodeResult(
+        tokens=tokens,
+        text=text,
+        avg_logprob=sum(lps) / (len(tokens) + 1),
+        no_speech_prob=no_speech_prob,
+        temperature=temperature,
+        compression_ratio=compression_ratio(text),
+        token_logprobs=lps[: len(tokens)],
+    )
 
 
 def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first_token=None) -> DecodeResult:
@@ -177,8 +184,12 @@ def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first
             needs = True
         if opts.log_prob_threshold is not None and result.avg_logprob < opts.log_prob_threshold:
             needs = True
-        if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
-                and opts.log_prob_threshold is not None and result.avg_logprob < opts.log_prob_threshold):
+        if (
+            opts.no_speech_threshold is not None
+            and result.no_speech_prob > opts.no_speech_threshold
+            and opts.log_prob_threshold is not None
+            and result.avg_logprob < opts.log_prob_threshold
+        ):
             needs = False
         if not needs:
             break

@@ -38,9 +38,9 @@ class WhisperFeatures:
                 continue
             if src is None:  # left reflection: padded[half - i] for i in [0, half)
                 idx = half - np.arange(a, b)
-                out[a - start:b - start] = np.where(idx < n, self.audio[np.minimum(idx, n - 1)], 0.0)
+                out[a - start : b - start] = np.where(idx < n, self.audio[np.minimum(idx, n - 1)], 0.0)
             else:
-                out[a - start:b - start] = src[a - lo:b - lo]
+                out[a - start : b - start] = src[a - lo : b - lo]
         return out  # everything right of the audio is zero padding (and its reflection is zero too)
 
     def _power(self, first: int, count: int):

@@ -21,8 +21,12 @@ class WhisperModel:
         """audio (N,) float32 16 kHz -> (segments, language, info dict, timings dict)."""
         with self.B.no_grad():
             segments, language, log = long_form.transcribe(self, audio, opts, progress)
-        info = {"windows": log.windows, "temperature_fallbacks": log.fallbacks,
-                "windows_skipped_no_speech": log.skipped_no_speech, "checkpoint_format": self.format}
+        info = {
+            "windows": log.windows,
+            "temperature_fallbacks": log.fallbacks,
+            "windows_skipped_no_speech": log.skipped_no_speech,
+            "checkpoint_format": self.format,
+        }
         if log.language_probability is not None:
             info["language_probability"] = round(log.language_probability, 4)
         if log.first_token_secs is not None:
@@ -38,9 +42,16 @@ def load_model(spec, path, B) -> WhisperModel:
 
 def check_expected(spec, cfg, path):
     """A checkpoint whose architecture contradicts the id (base weights for whisper-large-v3) is an error."""
-    found = {"d_model": cfg.d_model, "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
-             "num_mel_bins": cfg.num_mel_bins, "multilingual": cfg.is_multilingual}
+    found = {
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "num_mel_bins": cfg.num_mel_bins,
+        "multilingual": cfg.is_multilingual,
+    }
     wrong = [f"{k} {found[k]} (expected {v})" for k, v in spec.expect if found[k] != v]
     if wrong:
-        raise CheckpointError(f"{path} is not a {spec.id} checkpoint: {', '.join(wrong)}; pass the matching "
-                              "--model id, or --model whisper for any Whisper-architecture checkpoint")
+        raise CheckpointError(
+            f"{path} is not a {spec.id} checkpoint: {', '.join(wrong)}; pass the matching "
+            "--model id, or --model whisper for any Whisper-architecture checkpoint"
+        )

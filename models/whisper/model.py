@@ -21,9 +21,15 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
     def lin(prefix, n_out, n_in):
         shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (n_out, n_in), (n_out,)
 
-    shapes.update({"encoder.conv1.weight": (d, cfg.num_mel_bins, 3), "encoder.conv1.bias": (d,),
-                   "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
-                   "encoder.positional_embedding": (cfg.max_source_positions, d)})
+    shapes.update(
+        {
+            "encoder.conv1.weight": (d, cfg.num_mel_bins, 3),
+            "encoder.conv1.bias": (d,),
+            "encoder.conv2.weight": (d, d, 3),
+            "encoder.conv2.bias": (d,),
+            "encoder.positional_embedding": (cfg.max_source_positions, d),
+        }
+    )
     for i in range(cfg.encoder_layers):
         p = f"encoder.blocks.{i}"
         ln(f"{p}.attn_ln"), lin(f"{p}.attn.qkv", 3 * d, d), lin(f"{p}.attn.out", d, d)
@@ -105,13 +111,13 @@ def decode(params, cfg, B, tokens, cache: KVCache):
     if start + t > cfg.max_target_positions:
         raise ValueError(f"decoder context overflow: {start + t} > {cfg.max_target_positions}")
     x = B.embedding(tokens, params["decoder.token_embedding.weight"])
-    x = x + params["decoder.positional_embedding"][start:start + t]
+    x = x + params["decoder.positional_embedding"][start : start + t]
     h, d = cfg.decoder_attention_heads, cfg.d_model
     for i in range(cfg.decoder_layers):
         p = f"decoder.blocks.{i}"
         q, k, v = B.split(_lin(params, B, _ln(params, B, x, f"{p}.attn_ln"), f"{p}.attn.qkv"), [d] * 3)
-        keys = B.cache_write(cache.self_k[i], B.split_heads(k, h), start)[:, :, :start + t]
-        values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, :start + t]
+        keys = B.cache_write(cache.self_k[i], B.split_heads(k, h), start)[:, :, : start + t]
+        values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, : start + t]
         a = B.attention(B.split_heads(q, h), keys, values, causal=True)
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
         q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")

@@ -15,7 +15,8 @@ from polyasr.errors import CheckpointError, InvalidOptionError
 # Symbols Whisper is told never to emit (speaker tags, music notes, brackets): the same set
 # the reference computes; used only when the checkpoint does not list its suppress tokens.
 _NON_SPEECH = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + (
-    "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split())
+    "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+)
 _MISC = set("♩♪♫♬♭♮♯")
 
 
@@ -28,9 +29,18 @@ class WhisperTokenizer:
         except Exception as e:  # tokenizers raises bare Exceptions on malformed files
             raise CheckpointError(f"{tokenizer_file}: cannot read tokenizer ({e})") from e
         self.multilingual = multilingual
-        ids = {name: self._id(name) for name in ("<|endoftext|>", "<|startoftranscript|>", "<|translate|>",
-                                                 "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
-                                                 "<|notimestamps|>")}
+        ids = {
+            name: self._id(name)
+            for name in (
+                "<|endoftext|>",
+                "<|startoftranscript|>",
+                "<|translate|>",
+                "<|transcribe|>",
+                "<|startoflm|>",
+                "<|startofprev|>",
+                "<|notimestamps|>",
+            )
+        }
         self.eot, self.sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
         self.translate, self.transcribe = ids["<|translate|>"], ids["<|transcribe|>"]
         self.sot_lm, self.sot_prev = ids["<|startoflm|>"], ids["<|startofprev|>"]
@@ -55,8 +65,9 @@ class WhisperTokenizer:
 
     def language_token(self, language: str) -> int:
         if language not in self.languages:
-            raise InvalidOptionError(f"language {language!r} is not one this model knows; "
-                                     f"known: {', '.join(sorted(self.languages))}")
+            raise InvalidOptionError(
+                f"language {language!r} is not one this model knows; known: {', '.join(sorted(self.languages))}"
+            )
         return self.languages[language]
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:

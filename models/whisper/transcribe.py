@@ -73,8 +73,9 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
             log.skipped_no_speech += 1
             seek += size
         else:
-            new, advance = _split_segments(tok, result, offset, size, size * feats.hop / m.sample_rate,
-                                           frames_per_token)
+            new, advance = _split_segments(
+                tok, result, offset, size, size * feats.hop / m.sample_rate, frames_per_token
+            )
             seek += advance
             segments += new
             all_tokens += [t for s in new for t in s.tokens]
@@ -87,8 +88,10 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
 
 def _english_only(language: str | None, name: str) -> str:
     if language not in (None, "en"):
-        raise InvalidOptionError(f"{name} is an English-only model; language {language!r} cannot be forced "
-                                 "(use a multilingual Whisper for other languages)")
+        raise InvalidOptionError(
+            f"{name} is an English-only model; language {language!r} cannot be forced "
+            "(use a multilingual Whisper for other languages)"
+        )
     return "en"
 
 
@@ -124,8 +127,13 @@ def _split_segments(tok, result, offset, size, duration, frames_per_token):
 
 def _segment(tok, tokens, lps, start, end) -> Segment:
     text_lps = [lp for t, lp in zip(tokens, lps) if t < tok.eot] or list(lps) or [0.0]
-    return Segment(start=round(start, 3), end=round(end, 3), text=tok.decode(tokens),
-                   confidence=float(np.exp(np.mean(text_lps))), tokens=[int(t) for t in tokens])
+    return Segment(
+        start=round(start, 3),
+        end=round(end, 3),
+        text=tok.decode(tokens),
+        confidence=float(np.exp(np.mean(text_lps))),
+        tokens=[int(t) for t in tokens],
+    )
 
 
 def _keep(segments):

@@ -37,8 +37,10 @@ def _hf_layer(side: str) -> dict[str, str]:
 
 def _hf_fuse(side: str) -> dict[str, tuple]:
     src, dst = f"model.{side}.layers.{{}}", f"{side}.blocks.{{}}"
-    fuse = {f"{dst}.attn.qkv.weight": tuple(f"{src}.self_attn.{n}_proj.weight" for n in "qkv"),
-            f"{dst}.attn.qkv.bias": (f"{src}.self_attn.q_proj.bias", None, f"{src}.self_attn.v_proj.bias")}
+    fuse = {
+        f"{dst}.attn.qkv.weight": tuple(f"{src}.self_attn.{n}_proj.weight" for n in "qkv"),
+        f"{dst}.attn.qkv.bias": (f"{src}.self_attn.q_proj.bias", None, f"{src}.self_attn.v_proj.bias"),
+    }
     if side == "decoder":
         fuse[f"{dst}.cross_attn.kv.weight"] = tuple(f"{src}.encoder_attn.{n}_proj.weight" for n in "kv")
         fuse[f"{dst}.cross_attn.kv.bias"] = (None, f"{src}.encoder_attn.v_proj.bias")
@@ -65,12 +67,23 @@ HF_MAP = WeightMap(
 
 def _ct2_layer(side: str) -> dict[str, str | None]:
     src, dst = f"{side}/layer_{{}}", f"{side}.blocks.{{}}"
-    parts = {"self_attention/layer_norm": "attn_ln", "self_attention/linear_0": "attn.qkv",
-             "self_attention/linear_1": "attn.out", "ffn/layer_norm": "mlp_ln", "ffn/linear_0": "mlp1",
-             "ffn/linear_1": "mlp2"}
+    parts = {
+        "self_attention/layer_norm": "attn_ln",
+        "self_attention/linear_0": "attn.qkv",
+        "self_attention/linear_1": "attn.out",
+        "ffn/layer_norm": "mlp_ln",
+        "ffn/linear_0": "mlp1",
+        "ffn/linear_1": "mlp2",
+    }
     if side == "decoder":
-        parts.update({"attention/layer_norm": "cross_attn_ln", "attention/linear_0": "cross_attn.q",
-                      "attention/linear_1": "cross_attn.kv", "attention/linear_2": "cross_attn.out"})
+        parts.update(
+            {
+                "attention/layer_norm": "cross_attn_ln",
+                "attention/linear_0": "cross_attn.q",
+                "attention/linear_1": "cross_attn.kv",
+                "attention/linear_2": "cross_attn.out",
+            }
+        )
     table = {}
     for s, d in parts.items():
         names = ("gamma", "beta") if s.endswith("layer_norm") else ("weight", "bias")
@@ -91,9 +104,21 @@ CT2_MAP = WeightMap(
         "decoder/layer_norm/beta": "decoder.ln.bias",
         # Scalars the spec stores as variables: read into the config, not parameters.
         **{f"{s}/num_heads": None for s in ("encoder", "decoder")},
-        **{f"decoder/{n}": None for n in ("activation", "alibi", "alibi_use_positive_positions", "scale_alibi",
-                                          "alignment_heads", "alignment_layer", "pre_norm", "scale_embeddings",
-                                          "start_from_zero_embedding", "layernorm_embedding")},
+        **{
+            f"decoder/{n}": None
+            for n in (
+                "activation",
+                "alibi",
+                "alibi_use_positive_positions",
+                "scale_alibi",
+                "alignment_heads",
+                "alignment_layer",
+                "pre_norm",
+                "scale_embeddings",
+                "start_from_zero_embedding",
+                "layernorm_embedding",
+            )
+        },
         "decoder/projection/weight": None,  # tied to the token embedding (an alias of it)
         **_ct2_layer("encoder"),
         **_ct2_layer("decoder"),
@@ -117,8 +142,10 @@ def detect_format(directory: Path) -> str:
         return "hf-safetensors"
     if (directory / "pytorch_model.bin").is_file():
         return "hf-pytorch-bin"
-    raise CheckpointError(f"{directory}: no Whisper checkpoint here (expected model.safetensors, "
-                          "pytorch_model.bin or a CTranslate2 model.bin beside config.json and tokenizer.json)")
+    raise CheckpointError(
+        f"{directory}: no Whisper checkpoint here (expected model.safetensors, "
+        "pytorch_model.bin or a CTranslate2 model.bin beside config.json and tokenizer.json)"
+    )
 
 
 def load_checkpoint(path: str | Path) -> WhisperCheckpoint:
@@ -139,8 +166,9 @@ def load_checkpoint(path: str | Path) -> WhisperCheckpoint:
         cfg, tensors, dtypes, table = _read_ct2(directory / "model.bin", config)
     else:
         if config.get("model_type") not in (None, "whisper"):
-            raise CheckpointError(f"{config_file}: model_type is {config.get('model_type')!r}, "
-                                  "not a Whisper checkpoint")
+            raise CheckpointError(
+                f"{config_file}: model_type is {config.get('model_type')!r}, not a Whisper checkpoint"
+            )
         cfg = WhisperConfig.from_dict(_with_generation_config(directory, config))
         if fmt == "hf-safetensors":
             tensors, dtypes = read_safetensors_dir(directory)

@@ -28,8 +28,16 @@ def _sweep():
     cases = []
     for i, (tq, tk, causal) in enumerate(itertools.product(LENGTHS, LENGTHS, (False, True))):
         d, heads = (64, 80)[i % 2], ((2, 2), (4, 2))[(i // 2) % 2]
-        cases.append(pytest.param(tq, tk, causal, d, heads,
-                                  id=f"tq{tq}-tk{tk}-{'causal' if causal else 'full'}-d{d}-h{heads[0]}:{heads[1]}"))
+        cases.append(
+            pytest.param(
+                tq,
+                tk,
+                causal,
+                d,
+                heads,
+                id=f"tq{tq}-tk{tk}-{'causal' if causal else 'full'}-d{d}-h{heads[0]}:{heads[1]}",
+            )
+        )
     return cases
 
 
@@ -59,6 +67,7 @@ def _sdpa(q, k, v, *, kv_lengths=None, causal=False, scale=None):
 
 # ---- the reference is torch's sdpa ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tq,tk,causal,d,heads", SWEEP)
 def test_ref_matches_sdpa(tq, tk, causal, d, heads):
     q, k, v = _qkv(2, *heads, tq, tk, d, torch.float64, "cpu")
@@ -71,19 +80,22 @@ def test_ref_matches_sdpa(tq, tk, causal, d, heads):
 
 def test_ref_causal_square_is_sdpa_is_causal():
     q, k, v = _qkv(1, 2, 2, 9, 9, 16, torch.float64, "cpu")
-    assert_close(attention_ref(q, k, v, causal=True), F.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 atol=1e-12)
+    assert_close(
+        attention_ref(q, k, v, causal=True), F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-12
+    )
 
 
 # ---- kernel against the reference -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("tq,tk,causal,d,heads", SWEEP)
 def test_kernel_fp32(tq, tk, causal, d, heads):
     _check(*_qkv(2, *heads, tq, tk, d), causal=causal, what=f"fp32 tq={tq} tk={tk} causal={causal}")
 
 
-@pytest.mark.parametrize("tq,tk,causal", [(1, 69, False), (1, 69, True), (33, 69, True), (69, 69, False),
-                                          (7, 33, False), (69, 7, True)])
+@pytest.mark.parametrize(
+    "tq,tk,causal", [(1, 69, False), (1, 69, True), (33, 69, True), (69, 69, False), (7, 33, False), (69, 7, True)]
+)
 @pytest.mark.parametrize("lengths", ["tail", "one"])
 def test_kernel_kv_lengths(tq, tk, causal, lengths):
     """Key padding per item: a length with a tail inside a block, and a length of 1."""
@@ -103,8 +115,15 @@ def test_kernel_key_mask(tq, tk, causal):
     assert not key_mask.is_contiguous()
     q, k, v = _qkv(2, 4, 2, tq, tk, 64)
     _check(q, k, v, key_mask=key_mask, causal=causal, what="key mask")
-    _check(q, k, v, key_mask=key_mask, kv_lengths=torch.tensor([tk // 2, tk], device=DEVICE), causal=causal,
-           what="key mask and lengths")
+    _check(
+        q,
+        k,
+        v,
+        key_mask=key_mask,
+        kv_lengths=torch.tensor([tk // 2, tk], device=DEVICE),
+        causal=causal,
+        what="key mask and lengths",
+    )
 
 
 def test_ref_key_mask_matches_sdpa():
@@ -115,13 +134,16 @@ def test_ref_key_mask_matches_sdpa():
     assert_close(attention_ref(q, k, v, key_mask=key_mask), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("tq,tk,causal,d,heads,lengths", [
-    (69, 69, False, 64, (2, 2), None),
-    (33, 69, True, 80, (4, 2), None),
-    (1, 69, True, 64, (4, 2), (69, 5)),
-    (69, 33, False, 80, (2, 2), (1, 33)),
-    (7, 7, True, 64, (4, 2), (7, 1)),
-])
+@pytest.mark.parametrize(
+    "tq,tk,causal,d,heads,lengths",
+    [
+        (69, 69, False, 64, (2, 2), None),
+        (33, 69, True, 80, (4, 2), None),
+        (1, 69, True, 64, (4, 2), (69, 5)),
+        (69, 33, False, 80, (2, 2), (1, 33)),
+        (7, 7, True, 64, (4, 2), (7, 1)),
+    ],
+)
 def test_kernel_fp16(tq, tk, causal, d, heads, lengths):
     lens = None if lengths is None else torch.tensor(lengths, device=DEVICE)
     _check(*_qkv(2, *heads, tq, tk, d, torch.float16), kv_lengths=lens, causal=causal, what="fp16")
@@ -176,13 +198,16 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
         attention(*_qkv(1, 1, 1, 2, 2, 16))
 
 
-@pytest.mark.parametrize("args,match", [
-    (((2, 4, 3, 64), (2, 3, 5, 64), (2, 3, 5, 64)), "kv heads must divide"),
-    (((2, 4, 3, 64), (2, 4, 5, 32), (2, 4, 5, 32)), "batch or head dim"),
-    (((2, 4, 3, 64), (2, 4, 5, 64), (2, 4, 6, 64)), "same shape"),
-    (((4, 3, 64), (2, 4, 5, 64), (2, 4, 5, 64)), r"\(B, H, T, D\)"),
-    (((1, 1, 3, 512), (1, 1, 5, 512), (1, 1, 5, 512)), "head dim 512"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (((2, 4, 3, 64), (2, 3, 5, 64), (2, 3, 5, 64)), "kv heads must divide"),
+        (((2, 4, 3, 64), (2, 4, 5, 32), (2, 4, 5, 32)), "batch or head dim"),
+        (((2, 4, 3, 64), (2, 4, 5, 64), (2, 4, 6, 64)), "same shape"),
+        (((4, 3, 64), (2, 4, 5, 64), (2, 4, 5, 64)), r"\(B, H, T, D\)"),
+        (((1, 1, 3, 512), (1, 1, 5, 512), (1, 1, 5, 512)), "head dim 512"),
+    ],
+)
 def test_bad_shapes(args, match):
     q, k, v = (torch.zeros(s, device=DEVICE) for s in args)
     with pytest.raises(ValueError, match=match):

@@ -29,7 +29,7 @@ def _inputs(batch, t, c, k, dtype=torch.float32, ln=False, ragged=True):
 def _check(x, w, b, keep, ln, what):
     out = dwconv_glu_silu(x, w, b, keep, ln)
     assert out.dtype == x.dtype and out.shape == (x.shape[0], x.shape[1], x.shape[2] // 2)
-    f32 = (lambda z: None if z is None else z.float())
+    f32 = lambda z: None if z is None else z.float()
     ref = dwconv_glu_silu_ref(x.float(), w.float(), f32(b), keep, None if ln is None else tuple(map(f32, ln)))
     tol = TOL[x.dtype]
     assert_close(out, ref, atol=tol, rtol=0.0 if x.dtype == torch.float32 else tol, what=what)
@@ -38,8 +38,16 @@ def _check(x, w, b, keep, ln, what):
 
 # (B, T, C, K, layer_norm): lengths 1 .. 70 (tails of the 16-frame blocks), K 5 / 9 / 31 wider than
 # T (every tap reaches past both ends), C below / above / between the 64-channel blocks.
-SWEEP = [(2, 1, 8, 9, False), (3, 7, 24, 9, False), (2, 33, 80, 9, False), (2, 70, 16, 9, True),
-         (1, 20, 16, 31, False), (3, 17, 48, 5, True), (2, 5, 8, 31, True), (1, 64, 130, 9, False)]
+SWEEP = [
+    (2, 1, 8, 9, False),
+    (3, 7, 24, 9, False),
+    (2, 33, 80, 9, False),
+    (2, 70, 16, 9, True),
+    (1, 20, 16, 31, False),
+    (3, 17, 48, 5, True),
+    (2, 5, 8, 31, True),
+    (1, 64, 130, 9, False),
+]
 
 
 @pytest.mark.parametrize("batch,t,c,k,ln", SWEEP, ids=lambda v: str(v))
@@ -60,8 +68,8 @@ def test_kernel_bf16():
 def test_no_mask_no_bias_and_strided_input():
     x, w, _, _, _ = _inputs(2, 19, 24, 9, ragged=False)
     wide = torch.randn(2, 19, 2 * 24 + 5, device=DEVICE)
-    wide[..., 3:3 + 48] = x
-    _check(wide[..., 3:3 + 48], w, None, None, None, what="strided x, no bias, no mask")
+    wide[..., 3 : 3 + 48] = x
+    _check(wide[..., 3 : 3 + 48], w, None, None, None, what="strided x, no bias, no mask")
 
 
 def test_padded_frames_never_leak():
@@ -90,12 +98,15 @@ def test_ref_is_the_backend_torch_path_bit_for_bit(ln):
     assert torch.equal(B.glu_dwconv_silu(x.cpu(), w.cpu(), b.cpu(), keep.cpu(), norm_cpu), expected)
 
 
-@pytest.mark.parametrize("args,match", [
-    (dict(x=(2, 5, 7)), r"\(B, T, 2C\)"),
-    (dict(w=(4, 4)), "K odd"),
-    (dict(b=(3,)), r"b must be \(4,\)"),
-    (dict(keep=(2, 6)), "keep must be a bool"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (dict(x=(2, 5, 7)), r"\(B, T, 2C\)"),
+        (dict(w=(4, 4)), "K odd"),
+        (dict(b=(3,)), r"b must be \(4,\)"),
+        (dict(keep=(2, 6)), "keep must be a bool"),
+    ],
+)
 def test_bad_shapes(args, match):
     shapes = dict(x=(2, 5, 8), w=(4, 3), b=(4,), keep=(2, 5)) | args
     x, w, b = (torch.zeros(shapes[n], device=DEVICE) for n in ("x", "w", "b"))

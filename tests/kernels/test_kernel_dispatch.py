@@ -91,6 +91,7 @@ print("ok")
 
 # ---- routing ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def calls(monkeypatch):
     """Counts launches of the Triton attention kernels (the real ones still run)."""
@@ -111,8 +112,12 @@ def test_attention_routes_key_padding_masks_to_the_kernel(calls, causal):
     q, k, v = _qkv()
     keep = torch.arange(9)[None] < torch.tensor([[9], [4]])
     for mask in (None, keep[:, None, None, :]):
-        assert_close(tri.attention(q, k, v, mask=mask, causal=causal), ref.attention(q, k, v, mask=mask, causal=causal),
-                     atol=1e-5, what=f"mask={mask is not None} causal={causal}")
+        assert_close(
+            tri.attention(q, k, v, mask=mask, causal=causal),
+            ref.attention(q, k, v, mask=mask, causal=causal),
+            atol=1e-5,
+            what=f"mask={mask is not None} causal={causal}",
+        )
     decode = _qkv(tq=1, tk=12)  # one decode step against a 12-entry cache
     assert_close(tri.attention(*decode, causal=True), ref.attention(*decode, causal=True), atol=1e-5)
     assert calls == ["attention"] * 3
@@ -136,8 +141,11 @@ def test_rel_pos_attention_routes_to_the_kernel(calls):
     pos, u, vb = torch.randn(2, 25, 16), torch.randn(2, 1, 16), torch.randn(2, 1, 16)
     keep = (torch.arange(13)[None] < torch.tensor([[13], [6]]))[:, None, None, :]
     for mask in (None, keep):
-        assert_close(tri.rel_pos_attention(q, k, v, pos, u, vb, mask=mask),
-                     ref.rel_pos_attention(q, k, v, pos, u, vb, mask=mask), atol=1e-5)
+        assert_close(
+            tri.rel_pos_attention(q, k, v, pos, u, vb, mask=mask),
+            ref.rel_pos_attention(q, k, v, pos, u, vb, mask=mask),
+            atol=1e-5,
+        )
     assert calls == ["rel_pos_attention"] * 2
 
 

@@ -28,7 +28,7 @@ from polyasr.cli import main  # noqa: E402
 
 def _clips(fixtures_dir, name):
     audio = load_audio(fixtures_dir / name)
-    return [audio[: 16000 * 2], audio[8000: 8000 + 16000 * 5 // 4]]  # 2 s and 1.25 s: a padded batch
+    return [audio[: 16000 * 2], audio[8000 : 8000 + 16000 * 5 // 4]]  # 2 s and 1.25 s: a padded batch
 
 
 def _engines(model_id, path):
@@ -72,8 +72,18 @@ def test_gigaam_cli_kernels_option(gigaam_ckpt, fixtures_dir, tmp_path, capsys):
     import soundfile
 
     soundfile.write(clip, _clips(fixtures_dir, "ru_short.wav")[1], 16000)
-    args = ["transcribe", str(clip), "--model", "gigaam-v3-ctc", "--model-path", str(gigaam_ckpt), "--device", "cpu",
-            "--format", "json"]
+    args = [
+        "transcribe",
+        str(clip),
+        "--model",
+        "gigaam-v3-ctc",
+        "--model-path",
+        str(gigaam_ckpt),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ]
     assert main(args + ["--kernels", "torch"]) == 0
     torch_out = json.loads(capsys.readouterr().out)
     assert main(args + ["--kernels", "triton"]) == 0
@@ -92,8 +102,11 @@ def test_parakeet_same_tokens(parakeet_nemo, fixtures_dir):
     a, b = ref.model.decode(pa, la), tri.model.decode(pb, lb)
     assert any(len(h.tokens) for h in a)
     for x, y in zip(a, b, strict=True):
-        assert (x.tokens.tolist(), x.frames.tolist(), x.durations.tolist()) == \
-            (y.tokens.tolist(), y.frames.tolist(), y.durations.tolist())
+        assert (x.tokens.tolist(), x.frames.tolist(), x.durations.tolist()) == (
+            y.tokens.tolist(),
+            y.frames.tolist(),
+            y.durations.tolist(),
+        )
 
 
 @pytest.mark.slow  # ~30 s in the interpreter

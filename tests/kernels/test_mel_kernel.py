@@ -23,10 +23,28 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = 1e-4
 
 WHISPER80, WHISPER128 = MelConfig.whisper(80), MelConfig.whisper(128)
-NEMO = MelConfig(n_fft=512, n_mels=128, periodic_window=False, pad_mode="constant", preemphasis=0.97, log="ln",
-                 log_guard=2.0**-24, log_guard_type="add", normalize="per_feature")
-GIGAAM_V3 = MelConfig(n_fft=320, win_length=320, n_mels=64, center=False, mel_scale="htk", mel_norm=None, log="ln",
-                      log_guard=1e-9, log_clamp_max=1e9)
+NEMO = MelConfig(
+    n_fft=512,
+    n_mels=128,
+    periodic_window=False,
+    pad_mode="constant",
+    preemphasis=0.97,
+    log="ln",
+    log_guard=2.0**-24,
+    log_guard_type="add",
+    normalize="per_feature",
+)
+GIGAAM_V3 = MelConfig(
+    n_fft=320,
+    win_length=320,
+    n_mels=64,
+    center=False,
+    mel_scale="htk",
+    mel_norm=None,
+    log="ln",
+    log_guard=1e-9,
+    log_clamp_max=1e9,
+)
 # Small variants for the sweep: n_fft 64, window 48 (zero-padded, centred), hop 16, 8 or 20 mels.
 _SMALL = dict(n_fft=64, win_length=48, hop_length=16, sample_rate=8000)
 SMALL_WHISPER = MelConfig(n_mels=20, drop_last_frame=True, **_SMALL)
@@ -67,8 +85,9 @@ def test_sweep(cfg, n, lengths):
     _check(_audio(len(lengths), n), cfg, torch.tensor(lengths), what=f"{cfg} N{n} lengths {lengths}")
 
 
-@pytest.mark.parametrize("cfg", [WHISPER80, WHISPER128, NEMO, GIGAAM_V3], ids=["whisper80", "whisper128", "nemo",
-                                                                              "gigaam-v3"])
+@pytest.mark.parametrize(
+    "cfg", [WHISPER80, WHISPER128, NEMO, GIGAAM_V3], ids=["whisper80", "whisper128", "nemo", "gigaam-v3"]
+)
 def test_real_configs_short_signal(cfg):
     """0.3 s at 16 kHz, two items, the second ragged at an odd length."""
     _check(_audio(2, 4800), cfg, torch.tensor([4800, 3517]), what=str(cfg))
@@ -92,7 +111,7 @@ def test_items_equal_themselves_alone_and_1d_input():
             alone, alone_len = log_mel(audio[i, :n], cfg)
             assert alone_len.tolist() == [frame_lengths[i].item()]
             assert_close(feats[i, :, : alone.shape[-1]], alone[0], atol=ATOL, what=f"item {i} alone")
-            assert (feats[i, :, alone.shape[-1]:] == 0).all()
+            assert (feats[i, :, alone.shape[-1] :] == 0).all()
 
 
 def test_no_lengths_and_no_frames():

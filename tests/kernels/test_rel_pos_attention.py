@@ -35,7 +35,7 @@ def _formula(q, k, v, pos, bias_u, bias_v, keep):
         for j in range(t):
             content = ((q[:, :, i] + bias_u[:, 0]) * k[:, :, j]).sum(-1)
             position = ((q[:, :, i] + bias_v[:, 0]) * pos[None, :, t - 1 - i + j]).sum(-1)
-            scores[:, :, i, j] = (content + position) / d ** 0.5
+            scores[:, :, i, j] = (content + position) / d**0.5
     if keep is not None:
         scores = scores.masked_fill(~keep[:, None, None, :], -torch.inf)
     return scores.softmax(-1) @ v
@@ -59,7 +59,7 @@ def test_ref_is_the_formula(t):
 
 def test_ref_shift_is_nemo_rel_shift():
     q, k, v, pos, u, vb = _inputs(2, 3, 11, 8, torch.float64, "cpu")
-    bd = _rel_shift((q + vb) @ pos.transpose(-1, -2)) / 8 ** 0.5
+    bd = _rel_shift((q + vb) @ pos.transpose(-1, -2)) / 8**0.5
     expected = F.scaled_dot_product_attention(q + u, k, v, attn_mask=bd)
     assert_close(rel_pos_attention_ref(q, k, v, pos, u, vb), expected, atol=1e-12)
 
@@ -117,14 +117,19 @@ def test_large_scores_rescale():
     assert_close(out, rel_pos_attention_ref(3 * q, k, v, pos, u, vb), atol=1e-4, what="growing scores")
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(pos=(2, 9, 16)), r"pos must be \(2, 11, 16\)"),
-    (dict(k=(2, 2, 5, 16)), "share one"),
-    (dict(bias_u=(3, 1, 16)), "bias_u must be"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(pos=(2, 9, 16)), r"pos must be \(2, 11, 16\)"),
+        (dict(k=(2, 2, 5, 16)), "share one"),
+        (dict(bias_u=(3, 1, 16)), "bias_u must be"),
+    ],
+)
 def test_bad_shapes(change, match):
-    shapes = dict(q=(2, 2, 6, 16), k=(2, 2, 6, 16), v=(2, 2, 6, 16), pos=(2, 11, 16), bias_u=(2, 1, 16),
-                  bias_v=(2, 1, 16)) | change
+    shapes = (
+        dict(q=(2, 2, 6, 16), k=(2, 2, 6, 16), v=(2, 2, 6, 16), pos=(2, 11, 16), bias_u=(2, 1, 16), bias_v=(2, 1, 16))
+        | change
+    )
     args = [torch.zeros(shapes[n], device=DEVICE) for n in ("q", "k", "v", "pos", "bias_u", "bias_v")]
     with pytest.raises(ValueError, match=match):
         rel_pos_attention(*args)

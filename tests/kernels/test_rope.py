@@ -34,8 +34,9 @@ def _check(x, cos, sin, w, what):
     assert_close(out, ref, atol=tol, rtol=0.0 if x.dtype == torch.float32 else tol, what=what)
 
 
-@pytest.mark.parametrize("batch, heads, t, d", [(1, 1, 1, 64), (2, 3, 7, 80), (2, 2, 33, 128), (1, 4, 70, 8),
-                                                (3, 1, 16, 6)])
+@pytest.mark.parametrize(
+    "batch, heads, t, d", [(1, 1, 1, 64), (2, 3, 7, 80), (2, 2, 33, 128), (1, 4, 70, 8), (3, 1, 16, 6)]
+)
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_heads_split_layout(batch, heads, t, d, norm, dtype):

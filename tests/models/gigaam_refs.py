@@ -39,10 +39,19 @@ def v2_config(n_layers=2, d_model=64, n_heads=4, conv_kernel_size=31, num_classe
         "model_name": "v2_ctc",
         "sample_rate": 16000,
         "preprocessor": {"_target_": "gigaam.preprocess.FeatureExtractor", "sample_rate": 16000, "features": 64},
-        "encoder": {"_target_": "gigaam.encoder.ConformerEncoder", "feat_in": 64, "n_layers": n_layers,
-                    "d_model": d_model, "subsampling_factor": 4, "ff_expansion_factor": 4,
-                    "self_attention_model": "rotary", "pos_emb_max_len": 5000, "n_heads": n_heads,
-                    "conv_kernel_size": conv_kernel_size, "flash_attn": False},
+        "encoder": {
+            "_target_": "gigaam.encoder.ConformerEncoder",
+            "feat_in": 64,
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "subsampling_factor": 4,
+            "ff_expansion_factor": 4,
+            "self_attention_model": "rotary",
+            "pos_emb_max_len": 5000,
+            "n_heads": n_heads,
+            "conv_kernel_size": conv_kernel_size,
+            "flash_attn": False,
+        },
         "head": {"_target_": "gigaam.decoder.CTCHead", "feat_in": d_model, "num_classes": num_classes},
         "decoding": {"_target_": "gigaam.decoding.CTCGreedyDecoding", "vocabulary": list(RU_CHARS)},
     }
@@ -62,9 +71,16 @@ class V3FeatureExtractor(nn.Module):
         super().__init__()
         self.hop_length, self.win_length = hop_length, win_length
         self.featurizer = nn.Sequential(
-            torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_mels=features, win_length=win_length,
-                                                 hop_length=hop_length, n_fft=n_fft, center=False),
-            SpecScaler())
+            torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate,
+                n_mels=features,
+                win_length=win_length,
+                hop_length=hop_length,
+                n_fft=n_fft,
+                center=False,
+            ),
+            SpecScaler(),
+        )
 
     def forward(self, x, length):
         return self.featurizer(x), (length - self.win_length).div(self.hop_length, rounding_mode="floor").add(1)
@@ -104,8 +120,9 @@ class V3Convolution(nn.Module):
     def __init__(self, d_model, kernel_size):
         super().__init__()
         self.pointwise_conv1 = nn.Conv1d(d_model, 2 * d_model, 1)
-        self.depthwise_conv = nn.Conv1d(d_model, d_model, kernel_size, padding=(kernel_size - 1) // 2,
-                                        groups=d_model, bias=True)
+        self.depthwise_conv = nn.Conv1d(
+            d_model, d_model, kernel_size, padding=(kernel_size - 1) // 2, groups=d_model, bias=True
+        )
         self.batch_norm = nn.LayerNorm(d_model)
         self.activation = nn.SiLU()
         self.pointwise_conv2 = nn.Conv1d(d_model, d_model, 1)
@@ -132,10 +149,12 @@ def build_reference(cfg: dict, seed: int = 0) -> GigaAMASR:
     model = GigaAMASR(OmegaConf.create(base))
     if v3:
         pre = cfg["preprocessor"]
-        model.preprocessor = V3FeatureExtractor(pre["sample_rate"], pre["features"], pre["n_fft"],
-                                                pre["win_length"], pre["hop_length"])
-        model.encoder.pre_encode = V3Subsampling(enc["feat_in"], enc["d_model"], enc["subs_kernel_size"],
-                                                 enc["subsampling_factor"])
+        model.preprocessor = V3FeatureExtractor(
+            pre["sample_rate"], pre["features"], pre["n_fft"], pre["win_length"], pre["hop_length"]
+        )
+        model.encoder.pre_encode = V3Subsampling(
+            enc["feat_in"], enc["d_model"], enc["subs_kernel_size"], enc["subsampling_factor"]
+        )
         for layer in model.encoder.layers:
             layer.conv = V3Convolution(enc["d_model"], enc["conv_kernel_size"])
     _randomize_norms(model)

@@ -38,9 +38,11 @@ HF_TO_NEMO = [
     (r"^joint\.head\.", "joint.joint_net.2."),
 ]
 
-TEXT = ("the quick brown fox jumps over the lazy dog while seven wizards quietly hex jumbo pies "
-        "una rapida volpe salta sopra il cane pigro der schnelle braune fuchs springt "
-        "le vif renard brun saute par dessus le chien paresseux")
+TEXT = (
+    "the quick brown fox jumps over the lazy dog while seven wizards quietly hex jumbo pies "
+    "una rapida volpe salta sopra il cane pigro der schnelle braune fuchs springt "
+    "le vif renard brun saute par dessus le chien paresseux"
+)
 
 
 def train_sentencepiece(vocab_size: int) -> bytes:
@@ -49,23 +51,50 @@ def train_sentencepiece(vocab_size: int) -> bytes:
 
     out = io.BytesIO()
     lines = [TEXT] * 4 + TEXT.split()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=out, vocab_size=vocab_size,
-                                   model_type="bpe", character_coverage=1.0, minloglevel=2,
-                                   hard_vocab_limit=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=out,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+        hard_vocab_limit=True,
+    )
     return out.getvalue()
 
 
 def tiny_config(vocab: int, **encoder):
     from transformers import ParakeetTDTConfig
 
-    enc = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-               conv_kernel_size=9, subsampling_factor=8, subsampling_conv_channels=8, num_mel_bins=32,
-               scale_input=True, attention_bias=True, convolution_bias=True, dropout=0.0, layerdrop=0.0,
-               attention_dropout=0.0, activation_dropout=0.0)
+    enc = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        conv_kernel_size=9,
+        subsampling_factor=8,
+        subsampling_conv_channels=8,
+        num_mel_bins=32,
+        scale_input=True,
+        attention_bias=True,
+        convolution_bias=True,
+        dropout=0.0,
+        layerdrop=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+    )
     enc.update(encoder)
-    return ParakeetTDTConfig(vocab_size=vocab + 1, decoder_hidden_size=24, num_decoder_layers=2,
-                             durations=[0, 1, 2, 3, 4], hidden_act="relu", max_symbols_per_step=10,
-                             encoder_config=enc, pad_token_id=1, blank_token_id=vocab)
+    return ParakeetTDTConfig(
+        vocab_size=vocab + 1,
+        decoder_hidden_size=24,
+        num_decoder_layers=2,
+        durations=[0, 1, 2, 3, 4],
+        hidden_act="relu",
+        max_symbols_per_step=10,
+        encoder_config=enc,
+        pad_token_id=1,
+        blank_token_id=vocab,
+    )
 
 
 def random_model(config, seed: int = 0, blank_bias: float = 1.0):
@@ -101,8 +130,14 @@ def random_model(config, seed: int = 0, blank_bias: float = 1.0):
 def feature_extractor(config):
     from transformers import ParakeetFeatureExtractor
 
-    return ParakeetFeatureExtractor(feature_size=config.encoder_config.num_mel_bins, sampling_rate=16000,
-                                    hop_length=160, n_fft=512, win_length=400, preemphasis=0.97)
+    return ParakeetFeatureExtractor(
+        feature_size=config.encoder_config.num_mel_bins,
+        sampling_rate=16000,
+        hop_length=160,
+        n_fft=512,
+        win_length=400,
+        preemphasis=0.97,
+    )
 
 
 def hf_tokenizer_json(sp_model: bytes, directory: Path) -> Path:
@@ -149,44 +184,101 @@ def nemo_config(model, fe, pieces: list[str], tokenizer_hash: str = "5a8f0e_") -
     return {
         "sample_rate": 16000,
         "labels": pieces,
-        "model_defaults": {"enc_hidden": e.hidden_size, "pred_hidden": c.decoder_hidden_size,
-                           "joint_hidden": c.decoder_hidden_size, "tdt_durations": list(c.durations),
-                           "num_tdt_durations": len(c.durations)},
-        "tokenizer": {"dir": None, "type": "bpe", "model_path": f"nemo:{tokenizer_hash}tokenizer.model",
-                      "vocab_path": f"nemo:{tokenizer_hash}vocab.txt",
-                      "spe_tokenizer_vocab": f"nemo:{tokenizer_hash}tokenizer.vocab"},
-        "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-                         "sample_rate": 16000, "normalize": "per_feature", "window_size": fe.win_length / 16000,
-                         "window_stride": fe.hop_length / 16000, "window": "hann", "features": fe.feature_size,
-                         "n_fft": fe.n_fft, "log": True, "frame_splicing": 1, "dither": 1.0e-05, "pad_to": 0,
-                         "pad_value": 0.0},
-        "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": e.num_mel_bins,
-                    "feat_out": -1, "n_layers": e.num_hidden_layers, "d_model": e.hidden_size,
-                    "use_bias": e.attention_bias, "subsampling": "dw_striding",
-                    "subsampling_factor": e.subsampling_factor,
-                    "subsampling_conv_channels": e.subsampling_conv_channels, "causal_downsampling": False,
-                    "ff_expansion_factor": e.intermediate_size // e.hidden_size,
-                    "self_attention_model": "rel_pos", "n_heads": e.num_attention_heads,
-                    "att_context_size": [-1, -1], "att_context_style": "regular", "xscaling": e.scale_input,
-                    "untie_biases": True, "pos_emb_max_len": 5000, "conv_kernel_size": e.conv_kernel_size,
-                    "conv_norm_type": "batch_norm", "conv_context_size": None, "dropout": 0.1,
-                    "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
-                    "stochastic_depth_drop_prob": 0.0, "stochastic_depth_mode": "linear",
-                    "stochastic_depth_start_layer": 1},
-        "decoder": {"_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
-                    "random_state_sampling": False, "blank_as_pad": True,
-                    "prednet": {"pred_hidden": "${model_defaults.pred_hidden}",
-                                "pred_rnn_layers": c.num_decoder_layers, "t_max": None, "dropout": 0.2},
-                    "vocab_size": len(pieces)},
-        "joint": {"_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
-                  "preserve_memory": False, "fuse_loss_wer": True, "fused_batch_size": 4,
-                  "jointnet": {"joint_hidden": "${model_defaults.joint_hidden}", "activation": "relu",
-                               "dropout": 0.2, "encoder_hidden": e.hidden_size,
-                               "pred_hidden": c.decoder_hidden_size},
-                  "num_classes": len(pieces), "vocabulary": pieces,
-                  "num_extra_outputs": "${model_defaults.num_tdt_durations}"},
-        "decoding": {"strategy": "greedy_batch", "model_type": "tdt",
-                     "durations": "${model_defaults.tdt_durations}", "greedy": {"max_symbols": 10}},
+        "model_defaults": {
+            "enc_hidden": e.hidden_size,
+            "pred_hidden": c.decoder_hidden_size,
+            "joint_hidden": c.decoder_hidden_size,
+            "tdt_durations": list(c.durations),
+            "num_tdt_durations": len(c.durations),
+        },
+        "tokenizer": {
+            "dir": None,
+            "type": "bpe",
+            "model_path": f"nemo:{tokenizer_hash}tokenizer.model",
+            "vocab_path": f"nemo:{tokenizer_hash}vocab.txt",
+            "spe_tokenizer_vocab": f"nemo:{tokenizer_hash}tokenizer.vocab",
+        },
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+            "sample_rate": 16000,
+            "normalize": "per_feature",
+            "window_size": fe.win_length / 16000,
+            "window_stride": fe.hop_length / 16000,
+            "window": "hann",
+            "features": fe.feature_size,
+            "n_fft": fe.n_fft,
+            "log": True,
+            "frame_splicing": 1,
+            "dither": 1.0e-05,
+            "pad_to": 0,
+            "pad_value": 0.0,
+        },
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+            "feat_in": e.num_mel_bins,
+            "feat_out": -1,
+            "n_layers": e.num_hidden_layers,
+            "d_model": e.hidden_size,
+            "use_bias": e.attention_bias,
+            "subsampling": "dw_striding",
+            "subsampling_factor": e.subsampling_factor,
+            "subsampling_conv_channels": e.subsampling_conv_channels,
+            "causal_downsampling": False,
+            "ff_expansion_factor": e.intermediate_size // e.hidden_size,
+            "self_attention_model": "rel_pos",
+            "n_heads": e.num_attention_heads,
+            "att_context_size": [-1, -1],
+            "att_context_style": "regular",
+            "xscaling": e.scale_input,
+            "untie_biases": True,
+            "pos_emb_max_len": 5000,
+            "conv_kernel_size": e.conv_kernel_size,
+            "conv_norm_type": "batch_norm",
+            "conv_context_size": None,
+            "dropout": 0.1,
+            "dropout_pre_encoder": 0.1,
+            "dropout_emb": 0.0,
+            "dropout_att": 0.1,
+            "stochastic_depth_drop_prob": 0.0,
+            "stochastic_depth_mode": "linear",
+            "stochastic_depth_start_layer": 1,
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.RNNTDecoder",
+            "normalization_mode": None,
+            "random_state_sampling": False,
+            "blank_as_pad": True,
+            "prednet": {
+                "pred_hidden": "${model_defaults.pred_hidden}",
+                "pred_rnn_layers": c.num_decoder_layers,
+                "t_max": None,
+                "dropout": 0.2,
+            },
+            "vocab_size": len(pieces),
+        },
+        "joint": {
+            "_target_": "nemo.collections.asr.modules.RNNTJoint",
+            "log_softmax": None,
+            "preserve_memory": False,
+            "fuse_loss_wer": True,
+            "fused_batch_size": 4,
+            "jointnet": {
+                "joint_hidden": "${model_defaults.joint_hidden}",
+                "activation": "relu",
+                "dropout": 0.2,
+                "encoder_hidden": e.hidden_size,
+                "pred_hidden": c.decoder_hidden_size,
+            },
+            "num_classes": len(pieces),
+            "vocabulary": pieces,
+            "num_extra_outputs": "${model_defaults.num_tdt_durations}",
+        },
+        "decoding": {
+            "strategy": "greedy_batch",
+            "model_type": "tdt",
+            "durations": "${model_defaults.tdt_durations}",
+            "greedy": {"max_symbols": 10},
+        },
         "target": "nemo.collections.asr.models.rnnt_bpe_models.EncDecRNNTBPEModel",
         "nemo_version": "2.2.0",
     }
@@ -198,8 +290,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_nemo(model, fe, sp_model: bytes, path: Path, *, state_dict=None, config=None,
-               extra_members=()) -> Path:
+def write_nemo(model, fe, sp_model: bytes, path: Path, *, state_dict=None, config=None, extra_members=()) -> Path:
     """A `.nemo` archive (plain tar, "./"-prefixed members, as NeMo's SaveRestoreConnector writes)."""
     import sentencepiece as spm
 

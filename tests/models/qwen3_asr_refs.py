@@ -18,8 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SPECIALS = [("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|audio_start|>", True),
-            ("<|audio_end|>", True), ("<|audio_pad|>", True), ("<asr_text>", False)]
+SPECIALS = [
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|audio_start|>", True),
+    ("<|audio_end|>", True),
+    ("<|audio_pad|>", True),
+    ("<asr_text>", False),
+]
 
 CHAT_TEMPLATE = (
     "{%- for message in messages %}\n"
@@ -42,9 +49,19 @@ CHAT_TEMPLATE = (
     "{%- endif %}\n"
 )
 
-_CORPUS = ["language English", "language Russian", "language Chinese", "language None", "the quick brown fox",
-           "jumps over the lazy dog", "system user assistant", "Привет, как дела? Всё хорошо.", "hello world 12345",
-           "speech recognition is fun", "Transcribe the audio."] * 20
+_CORPUS = [
+    "language English",
+    "language Russian",
+    "language Chinese",
+    "language None",
+    "the quick brown fox",
+    "jumps over the lazy dog",
+    "system user assistant",
+    "Привет, как дела? Всё хорошо.",
+    "hello world 12345",
+    "speech recognition is fun",
+    "Transcribe the audio.",
+] * 20
 
 
 def make_tokenizer():
@@ -55,12 +72,16 @@ def make_tokenizer():
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=330, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=330, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(_CORPUS, trainer)
     for text, special in SPECIALS:
         token = AddedToken(text, special=special, normalized=False)
@@ -75,15 +96,38 @@ def token_ids(tok) -> dict[str, int]:
 def small_config(tok, *, tied: bool = True, n_window_infer: int = 200, layers: int = 2) -> dict:
     """transformers' flat config dict (audio_config / text_config) at a small size."""
     ids = token_ids(tok)
-    audio = dict(num_mel_bins=128, encoder_layers=layers, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
-                 n_window=50, output_dim=48, n_window_infer=n_window_infer, downsample_hidden_size=8)
-    text = dict(vocab_size=400, hidden_size=48, intermediate_size=96, num_hidden_layers=layers,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                rms_norm_eps=1e-6, tie_word_embeddings=tied, rope_parameters={"rope_type": "default",
-                                                                              "rope_theta": 10000.0})
-    return dict(audio_config=audio, text_config=text, audio_token_id=ids["<|audio_pad|>"],
-                pad_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                tie_word_embeddings=tied)
+    audio = dict(
+        num_mel_bins=128,
+        encoder_layers=layers,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        d_model=32,
+        n_window=50,
+        output_dim=48,
+        n_window_infer=n_window_infer,
+        downsample_hidden_size=8,
+    )
+    text = dict(
+        vocab_size=400,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tied,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    return dict(
+        audio_config=audio,
+        text_config=text,
+        audio_token_id=ids["<|audio_pad|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        tie_word_embeddings=tied,
+    )
 
 
 def build_reference(cfg: dict, seed: int = 0):
@@ -113,14 +157,28 @@ def _qwen_name(name: str) -> str:
 
 def _qwen_config(cfg: dict) -> dict:
     text = {k: v for k, v in cfg["text_config"].items() if k != "rope_parameters"}
-    text.update(rope_theta=cfg["text_config"]["rope_parameters"]["rope_theta"], model_type="qwen3_asr_text",
-                rope_scaling={"interleaved": True, "mrope_interleaved": True, "mrope_section": [4, 2, 2],
-                              "rope_type": "default"})
-    audio = dict(cfg["audio_config"], max_source_positions=1500, conv_chunksize=500, model_type="qwen3_asr_audio_encoder")
-    thinker = dict(audio_config=audio, text_config=text, audio_token_id=cfg["audio_token_id"],
-                   model_type="qwen3_asr_thinker")
-    return {"architectures": ["Qwen3ASRForConditionalGeneration"], "model_type": "qwen3_asr",
-            "thinker_config": thinker, "support_languages": ["Chinese", "English", "Russian", "German"]}
+    text.update(
+        rope_theta=cfg["text_config"]["rope_parameters"]["rope_theta"],
+        model_type="qwen3_asr_text",
+        rope_scaling={
+            "interleaved": True,
+            "mrope_interleaved": True,
+            "mrope_section": [4, 2, 2],
+            "rope_type": "default",
+        },
+    )
+    audio = dict(
+        cfg["audio_config"], max_source_positions=1500, conv_chunksize=500, model_type="qwen3_asr_audio_encoder"
+    )
+    thinker = dict(
+        audio_config=audio, text_config=text, audio_token_id=cfg["audio_token_id"], model_type="qwen3_asr_thinker"
+    )
+    return {
+        "architectures": ["Qwen3ASRForConditionalGeneration"],
+        "model_type": "qwen3_asr",
+        "thinker_config": thinker,
+        "support_languages": ["Chinese", "English", "Russian", "German"],
+    }
 
 
 def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: int = 1):
@@ -138,8 +196,17 @@ def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: in
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def save_checkpoint(model, cfg: dict, tok, directory: Path, layout: str = "qwen", *, keep_lm_head: bool = True,
-                    drop: tuple[str, ...] = (), shards: int = 2) -> Path:
+def save_checkpoint(
+    model,
+    cfg: dict,
+    tok,
+    directory: Path,
+    layout: str = "qwen",
+    *,
+    keep_lm_head: bool = True,
+    drop: tuple[str, ...] = (),
+    shards: int = 2,
+) -> Path:
     """Write `model` as a checkpoint directory in `layout` ("qwen" | "transformers")."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -155,12 +222,27 @@ def save_checkpoint(model, cfg: dict, tok, directory: Path, layout: str = "qwen"
     save_safetensors(state, directory, shards)
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     ids = token_ids(tok)
-    tok_config = {"tokenizer_class": "Qwen2Tokenizer", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-                  "extra_special_tokens": {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>",
-                                           "audio_eos_token": "<|audio_end|>"},
-                  "added_tokens_decoder": {str(ids[t]): {"content": t, "special": s, "normalized": False,
-                                                         "lstrip": False, "rstrip": False, "single_word": False}
-                                           for t, s in SPECIALS}}
+    tok_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "extra_special_tokens": {
+            "audio_token": "<|audio_pad|>",
+            "audio_bos_token": "<|audio_start|>",
+            "audio_eos_token": "<|audio_end|>",
+        },
+        "added_tokens_decoder": {
+            str(ids[t]): {
+                "content": t,
+                "special": s,
+                "normalized": False,
+                "lstrip": False,
+                "rstrip": False,
+                "single_word": False,
+            }
+            for t, s in SPECIALS
+        },
+    }
     if layout == "qwen":
         tok.model.save(str(directory))  # vocab.json + merges.txt
         tok_config["chat_template"] = CHAT_TEMPLATE
@@ -175,10 +257,16 @@ def reference_processor(tok):
     """transformers' Qwen3ASRProcessor over the same tokenizer and template."""
     from transformers import PreTrainedTokenizerFast, Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   extra_special_tokens={"audio_token": "<|audio_pad|>",
-                                                         "audio_bos_token": "<|audio_start|>",
-                                                         "audio_eos_token": "<|audio_end|>"})
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={
+            "audio_token": "<|audio_pad|>",
+            "audio_bos_token": "<|audio_start|>",
+            "audio_eos_token": "<|audio_end|>",
+        },
+    )
     return Qwen3ASRProcessor(feature_extractor=Qwen3ASRFeatureExtractor(), tokenizer=fast, chat_template=CHAT_TEMPLATE)
 
 

@@ -180,8 +180,15 @@ def test_batches_are_bounded_views_in_order():
 
 @pytest.mark.parametrize(
     ("max_secs", "overlap", "min_secs"),
-    [(1.0, 1.0, None), (0.0, 0.0, None), (float("nan"), 1.0, None), (10.0, -1.0, None), (10.0, 1.0, 1.0),
-     (10.0, 1.0, 11.0), (10.0, float("nan"), None)],
+    [
+        (1.0, 1.0, None),
+        (0.0, 0.0, None),
+        (float("nan"), 1.0, None),
+        (10.0, -1.0, None),
+        (10.0, 1.0, 1.0),
+        (10.0, 1.0, 11.0),
+        (10.0, float("nan"), None),
+    ],
 )
 def test_bad_options_are_rejected(max_secs, overlap, min_secs):
     with pytest.raises(InvalidOptionError):

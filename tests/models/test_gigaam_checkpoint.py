@@ -42,13 +42,33 @@ def tiny_cfg(e2e: bool = False, d_model: int = 16, n_layers: int = 2, n_classes:
     return {
         "model_class": "ctc",
         "sample_rate": 16000,
-        "preprocessor": {"_target_": "gigaam.preprocess.FeatureExtractor", "sample_rate": 16000, "features": 64,
-                         "win_length": 320, "hop_length": 160, "mel_scale": "htk", "n_fft": 320,
-                         "mel_norm": None, "center": False},
-        "encoder": {"_target_": "gigaam.encoder.ConformerEncoder", "feat_in": 64, "n_layers": n_layers,
-                    "d_model": d_model, "subsampling": "conv1d", "subs_kernel_size": 5, "subsampling_factor": 4,
-                    "ff_expansion_factor": 4, "self_attention_model": "rotary", "pos_emb_max_len": 5000,
-                    "n_heads": 2, "conv_kernel_size": 5, "flash_attn": False, "conv_norm_type": "layer_norm"},
+        "preprocessor": {
+            "_target_": "gigaam.preprocess.FeatureExtractor",
+            "sample_rate": 16000,
+            "features": 64,
+            "win_length": 320,
+            "hop_length": 160,
+            "mel_scale": "htk",
+            "n_fft": 320,
+            "mel_norm": None,
+            "center": False,
+        },
+        "encoder": {
+            "_target_": "gigaam.encoder.ConformerEncoder",
+            "feat_in": 64,
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "subsampling": "conv1d",
+            "subs_kernel_size": 5,
+            "subsampling_factor": 4,
+            "ff_expansion_factor": 4,
+            "self_attention_model": "rotary",
+            "pos_emb_max_len": 5000,
+            "n_heads": 2,
+            "conv_kernel_size": 5,
+            "flash_attn": False,
+            "conv_norm_type": "layer_norm",
+        },
         "head": {"_target_": "gigaam.decoder.CTCHead", "feat_in": d_model, "num_classes": n_classes},
         "decoding": decoding,
         "model_name": "v3_e2e_ctc" if e2e else "v3_ctc",
@@ -63,17 +83,30 @@ def v3_state_dict(cfg: dict, bf16_window: bool = False) -> dict:
     ff = d * enc["ff_expansion_factor"]
     n_freq = cfg["preprocessor"]["n_fft"] // 2 + 1
     window = torch.hann_window(cfg["preprocessor"]["win_length"])
-    sd = {"preprocessor.featurizer.0.spectrogram.window": window.to(torch.bfloat16) if bf16_window else window,
-          "preprocessor.featurizer.0.mel_scale.fb": torch.rand(n_freq, cfg["preprocessor"]["features"]),
-          "encoder.pre_encode.conv.0.weight": torch.randn(d, f, ks), "encoder.pre_encode.conv.0.bias": torch.randn(d),
-          "encoder.pre_encode.conv.2.weight": torch.randn(d, d, ks), "encoder.pre_encode.conv.2.bias": torch.randn(d)}
-    shapes = {"norm_feed_forward1": [(d,)], "norm_self_att": [(d,)], "norm_conv": [(d,)],
-              "norm_feed_forward2": [(d,)], "norm_out": [(d,)], "conv.batch_norm": [(d,)],
-              "feed_forward1.linear1": [(ff, d), (ff,)], "feed_forward1.linear2": [(d, ff), (d,)],
-              "feed_forward2.linear1": [(ff, d), (ff,)], "feed_forward2.linear2": [(d, ff), (d,)],
-              **{f"self_attn.linear_{p}": [(d, d), (d,)] for p in ("q", "k", "v", "out")},
-              "conv.pointwise_conv1": [(2 * d, d, 1), (2 * d,)], "conv.depthwise_conv": [(d, 1, k), (d,)],
-              "conv.pointwise_conv2": [(d, d, 1), (d,)]}
+    sd = {
+        "preprocessor.featurizer.0.spectrogram.window": window.to(torch.bfloat16) if bf16_window else window,
+        "preprocessor.featurizer.0.mel_scale.fb": torch.rand(n_freq, cfg["preprocessor"]["features"]),
+        "encoder.pre_encode.conv.0.weight": torch.randn(d, f, ks),
+        "encoder.pre_encode.conv.0.bias": torch.randn(d),
+        "encoder.pre_encode.conv.2.weight": torch.randn(d, d, ks),
+        "encoder.pre_encode.conv.2.bias": torch.randn(d),
+    }
+    shapes = {
+        "norm_feed_forward1": [(d,)],
+        "norm_self_att": [(d,)],
+        "norm_conv": [(d,)],
+        "norm_feed_forward2": [(d,)],
+        "norm_out": [(d,)],
+        "conv.batch_norm": [(d,)],
+        "feed_forward1.linear1": [(ff, d), (ff,)],
+        "feed_forward1.linear2": [(d, ff), (d,)],
+        "feed_forward2.linear1": [(ff, d), (ff,)],
+        "feed_forward2.linear2": [(d, ff), (d,)],
+        **{f"self_attn.linear_{p}": [(d, d), (d,)] for p in ("q", "k", "v", "out")},
+        "conv.pointwise_conv1": [(2 * d, d, 1), (2 * d,)],
+        "conv.depthwise_conv": [(d, 1, k), (d,)],
+        "conv.pointwise_conv2": [(d, d, 1), (d,)],
+    }
     for i in range(enc["n_layers"]):
         for module, (w, *b) in shapes.items():
             sd[f"encoder.layers.{i}.{module}.weight"] = torch.randn(w) if b else torch.ones(w)
@@ -172,11 +205,14 @@ class ArbitraryClass:
         self.marker = str(marker)
 
 
-@pytest.mark.parametrize("payload, refused", [
-    (_SystemCall, f"{os.system.__module__}.system"),
-    (_Eval, "builtins.eval"),
-    (ArbitraryClass, f"{__name__}.ArbitraryClass"),
-])
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        (_SystemCall, f"{os.system.__module__}.system"),
+        (_Eval, "builtins.eval"),
+        (ArbitraryClass, f"{__name__}.ArbitraryClass"),
+    ],
+)
 def test_malicious_pickles_are_refused_before_anything_runs(tmp_path, payload, refused):
     marker = tmp_path / "pwned"
     cfg = tiny_cfg()
@@ -223,10 +259,14 @@ def hub_dir(tmp_path: Path, cfg: dict, sd: dict, safetensors: bool = False) -> P
     if cfg["decoding"]["vocabulary"] is None:
         hub_cfg["decoding"]["model_path"] = "tokenizer.model"
         (d / "tokenizer.model").write_bytes(b"\x0a\x05fake sentencepiece")
-    config = {"architectures": ["GigaAMModel"],
-              "auto_map": {"AutoConfig": "modeling_gigaam.GigaAMConfig", "AutoModel": "modeling_gigaam.GigaAMModel"},
-              "cfg": {"model": {"_target_": "modeling_gigaam.GigaAMASR", "cfg": hub_cfg}},
-              "model_type": "gigaam", "torch_dtype": "float32", "transformers_version": "4.57.1"}
+    config = {
+        "architectures": ["GigaAMModel"],
+        "auto_map": {"AutoConfig": "modeling_gigaam.GigaAMConfig", "AutoModel": "modeling_gigaam.GigaAMModel"},
+        "cfg": {"model": {"_target_": "modeling_gigaam.GigaAMASR", "cfg": hub_cfg}},
+        "model_type": "gigaam",
+        "torch_dtype": "float32",
+        "transformers_version": "4.57.1",
+    }
     (d / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     prefixed = {f"model.{k}": v for k, v in sd.items()}
     if safetensors:
@@ -284,8 +324,20 @@ def test_convert_hub_layout(tmp_path):
     cfg = tiny_cfg()
     sd = v3_state_dict(cfg)
     out = tmp_path / "out"
-    assert main(["convert", "--model", "gigaam-v3-ctc", "--model-path", str(hub_dir(tmp_path, cfg, sd)),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--model",
+                "gigaam-v3-ctc",
+                "--model-path",
+                str(hub_dir(tmp_path, cfg, sd)),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     c = read_gigaam_checkpoint(out)
     assert c.cfg["head"]["_target_"] == "modeling_gigaam.CTCHead"
     assert_same_tensors(c.tensors, c.dtypes, sd)
@@ -311,15 +363,18 @@ def _error_line(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("case, code, needle", [
-    ("missing", 4, "does not exist"),
-    ("not_empty", 2, "not an empty directory"),
-    ("output_is_file", 2, "not an empty directory"),
-    ("unknown_format", 4, "no GigaAM checkpoint here"),
-    ("not_gigaam", 2, "converts the torch-pickle checkpoints of the gigaam and parakeet models"),
-    ("unknown_model", 4, "unknown model id"),
-    ("wrong_variant", 4, "use --model gigaam-v3-ctc"),
-])
+@pytest.mark.parametrize(
+    "case, code, needle",
+    [
+        ("missing", 4, "does not exist"),
+        ("not_empty", 2, "not an empty directory"),
+        ("output_is_file", 2, "not an empty directory"),
+        ("unknown_format", 4, "no GigaAM checkpoint here"),
+        ("not_gigaam", 2, "converts the torch-pickle checkpoints of the gigaam and parakeet models"),
+        ("unknown_model", 4, "unknown model id"),
+        ("wrong_variant", 4, "use --model gigaam-v3-ctc"),
+    ],
+)
 def test_convert_errors_are_one_line(ckpt, tmp_path, capsys, case, code, needle):
     path, _, _ = ckpt
     model, src, out = "gigaam-v3-ctc", path, tmp_path / "out"

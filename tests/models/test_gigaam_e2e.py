@@ -27,8 +27,20 @@ def ckpt(tmp_path_factory):
 
 def test_cli_transcribes_with_a_released_layout_checkpoint(ckpt, fixtures_dir, capsys):
     path, _ = ckpt
-    code = main(["transcribe", str(fixtures_dir / "ru_short.wav"), "--model", "gigaam-v3-ctc", "--model-path",
-                 str(path), "--device", "cpu", "--format", "json"])
+    code = main(
+        [
+            "transcribe",
+            str(fixtures_dir / "ru_short.wav"),
+            "--model",
+            "gigaam-v3-ctc",
+            "--model-path",
+            str(path),
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["model_name"] == "gigaam-v3-ctc" and out["language"] == "ru"
     assert out["info"]["checkpoint_format"] == "gigaam-ckpt" and out["info"]["chunks"] == 1
@@ -43,8 +55,9 @@ def test_checkpoint_missing_a_tensor_is_one_line_naming_it(tmp_path, fixtures_di
     sd = v3_state_dict(cfg)
     del sd["encoder.layers.1.conv.depthwise_conv.weight"]
     path = save_ckpt(tmp_path / "broken.ckpt", cfg, sd)
-    code = main(["transcribe", str(fixtures_dir / "ru_short.wav"), "--model", "gigaam-v3-ctc", "--model-path",
-                 str(path)])
+    code = main(
+        ["transcribe", str(fixtures_dir / "ru_short.wav"), "--model", "gigaam-v3-ctc", "--model-path", str(path)]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and err[0].startswith("polyasr: error:")
     assert "encoder.layers.1.conv.depthwise_conv.weight" in err[0] and "missing" in err[0]
@@ -52,14 +65,16 @@ def test_checkpoint_missing_a_tensor_is_one_line_naming_it(tmp_path, fixtures_di
 
 def test_converted_checkpoint_gives_identical_output(ckpt, tmp_path, fixtures_dir, capsys):
     path, _ = ckpt
-    assert main(["convert", "--model", "gigaam-v3-ctc", "--model-path", str(path), "--output",
-                 str(tmp_path / "st")]) == 0
+    assert (
+        main(["convert", "--model", "gigaam-v3-ctc", "--model-path", str(path), "--output", str(tmp_path / "st")]) == 0
+    )
     audio = load_audio(fixtures_dir / "ru_short.wav")
     a = AsrEngine.from_model("gigaam-v3-ctc", path, device="cpu").transcribe(audio)
     b = AsrEngine.from_model("gigaam-v3-ctc", tmp_path / "st", device="cpu").transcribe(audio)
     assert b.info["checkpoint_format"] == "safetensors"
-    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens)
-                                                                        for s in b.segments]
+    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [
+        (s.start, s.end, s.text, s.tokens) for s in b.segments
+    ]
 
 
 def test_ten_minutes_run_in_chunks_with_every_word_once(ckpt, fixtures_dir):

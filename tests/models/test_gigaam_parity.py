@@ -21,9 +21,11 @@ from conftest import assert_close
 try:
     import gigaam_refs
 except (ImportError, OSError) as e:  # OSError: torchaudio whose compiled libraries do not fit this torch
-    pytest.skip(f"the GigaAM reference cannot be imported ({type(e).__name__}: {e}); install gigaam==0.1.0 "
-                "--no-deps, hydra-core, omegaconf, and torchaudio --no-deps without its lib/*.so",
-                allow_module_level=True)
+    pytest.skip(
+        f"the GigaAM reference cannot be imported ({type(e).__name__}: {e}); install gigaam==0.1.0 "
+        "--no-deps, hydra-core, omegaconf, and torchaudio --no-deps without its lib/*.so",
+        allow_module_level=True,
+    )
 
 from polyasr.backends.torch import TorchBackend  # noqa: E402
 from polyasr.errors import WeightsMismatchError  # noqa: E402
@@ -65,8 +67,12 @@ def pair(request, tmp_path_factory):
     """(reference GigaAMASR, our GigaAMModel, cfg dict) on the same random weights."""
     cfg = CONFIGS[request.param]()
     ref = gigaam_refs.build_reference(cfg)
-    path = _save_ckpt(ref, cfg, tmp_path_factory.mktemp(request.param) / f"{request.param}_ctc.ckpt",
-                      bf16_buffers=request.param == "v3")
+    path = _save_ckpt(
+        ref,
+        cfg,
+        tmp_path_factory.mktemp(request.param) / f"{request.param}_ctc.ckpt",
+        bf16_buffers=request.param == "v3",
+    )
     ours = GigaAMModel("gigaam-test", read_gigaam_checkpoint(path), TorchBackend("cpu", "float32"))
     return ref, ours, cfg
 
@@ -82,10 +88,16 @@ def test_config_from_released_dict(pair):
     _, ours, cfg = pair
     c, enc = ours.cfg, cfg["encoder"]
     assert (c.n_layers, c.d_model, c.n_heads, c.conv_kernel_size, c.num_classes) == (
-        enc["n_layers"], enc["d_model"], enc["n_heads"], enc["conv_kernel_size"], cfg["head"]["num_classes"])
+        enc["n_layers"],
+        enc["d_model"],
+        enc["n_heads"],
+        enc["conv_kernel_size"],
+        cfg["head"]["num_classes"],
+    )
     v3 = enc.get("subsampling") == "conv1d"
     assert (c.subsampling, c.conv_norm_type, c.n_fft, c.center) == (
-        ("conv1d", "layer_norm", 320, False) if v3 else ("conv2d", "batch_norm", 400, True))
+        ("conv1d", "layer_norm", 320, False) if v3 else ("conv2d", "batch_norm", 400, True)
+    )
     assert c.blank_id == 33 and c.frame_secs == pytest.approx(0.04)
 
 
@@ -111,8 +123,13 @@ def test_mel_config_alone_matches_torchaudio():
         mc = cfg.mel_config()
         ta = gigaam_refs.V3FeatureExtractor(n_fft=mc.n_fft, win_length=mc.win_length)
         ta.featurizer[0] = gigaam_refs.torchaudio.transforms.MelSpectrogram(
-            sample_rate=SR, n_mels=mc.n_mels, win_length=mc.win_length, hop_length=mc.hop_length, n_fft=mc.n_fft,
-            center=mc.center)
+            sample_rate=SR,
+            n_mels=mc.n_mels,
+            win_length=mc.win_length,
+            hop_length=mc.hop_length,
+            n_fft=mc.n_fft,
+            center=mc.center,
+        )
         feats, _ = log_mel_ref(audio, mc)
         assert_close(feats, ta.featurizer(audio[None]), atol=1e-4, what=f"features n_fft={mc.n_fft}")
 
@@ -239,8 +256,9 @@ def test_real_v3_dimensions_encoder():
     gc = GigaAMConfig.from_dict(cfg)
     assert (gc.n_layers, gc.d_model, gc.n_heads, gc.ff_expansion_factor, gc.conv_kernel_size) == (16, 768, 16, 4, 5)
     sd = ref.state_dict()
-    params, tags, buffers = map_weights({k: v.numpy() for k, v in sd.items()}, {k: "float32" for k in sd}, gc,
-                                        "v3-dims")
+    params, tags, buffers = map_weights(
+        {k: v.numpy() for k, v in sd.items()}, {k: "float32" for k in sd}, gc, "v3-dims"
+    )
     B = TorchBackend("cpu", "float32")
     prepared = net.prepare({k: B.param(v, tags.get(k)) for k, v in params.items()}, gc, B)
     feats, flen, enc, elen = _ref_forward(ref, _audio(1.2, seed=12))
@@ -258,9 +276,14 @@ def _train_sentencepiece(path):
     words = "привет мир как дела хорошо спасибо сегодня погода отличная завтра будет дождь мы идём домой".split()
     rng = random.Random(0)
     lines = [" ".join(rng.choice(words) for _ in range(8)) + rng.choice(".,?!") for _ in range(300)]
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(path.with_suffix("")),
-                                             vocab_size=64, model_type="unigram", hard_vocab_limit=False,
-                                             minloglevel=2)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_prefix=str(path.with_suffix("")),
+        vocab_size=64,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     return sentencepiece.SentencePieceProcessor(model_file=str(path))
 
 
@@ -271,8 +294,11 @@ def test_e2e_sentencepiece_vocabulary(tmp_path):
     cfg = gigaam_refs.v3_config()
     cfg["model_name"] = "v3_e2e_ctc"
     cfg["head"]["num_classes"] = sp.get_piece_size() + 1
-    cfg["decoding"] = {"_target_": "gigaam.decoding.CTCGreedyDecoding", "vocabulary": None,
-                       "model_path": str(tmp_path / "v3_e2e_ctc_tokenizer.model")}
+    cfg["decoding"] = {
+        "_target_": "gigaam.decoding.CTCGreedyDecoding",
+        "vocabulary": None,
+        "model_path": str(tmp_path / "v3_e2e_ctc_tokenizer.model"),
+    }
     ref = gigaam_refs.build_reference(cfg)
     path = _save_ckpt(ref, cfg, tmp_path / "v3_e2e_ctc.ckpt", bf16_buffers=True)
     ours = GigaAMModel("gigaam-e2e-test", read_gigaam_checkpoint(path), TorchBackend("cpu", "float32"))

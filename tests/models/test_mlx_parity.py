@@ -31,7 +31,7 @@ def _pair(model_id, path):
 
 def _clips(fixtures_dir, name="en_short.wav"):
     audio = load_audio(fixtures_dir / name)
-    return [audio[: 16000 * 2], audio[8000: 8000 + 16000 * 5 // 4]]  # 2 s and 1.25 s: a padded batch
+    return [audio[: 16000 * 2], audio[8000 : 8000 + 16000 * 5 // 4]]  # 2 s and 1.25 s: a padded batch
 
 
 def _same_tokens(t, m, audio, opts=None):
@@ -190,8 +190,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_mlx_path_imports_no_torch(gigaam_ckpt, parakeet_parts, parakeet_dir, qwen_dir, random_whisper_dir,
-                                   fixtures_dir, tmp_path):
+def test_mlx_path_imports_no_torch(
+    gigaam_ckpt, parakeet_parts, parakeet_dir, qwen_dir, random_whisper_dir, fixtures_dir, tmp_path
+):
     """Safetensors checkpoints of all four models (and `polyasr convert` outputs of GigaAM's .ckpt and
     Parakeet's .nemo) load and transcribe on MLX in a process where importing torch fails, with the same
     tokens as the torch backend; GigaAM's .ckpt itself needs no torch either (restricted unpickler)."""
@@ -200,22 +201,31 @@ def test_mlx_path_imports_no_torch(gigaam_ckpt, parakeet_parts, parakeet_dir, qw
     from polyasr.cli import main
 
     nemo = write_nemo(*parakeet_parts, tmp_path / "tiny.nemo")
-    for model_id, src, out in (("gigaam-v3-ctc", gigaam_ckpt, tmp_path / "gigaam-st"),
-                               ("parakeet-tdt-v3", nemo, tmp_path / "parakeet-st")):
+    for model_id, src, out in (
+        ("gigaam-v3-ctc", gigaam_ckpt, tmp_path / "gigaam-st"),
+        ("parakeet-tdt-v3", nemo, tmp_path / "parakeet-st"),
+    ):
         assert main(["convert", "--model", model_id, "--model-path", str(src), "-o", str(out)]) == 0
-    cases = [("whisper", random_whisper_dir, "en"), ("gigaam-v3-ctc", tmp_path / "gigaam-st", None),
-             ("gigaam-v3-ctc", gigaam_ckpt, None), ("parakeet-tdt-v3", parakeet_dir, None),
-             ("parakeet-tdt-v3", tmp_path / "parakeet-st", None), ("qwen3-asr-0.6b", qwen_dir, "en")]
+    cases = [
+        ("whisper", random_whisper_dir, "en"),
+        ("gigaam-v3-ctc", tmp_path / "gigaam-st", None),
+        ("gigaam-v3-ctc", gigaam_ckpt, None),
+        ("parakeet-tdt-v3", parakeet_dir, None),
+        ("parakeet-tdt-v3", tmp_path / "parakeet-st", None),
+        ("qwen3-asr-0.6b", qwen_dir, "en"),
+    ]
     cases = [(m, str(p), lang) for m, p, lang in cases]
     audio = fixtures_dir / "en_short.wav"
-    run = subprocess.run([sys.executable, "-c", _NO_TORCH, json.dumps(cases), str(audio)], capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, json.dumps(cases), str(audio)], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got.pop("torch imported") is False
     for model_id, path, language in cases:
         ref = AsrEngine.from_model(model_id, path, device="cpu").transcribe_file(
-            audio, TranscribeOptions(language=language, temperatures=(0.0,)))
+            audio, TranscribeOptions(language=language, temperatures=(0.0,))
+        )
         assert got[path] == [s.tokens for s in ref.segments], (model_id, path)
 
 

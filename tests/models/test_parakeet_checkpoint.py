@@ -72,11 +72,14 @@ def test_good_archive_loads_and_leaves_no_files(parts, tmp_path):
     assert read_parakeet_checkpoint(tmp_path).cfg == ckpt.cfg
 
 
-@pytest.mark.parametrize("member, why", [
-    (("../escaped.txt",), "outside"),
-    (("/tmp/polyasr-absolute-test.txt",), "absolute"),
-    (("sub/../../escaped.txt",), "outside"),
-])
+@pytest.mark.parametrize(
+    "member, why",
+    [
+        (("../escaped.txt",), "outside"),
+        (("/tmp/polyasr-absolute-test.txt",), "absolute"),
+        (("sub/../../escaped.txt",), "outside"),
+    ],
+)
 def test_traversal_members_are_refused(parts, tmp_path, member, why):
     model, fe, sp = parts
     path = write_nemo(model, fe, sp, tmp_path / "archive" / "m.nemo", extra_members=[_member(member[0])])
@@ -87,11 +90,14 @@ def test_traversal_members_are_refused(parts, tmp_path, member, why):
     assert _temp_dirs() == before
 
 
-@pytest.mark.parametrize("kind, attrs", [
-    ("symlink", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
-    ("hardlink", {"type": tarfile.LNKTYPE, "linkname": "model_config.yaml"}),
-    ("device", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}),
-])
+@pytest.mark.parametrize(
+    "kind, attrs",
+    [
+        ("symlink", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
+        ("hardlink", {"type": tarfile.LNKTYPE, "linkname": "model_config.yaml"}),
+        ("device", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}),
+    ],
+)
 def test_link_and_device_members_are_refused(parts, tmp_path, kind, attrs):
     model, fe, sp = parts
     info = tarfile.TarInfo(f"./{kind}")

@@ -36,8 +36,11 @@ def checkpoints(tmp_path_factory):
     config = tiny_config(VOCAB)
     model, fe, sp = random_model(config, seed=3), feature_extractor(config), train_sentencepiece(VOCAB)
     root = tmp_path_factory.mktemp("parakeet-e2e")
-    return {"nemo": write_nemo(model, fe, sp, root / "tiny.nemo"), "hf": write_hf_dir(model, fe, sp, root / "hf"),
-            "parts": (model, fe, sp)}
+    return {
+        "nemo": write_nemo(model, fe, sp, root / "tiny.nemo"),
+        "hf": write_hf_dir(model, fe, sp, root / "hf"),
+        "parts": (model, fe, sp),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,24 +49,47 @@ def engine(checkpoints):
 
 
 def test_cli_transcribes_with_a_nemo_archive(checkpoints, fixtures_dir, capsys):
-    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
-                 str(checkpoints["nemo"]), "--device", "cpu", "--format", "json"])
+    code = main(
+        [
+            "transcribe",
+            str(fixtures_dir / "en_short.wav"),
+            "--model",
+            "parakeet-tdt-v3",
+            "--model-path",
+            str(checkpoints["nemo"]),
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["model_name"] == "parakeet-tdt-v3"
     assert out["info"]["checkpoint_format"] == "nemo" and out["info"]["chunks"] == 1
     segs = out["segments"]
     assert segs, "the random model emits words on speech"
     starts = [s["start"] for s in segs]
-    assert starts == sorted(starts) and all(0 <= s["start"] < s["end"] <= out["audio_duration_secs"] + 0.08
-                                            for s in segs)
+    assert starts == sorted(starts) and all(
+        0 <= s["start"] < s["end"] <= out["audio_duration_secs"] + 0.08 for s in segs
+    )
     assert all(0 < s["confidence"] <= 1 for s in segs)
     assert out["text"] == "".join(s["text"] for s in segs).strip()
     assert set(out["timings"]) >= {"features", "encoder", "decoder"}
 
 
 def test_srt_output(checkpoints, fixtures_dir, capsys):
-    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
-                 str(checkpoints["nemo"]), "--format", "srt"])
+    code = main(
+        [
+            "transcribe",
+            str(fixtures_dir / "en_short.wav"),
+            "--model",
+            "parakeet-tdt-v3",
+            "--model-path",
+            str(checkpoints["nemo"]),
+            "--format",
+            "srt",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("1\n00:00:") and " --> " in out
 
@@ -73,8 +99,9 @@ def test_hf_directory_gives_the_same_words(checkpoints, engine, fixtures_dir):
     a = engine.transcribe(audio)
     b = AsrEngine.from_model("parakeet-tdt-v3", checkpoints["hf"], device="cpu").transcribe(audio)
     assert b.info["checkpoint_format"] == "hf-safetensors"
-    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens)
-                                                                        for s in b.segments]
+    assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [
+        (s.start, s.end, s.text, s.tokens) for s in b.segments
+    ]
     for x, y in zip(a.segments, b.segments, strict=True):
         assert abs(x.confidence - y.confidence) < 1e-5
 
@@ -93,8 +120,9 @@ def test_checkpoint_missing_a_tensor_is_one_line_naming_it(checkpoints, tmp_path
     sd = nemo_state_dict(model, fe)
     del sd["decoder.prediction.dec_rnn.lstm.weight_hh_l1"]
     path = write_nemo(model, fe, sp, tmp_path / "broken.nemo", state_dict=sd)
-    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path",
-                 str(path)])
+    code = main(
+        ["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "parakeet-tdt-v3", "--model-path", str(path)]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and err[0].startswith("polyasr: error:")
     assert "decoder.prediction.dec_rnn.lstm.weight_hh_l1" in err[0] and "missing" in err[0]
@@ -182,9 +210,25 @@ def test_one_hour_runs_in_bounded_memory(checkpoints):
 
 def test_benchmark_cli_with_a_model_that_has_no_first_token_latency(checkpoints, fixtures_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["benchmark", "--audio", str(fixtures_dir / "en_short.wav"), "--reference",
-                 str(fixtures_dir / "en_short.txt"), "--models", "parakeet-tdt-v3", "--model-path",
-                 f"parakeet-tdt-v3={checkpoints['nemo']}", "--device", "cpu", "--repeats", "1", "--output", str(out)])
+    code = main(
+        [
+            "benchmark",
+            "--audio",
+            str(fixtures_dir / "en_short.wav"),
+            "--reference",
+            str(fixtures_dir / "en_short.txt"),
+            "--models",
+            "parakeet-tdt-v3",
+            "--model-path",
+            f"parakeet-tdt-v3={checkpoints['nemo']}",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == 0 and line.startswith("parakeet-tdt-v3: RTF") and "first token -" in line
     report = json.loads(out.read_text())

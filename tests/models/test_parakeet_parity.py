@@ -49,14 +49,17 @@ def sp_model():
 @pytest.fixture(scope="module", params=["default", "no-bias-no-xscale"])
 def reference(request, sp_model, tmp_path_factory):
     """(transformers model, feature extractor, {format: polyasr ParakeetModel})."""
-    over = {} if request.param == "default" else {"attention_bias": False, "convolution_bias": False,
-                                                  "scale_input": False}
+    over = (
+        {} if request.param == "default" else {"attention_bias": False, "convolution_bias": False, "scale_input": False}
+    )
     config = tiny_config(VOCAB, **over)
     # blank bias chosen so that both variants emit tokens on every item (and blanks between them)
     model, fe = random_model(config, seed=3, blank_bias=1.0 if not over else -1.0), feature_extractor(config)
     root = tmp_path_factory.mktemp(f"parakeet-{request.param}")
-    paths = {"hf": write_hf_dir(model, fe, sp_model, root / "hf"),
-             "nemo": write_nemo(model, fe, sp_model, root / "tiny.nemo")}
+    paths = {
+        "hf": write_hf_dir(model, fe, sp_model, root / "hf"),
+        "nemo": write_nemo(model, fe, sp_model, root / "tiny.nemo"),
+    }
     B = TorchBackend("cpu", "float32")
     loaded = {fmt: ParakeetModel("parakeet-tdt-v3", read_parakeet_checkpoint(p), B) for fmt, p in paths.items()}
     return model, fe, loaded
@@ -72,8 +75,12 @@ def test_config_read_from_both_formats(reference):
     a, b = loaded["hf"].cfg, loaded["nemo"].cfg
     assert a == b
     e = model.config.encoder_config
-    assert (a.d_model, a.n_layers, a.n_heads, a.feat_in) == (e.hidden_size, e.num_hidden_layers,
-                                                             e.num_attention_heads, e.num_mel_bins)
+    assert (a.d_model, a.n_layers, a.n_heads, a.feat_in) == (
+        e.hidden_size,
+        e.num_hidden_layers,
+        e.num_attention_heads,
+        e.num_mel_bins,
+    )
     assert a.durations == tuple(model.config.durations) and a.blank_id == model.config.blank_token_id
 
 

@@ -23,9 +23,11 @@ def ckpt(tmp_path_factory):
     cfg = small_config(tok)
     ref = build_reference(cfg, seed=5)  # a seed whose pieces end by stop token, loop and length
     root = tmp_path_factory.mktemp("qwen3e2e")
-    return {"qwen": save_checkpoint(ref, cfg, tok, root / "qwen", "qwen"),
-            "transformers": save_checkpoint(ref, cfg, tok, root / "hf", "transformers", keep_lm_head=False),
-            "parts": (ref, cfg, tok)}
+    return {
+        "qwen": save_checkpoint(ref, cfg, tok, root / "qwen", "qwen"),
+        "transformers": save_checkpoint(ref, cfg, tok, root / "hf", "transformers", keep_lm_head=False),
+        "parts": (ref, cfg, tok),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +37,23 @@ def engine(ckpt):
 
 @pytest.mark.parametrize("language", [None, "ru"])
 def test_cli_transcribes_with_a_published_layout_checkpoint(ckpt, fixtures_dir, capsys, language):
-    args = ["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "qwen3-asr-0.6b", "--model-path",
-            str(ckpt["qwen"]), "--device", "cpu", "--format", "json"] + (["--language", language] if language else [])
+    args = [
+        "transcribe",
+        str(fixtures_dir / "en_short.wav"),
+        "--model",
+        "qwen3-asr-0.6b",
+        "--model-path",
+        str(ckpt["qwen"]),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ] + (["--language", language] if language else [])
     code = main(args)
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["model_name"] == "qwen3-asr-0.6b" and out["info"]["checkpoint_format"] == "qwen-safetensors"
+    assert (
+        code == 0 and out["model_name"] == "qwen3-asr-0.6b" and out["info"]["checkpoint_format"] == "qwen-safetensors"
+    )
     assert out["info"]["chunks"] == 1 and out["text"] == "".join(s["text"] for s in out["segments"]).strip()
     assert all(s["start"] == 0.0 and s["end"] == 5.683 and 0 < s["confidence"] <= 1 for s in out["segments"])
     if language:
@@ -63,8 +77,18 @@ def test_both_layouts_give_the_same_transcript(ckpt, engine, fixtures_dir):
 
 
 def test_unknown_language_is_a_usage_error(ckpt, fixtures_dir, capsys):
-    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "qwen3-asr-0.6b", "--model-path",
-                 str(ckpt["qwen"]), "--language", "xx"])
+    code = main(
+        [
+            "transcribe",
+            str(fixtures_dir / "en_short.wav"),
+            "--model",
+            "qwen3-asr-0.6b",
+            "--model-path",
+            str(ckpt["qwen"]),
+            "--language",
+            "xx",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "'xx'" in err[0] and "ru (Russian)" in err[0]
 
@@ -73,8 +97,9 @@ def test_checkpoint_missing_tensors_names_them(ckpt, tmp_path, fixtures_dir, cap
     ref, cfg, tok = ckpt["parts"]
     gone = ("thinker.audio_tower.layers.1.fc2.weight", "thinker.model.layers.0.self_attn.k_proj.weight")
     path = save_checkpoint(ref, cfg, tok, tmp_path / "broken", "qwen", drop=gone)
-    code = main(["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "qwen3-asr-0.6b", "--model-path",
-                 str(path)])
+    code = main(
+        ["transcribe", str(fixtures_dir / "en_short.wav"), "--model", "qwen3-asr-0.6b", "--model-path", str(path)]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and err[0].startswith("polyasr: error:")
     assert all(name in err[0] for name in gone) and "missing" in err[0]
@@ -92,8 +117,9 @@ def test_batched_files_equal_one_by_one(engine, fixtures_dir):
     many = engine.model.transcribe_many(audios, TranscribeOptions(batch_size=5, **opts))
     for audio, (segments, language, info, _) in zip(audios, many):
         alone, lang1, info1, _ = engine.model.transcribe(audio, TranscribeOptions(batch_size=1, **opts))
-        assert [(s.start, s.end, s.text, s.tokens) for s in segments] == [(s.start, s.end, s.text, s.tokens)
-                                                                         for s in alone]
+        assert [(s.start, s.end, s.text, s.tokens) for s in segments] == [
+            (s.start, s.end, s.text, s.tokens) for s in alone
+        ]
         assert language == lang1 and info["repetition_stopped_chunks"] == info1["repetition_stopped_chunks"]
     # the batch mixed rows that loop with rows that stop, in files of one and of several pieces
     assert [m[2]["repetition_stopped_chunks"] for m in many] == [[0], [], [1], []]
@@ -110,7 +136,8 @@ def test_long_audio_runs_in_pieces_cut_at_pauses(engine, fixtures_dir):
 
 def test_the_1_7b_id_loads_through_the_same_code(ckpt, fixtures_dir):
     r = AsrEngine.from_model("qwen3-asr-1.7b", ckpt["transformers"], device="cpu").transcribe_file(
-        fixtures_dir / "en_short.wav", TranscribeOptions(language="en"))
+        fixtures_dir / "en_short.wav", TranscribeOptions(language="en")
+    )
     assert r.model_name == "qwen3-asr-1.7b" and r.language == "en"
 
 
@@ -133,9 +160,24 @@ def test_engine_and_cli_decode_several_files_together(ckpt, engine, fixtures_dir
     opts = TranscribeOptions(batch_size=4, chunk_secs=6.0)
     together = engine.transcribe_files(files, opts)
     alone = [engine.transcribe_file(f, TranscribeOptions(batch_size=1, chunk_secs=6.0)) for f in files]
-    assert [(r.text, r.language, [s.tokens for s in r.segments]) for r in together] == \
-        [(r.text, r.language, [s.tokens for s in r.segments]) for r in alone]
-    code = main(["transcribe", *map(str, files), "--model", "qwen3-asr-0.6b", "--model-path", str(ckpt["qwen"]),
-                 "--format", "json", "--batch-size", "4", "--chunk-secs", "6"])
+    assert [(r.text, r.language, [s.tokens for s in r.segments]) for r in together] == [
+        (r.text, r.language, [s.tokens for s in r.segments]) for r in alone
+    ]
+    code = main(
+        [
+            "transcribe",
+            *map(str, files),
+            "--model",
+            "qwen3-asr-0.6b",
+            "--model-path",
+            str(ckpt["qwen"]),
+            "--format",
+            "json",
+            "--batch-size",
+            "4",
+            "--chunk-secs",
+            "6",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and [o["text"] for o in out] == [r.text for r in alone]

@@ -35,9 +35,14 @@ def setup(tmp_path_factory):
     cfg = small_config(tok)
     ref = build_reference(cfg)
     root = tmp_path_factory.mktemp("qwen3")
-    models = {layout: Qwen3ASRModel("qwen3-asr-0.6b", load_checkpoint(
-        save_checkpoint(ref, cfg, tok, root / layout, layout)), TorchBackend("cpu", "float32"))
-        for layout in ("qwen", "transformers")}
+    models = {
+        layout: Qwen3ASRModel(
+            "qwen3-asr-0.6b",
+            load_checkpoint(save_checkpoint(ref, cfg, tok, root / layout, layout)),
+            TorchBackend("cpu", "float32"),
+        )
+        for layout in ("qwen", "transformers")
+    }
     return ref, models, reference_processor(tok)
 
 
@@ -61,13 +66,18 @@ def test_features_equal_the_reference_extractors(setup):
     for n in SINGLE + BATCH + [8000, 8001]:
         audio = _audios([n], seed=n)[0]
         ours, frames = log_mel([audio], models["qwen"].mel, models["qwen"].B)
-        whisper = WhisperFeatureExtractor(feature_size=128)(audio, sampling_rate=16000, padding="longest",
-                                                             return_tensors="pt")["input_features"]
+        whisper = WhisperFeatureExtractor(feature_size=128)(
+            audio, sampling_rate=16000, padding="longest", return_tensors="pt"
+        )["input_features"]
         qwen = Qwen3ASRFeatureExtractor()(audio, sampling_rate=16000, padding="longest", return_tensors="pt")
         assert frames[0] == n // 160 == whisper.shape[-1]
         assert_close(ours, whisper, atol=1e-4, what=f"features vs WhisperFeatureExtractor ({n} samples)")
-        assert_close(ours[..., : frames[0]], qwen["input_features"][..., : frames[0]], atol=1e-4,
-                     what=f"features vs Qwen3ASRFeatureExtractor ({n} samples)")
+        assert_close(
+            ours[..., : frames[0]],
+            qwen["input_features"][..., : frames[0]],
+            atol=1e-4,
+            what=f"features vs Qwen3ASRFeatureExtractor ({n} samples)",
+        )
 
 
 @pytest.mark.parametrize("lengths", [SINGLE, BATCH], ids=["single", "batched"])
@@ -79,8 +89,9 @@ def test_encoder_output(setup, lengths):
             ours, tokens = net.encode(m.params, m.cfg, m.B, feats, frames)
             t = -(-feats.shape[-1] // 100) * 100
             mask = (torch.arange(t)[None] < torch.as_tensor(frames)[:, None]).long()
-            theirs = ref.model.get_audio_features(torch.nn.functional.pad(feats, (0, t - feats.shape[-1])),
-                                                  mask).pooler_output
+            theirs = ref.model.get_audio_features(
+                torch.nn.functional.pad(feats, (0, t - feats.shape[-1])), mask
+            ).pooler_output
         assert sum(tokens) == theirs.shape[0]
         assert_close(ours, theirs, atol=1e-4, what=f"encoder output ({layout} layout, {len(lengths)} items)")
 
@@ -99,12 +110,16 @@ def test_first_logits_and_32_greedy_tokens(setup, lengths, language):
             assert x.shape[1] == inp["input_ids"].shape[1] and (pad == (1 - inp["attention_mask"]).sum(1).numpy()).all()
             cache = net.new_cache(m.cfg, m.B, pad, x.shape[1] + 1)
             first = net.logits(m.params, m.B, net.decode(m.params, m.cfg, m.B, x, cache)[:, -1:])[:, -1]
-            kw = dict(input_ids=inp["input_ids"], attention_mask=inp["attention_mask"], input_features=padded,
-                      input_features_mask=inp["input_features_mask"])
+            kw = dict(
+                input_ids=inp["input_ids"],
+                attention_mask=inp["attention_mask"],
+                input_features=padded,
+                input_features_mask=inp["input_features_mask"],
+            )
             assert_close(first, ref(**kw).logits[:, -1], atol=1e-4, what=f"first-step logits ({layout})")
             expected = ref.generate(**kw, max_new_tokens=32, min_new_tokens=32, do_sample=False, eos_token_id=None)
             gens = greedy(m.params, m.cfg, m.B, x, pad, [32] * len(audios), frozenset(), guard=False)
-        assert [g.tokens for g in gens] == expected[:, inp["input_ids"].shape[1]:].tolist(), layout
+        assert [g.tokens for g in gens] == expected[:, inp["input_ids"].shape[1] :].tolist(), layout
 
 
 def test_kv_cache_decoding_equals_full_recomputation(setup):
@@ -135,8 +150,11 @@ def test_untied_output_projection_and_lm_head_required(tmp_path):
     cfg = small_config(tok, tied=False)
     ref = build_reference(cfg, seed=1)
     assert not torch.equal(ref.lm_head.weight, ref.model.language_model.embed_tokens.weight)
-    m = Qwen3ASRModel("qwen3-asr-1.7b", load_checkpoint(save_checkpoint(ref, cfg, tok, tmp_path / "a")),
-                      TorchBackend("cpu", "float32"))
+    m = Qwen3ASRModel(
+        "qwen3-asr-1.7b",
+        load_checkpoint(save_checkpoint(ref, cfg, tok, tmp_path / "a")),
+        TorchBackend("cpu", "float32"),
+    )
     audios = _audios(SINGLE)
     feats, frames = log_mel(audios, m.mel, m.B)
     inp, padded = _reference_inputs(reference_processor(tok), audios, None, feats)
@@ -144,8 +162,9 @@ def test_untied_output_projection_and_lm_head_required(tmp_path):
         x, pad = m.prompt_embeddings(*net.encode(m.params, m.cfg, m.B, feats, frames), None)
         cache = net.new_cache(m.cfg, m.B, pad, x.shape[1])
         ours = net.logits(m.params, m.B, net.decode(m.params, m.cfg, m.B, x, cache)[:, -1:])[:, -1]
-        theirs = ref(input_ids=inp["input_ids"], input_features=padded,
-                     input_features_mask=inp["input_features_mask"]).logits[:, -1]
+        theirs = ref(
+            input_ids=inp["input_ids"], input_features=padded, input_features_mask=inp["input_features_mask"]
+        ).logits[:, -1]
     assert_close(ours, theirs, atol=1e-4, what="first-step logits, untied lm_head")
     with pytest.raises(WeightsMismatchError, match="thinker.lm_head.weight"):
         load_checkpoint(save_checkpoint(ref, cfg, tok, tmp_path / "b", drop=("thinker.lm_head.weight",)))

@@ -36,8 +36,10 @@ def tok_dirs(tmp_path_factory):
     tok = make_tokenizer()
     root = tmp_path_factory.mktemp("qwen3tok")
     cfg = small_config(tok)
-    dirs = {layout: save_checkpoint(_NoWeights(), cfg, tok, root / layout, layout, shards=1)
-            for layout in ("qwen", "transformers")}
+    dirs = {
+        layout: save_checkpoint(_NoWeights(), cfg, tok, root / layout, layout, shards=1)
+        for layout in ("qwen", "transformers")
+    }
     return tok, dirs
 
 
@@ -72,7 +74,7 @@ def test_forced_language_changes_the_prompt_as_qwen_does(tok_dirs):
     builder = PromptBuilder(ours, load_chat_template(dirs["qwen"]))
     free, forced = builder.ids(5), builder.ids(5, language_name("ru"))
     assert forced[: len(free)] == free
-    assert ours.tok.decode(forced[len(free):], skip_special_tokens=False) == "language Russian<asr_text>"
+    assert ours.tok.decode(forced[len(free) :], skip_special_tokens=False) == "language Russian<asr_text>"
     assert builder.text == DEFAULT_PROMPT  # the template renders the request exactly as Qwen's prompt
     assert PromptBuilder(ours, None).ids(5, "Russian") == forced
 
@@ -119,7 +121,8 @@ def test_text_repetition_fix_equals_qwens():
 
     rs = np.random.RandomState(0)
     cases = ["a" * 25 + "b", "ha" * 30 + " end", "x" + "abc " * 25, "no loop here", "ab" * 19] + [
-        "".join(rs.choice(list("ab "), size=rs.randint(10, 120))) for _ in range(50)]
+        "".join(rs.choice(list("ab "), size=rs.randint(10, 120))) for _ in range(50)
+    ]
     for s in cases:
         assert fix_repetitions(s) == _detect_and_fix_repetitions(s), s
 
@@ -161,8 +164,9 @@ def test_greedy_stops_a_looping_row_and_not_the_others(monkeypatch):
     monkeypatch.setattr(net, "keep_rows", fake_keep)
     monkeypatch.setattr(net, "new_cache", lambda cfg, B, pad, n: net.KVCache([], [], pad, None, None, None))
     monkeypatch.setattr(net, "embed", lambda params, B, ids: torch.zeros(ids.shape[0], 1, 4))
-    gens = decode.greedy({}, None, TorchBackend("cpu"), torch.zeros(2, 3, 4), np.zeros(2, np.int64),
-                         [200, 200], frozenset({99}))
+    gens = decode.greedy(
+        {}, None, TorchBackend("cpu"), torch.zeros(2, 3, 4), np.zeros(2, np.int64), [200, 200], frozenset({99})
+    )
     assert gens[0].tokens == [50, 51, 60, 61, 62] and gens[0].stopped == "repetition"
     assert gens[1].tokens == [70, 71, 72, 73] and gens[1].stopped == "stop"
     assert len(gens[0].logprobs) == 5

@@ -21,12 +21,33 @@ from polyasr.models.whisper.weights import HF_MAP, load_checkpoint
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 
-@pytest.mark.parametrize("which, dims", [
-    ("whisper_base_dir", dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                              num_mel_bins=80, vocab_size=51865)),
-    ("whisper_tiny_en_dir", dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
-                                 num_mel_bins=80, vocab_size=51864)),
-])
+@pytest.mark.parametrize(
+    "which, dims",
+    [
+        (
+            "whisper_base_dir",
+            dict(
+                d_model=512,
+                encoder_layers=6,
+                decoder_layers=6,
+                encoder_attention_heads=8,
+                num_mel_bins=80,
+                vocab_size=51865,
+            ),
+        ),
+        (
+            "whisper_tiny_en_dir",
+            dict(
+                d_model=384,
+                encoder_layers=4,
+                decoder_layers=4,
+                encoder_attention_heads=6,
+                num_mel_bins=80,
+                vocab_size=51864,
+            ),
+        ),
+    ],
+)
 def test_real_checkpoints_load_with_config_from_the_file(request, which, dims):
     ckpt = load_checkpoint(request.getfixturevalue(which))
     assert ckpt.format == "ctranslate2"
@@ -71,8 +92,12 @@ def test_ct2_int8_dequantizes_within_one_step(converted):
     B = TorchBackend("cpu", "float32")
     mel = torch.randn(1, 80, 3000)
     params = net.prepare({k: B.param(v, q8.dtypes.get(k)) for k, v in q8.params.items()}, B)
-    assert_close(net.encode(params, q8.cfg, B, mel), ref.model.encoder(mel).last_hidden_state, atol=0.05,
-                 what="int8 encoder output")
+    assert_close(
+        net.encode(params, q8.cfg, B, mel),
+        ref.model.encoder(mel).last_hidden_state,
+        atol=0.05,
+        what="int8 encoder output",
+    )
 
 
 @pytest.mark.slow
@@ -92,13 +117,19 @@ def test_real_base_ct2_and_its_hf_export_agree_with_transformers(tmp_path, whisp
     B = TorchBackend("cpu", "float32")
     params = net.prepare({k: B.param(v) for k, v in hf.params.items()}, B)
     mel = torch.randn(1, 80, 3000) * 0.5
-    assert_close(net.encode(params, hf.cfg, B, mel), ref.model.encoder(mel).last_hidden_state, atol=1e-3,
-                 what="encoder output on real weights")
+    assert_close(
+        net.encode(params, hf.cfg, B, mel),
+        ref.model.encoder(mel).last_hidden_state,
+        atol=1e-3,
+        what="encoder output on real weights",
+    )
     opts = TranscribeOptions(language="en", temperatures=(0.0,))
     a = AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu").transcribe_file(
-        fixtures_dir / "en_short.wav", opts)
+        fixtures_dir / "en_short.wav", opts
+    )
     b = AsrEngine.from_model("whisper-base", tmp_path / "hf", device="cpu").transcribe_file(
-        fixtures_dir / "en_short.wav", opts)
+        fixtures_dir / "en_short.wav", opts
+    )
     assert a.text == b.text and [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
 
 

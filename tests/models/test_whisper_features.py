@@ -32,7 +32,7 @@ def test_windows_equal_the_whole_file_reference(n_mels):
     assert f.content_frames == content
     for seek in (0, 1234, 6000, content - 700):
         size = min(3000, content - seek)
-        expected = whisper.pad_or_trim(ref[:, seek:seek + size], 3000)
+        expected = whisper.pad_or_trim(ref[:, seek : seek + size], 3000)
         assert_close(f.window(seek, size)[0], expected, atol=1e-4, what=f"window at {seek}")
     # language detection reads the padded spectrogram itself, not zeros, past a short file's end
     short = _speechy(7.0)

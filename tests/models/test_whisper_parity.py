@@ -40,7 +40,11 @@ def test_config_read_from_checkpoint(pair):
     ref, ours = pair
     c = ref.config
     assert (ours.cfg.num_mel_bins, ours.cfg.encoder_layers, ours.cfg.decoder_layers, ours.cfg.vocab_size) == (
-        c.num_mel_bins, c.encoder_layers, c.decoder_layers, c.vocab_size)
+        c.num_mel_bins,
+        c.encoder_layers,
+        c.decoder_layers,
+        c.vocab_size,
+    )
     assert ours.tok.multilingual and ours.tok.timestamp_begin == c.vocab_size - 1501
 
 
@@ -79,7 +83,7 @@ def _reference_greedy(ref, mel, prefix, banned, eot, max_len):
         tokens.append(int(logits.argmax()))
         if tokens[-1] == eot:
             break
-    return tokens[len(prefix):]
+    return tokens[len(prefix) :]
 
 
 @torch.inference_mode()

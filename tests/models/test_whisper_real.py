@@ -18,8 +18,14 @@ from polyasr.models.whisper.weights import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
-CASES = [("base", "en_short", None), ("base", "en_medium", None), ("base", "en_long", None),
-         ("base", "ru_short", "ru"), ("tiny.en", "en_short", None), ("tiny.en", "en_long", None)]
+CASES = [
+    ("base", "en_short", None),
+    ("base", "en_medium", None),
+    ("base", "en_long", None),
+    ("base", "ru_short", "ru"),
+    ("tiny.en", "en_short", None),
+    ("tiny.en", "en_long", None),
+]
 ENGINES = {"base": "whisper_base_engine", "tiny.en": "whisper_tiny_en_engine"}
 DIRS = {"base": "whisper_base_dir", "tiny.en": "whisper_tiny_en_dir"}
 
@@ -51,7 +57,8 @@ def test_tokens_identical_to_openai_whisper(request, openai_models, fixtures_dir
     ours = engine.transcribe(audio, TranscribeOptions(language=language, temperatures=(0.0,)))
     assert [s["tokens"] for s in ref["segments"]] == [s.tokens for s in ours.segments]
     assert [(round(s["start"], 2), round(s["end"], 2)) for s in ref["segments"]] == [
-        (round(s.start, 2), round(s.end, 2)) for s in ours.segments]
+        (round(s.start, 2), round(s.end, 2)) for s in ours.segments
+    ]
     assert ref["text"].strip() == ours.text
     assert ref["language"] == ours.language
 
@@ -63,10 +70,13 @@ def test_wer_not_worse_than_faster_whisper(request, fixtures_dir, size, name, la
     engine = request.getfixturevalue(ENGINES[size])
     reference = (fixtures_dir / f"{name}.txt").read_text(encoding="utf-8")
     audio = load_audio(fixtures_dir / f"{name}.wav")
-    peer = WhisperModel(str(request.getfixturevalue(DIRS[size])), device="cpu", compute_type="float32",
-                        cpu_threads=torch.get_num_threads())
-    segments, _ = peer.transcribe(audio, language=language, beam_size=1, best_of=1, temperature=[0.0],
-                                  vad_filter=False)
+    peer = WhisperModel(
+        str(request.getfixturevalue(DIRS[size])),
+        device="cpu",
+        compute_type="float32",
+        cpu_threads=torch.get_num_threads(),
+    )
+    segments, _ = peer.transcribe(audio, language=language, beam_size=1, best_of=1, temperature=[0.0], vad_filter=False)
     peer_wer = word_error_rate(reference, "".join(s.text for s in segments))
     ours = engine.transcribe(audio, TranscribeOptions(language=language, temperatures=(0.0,)))
     ours_wer = word_error_rate(reference, ours.text)
