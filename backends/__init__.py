@@ -1,5 +1,7 @@
 """Backends: the small op set every model is written against.
 
+`Backend` (`protocol.py`) is the contract, each op documented once; `TorchBackend` (`torch.py`)
+and `MLXBackend` (`mlx.py`) implement it, sharing the ops composed of other ops (`composed.py`).
 `get_backend(device)` imports a backend only when it is chosen, so `import polyasr`
 never pulls in torch-CUDA, Triton or MLX.
 """
@@ -10,7 +12,10 @@ import importlib.util
 import platform
 import sys
 
+from polyasr.backends.protocol import Backend
 from polyasr.errors import BackendError
+
+__all__ = ["DEVICES", "Backend", "get_backend", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda", "mlx")
 
@@ -35,8 +40,8 @@ def get_backend(
     kernels: str | None = None,
     quantize: int | None = None,
     group_size: int = 64,
-):
-    """The backend object for a device: ops plus `device` and `dtype` attributes.
+) -> Backend:
+    """The backend object for a device (a `Backend`).
 
     kernels: "auto" | "torch" | "triton" | None (= $POLYASR_KERNELS, else "auto"): which
     implementation the hot ops run (`kernel_dispatch`).

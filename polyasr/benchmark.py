@@ -74,7 +74,7 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
         "load_secs": round(engine.load_secs, 3),
         "device": str(engine.backend.device),
         "dtype": engine.backend.dtype_name,
-        "quantize": getattr(engine.backend, "quantization", None),
+        "quantize": engine.backend.quantization,
         "runs": len(times),
         "inference_secs": [round(t, 4) for t in times],
         "rtf_median": round(statistics.median(times) / duration, 5),

@@ -122,14 +122,14 @@ class AsrEngine:
                 **info,
                 "device": str(self.backend.device),
                 "dtype": self.backend.dtype_name,
-                "kernels": getattr(self.backend, "kernels", "torch"),
+                "kernels": self.backend.kernels,
                 **self._quant_info(),
             },
         )
 
     def _quant_info(self) -> dict:
         """info["quantize"] ("8bit-g64" or None); with quantisation, how many linear layers it covered."""
-        label = getattr(self.backend, "quantization", None)
+        label = self.backend.quantization
         if label is None:
             return {"quantize": None}
         return {

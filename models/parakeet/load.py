@@ -75,9 +75,10 @@ class ParakeetModel:
         return proj, lengths
 
     def decode(self, proj, lengths, timings: dict | None = None, max_symbols: int | None = None) -> list[TdtHyp]:
-        """Greedy TDT over an encoder projection: C++ on the CPU, the batched device loop elsewhere."""
+        """Greedy TDT over an encoder projection: C++ where the backend runs loops best on the host
+        (`decode_on_host`: torch on the CPU), the batched device loop elsewhere."""
         t0 = time.perf_counter()
-        if self.B.name == "torch" and self.B.device.type == "cpu":
+        if self.B.decode_on_host:
             hyps = self.transducer.greedy_host(self.B.to_numpy(proj), lengths, max_symbols)
         else:
             hyps = self.transducer.greedy_device(proj, lengths, max_symbols)
