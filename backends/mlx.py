@@ -221,6 +221,8 @@ class MLXBackend(ComposedOps):
     @staticmethod
     def masked_scatter(x, where, rows):
         # row i of the result takes rows[number of True before it]: a cumulative sum, then a gather
+        if rows.shape[0] == 0:  # nothing to place (mx cannot gather from an empty array)
+            return x
         flat = where.reshape(-1)
         index = mx.maximum(mx.cumsum(flat.astype(mx.int32)) - 1, 0)
         picked = rows.astype(x.dtype)[index].reshape(x.shape)
