@@ -77,9 +77,10 @@ class Backend(Protocol):
 
     # ---- arrays -------------------------------------------------------------------------------
     def asarray(self, x: Any, dtype: DType | None = None) -> Array:
-        """Host data (numpy array, nested lists, scalars) -> an array on this backend, copied.
-        Float data takes `dtype` or else the compute dtype; integer and bool data keep their own
-        dtype unless `dtype` is given."""
+        """Host data (numpy array, nested lists, scalars) -> an array on this backend. Float data
+        takes `dtype` or else the compute dtype; integer and bool data keep their own dtype unless
+        `dtype` is given. The result may share memory with a numpy `x` (torch on the CPU does):
+        callers do not write into `x` afterwards."""
 
     def param(self, x: np.ndarray, dtype_name: str | None = None) -> Array:
         """A checkpoint tensor (numpy, possibly a read-only memory map) -> a weight on this backend,

@@ -22,7 +22,8 @@ import math
 import numpy as np
 import pytest
 
-from polyasr.backends.protocol import Backend, protocol_members
+from polyasr.backends import Backend
+from polyasr.backends.protocol import protocol_members
 from polyasr.kernels.mel_tables import NORM_STD_EPS, MelConfig, frame_counts, tables
 
 U32 = 2.0**-24  # fp32 unit roundoff
