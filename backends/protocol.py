@@ -283,7 +283,7 @@ class Backend(Protocol):
         arrays, or None for the config's (`kernels.mel_tables.tables(cfg)`)."""
 
     def mel_power(self, samples: np.ndarray, cfg: Any) -> Array:
-        """Mel power (before the log) of host samples (N,), not centred, no pre-emphasis:
+        """Mel power (before the log) of host samples (N,), not centred, pre-emphasised when cfg says:
         fb @ |rfft(frame * window)| ** cfg.power -> (1, n_mels, T) float32,
         T = 1 + (N - n_fft) // hop (one fewer with cfg.drop_last_frame, never negative)."""
 
