@@ -47,10 +47,12 @@ SHORT_CTX = 64  # a 64-position text context: 32 tokens a window keeps the many-
 def _backend(name):
     if name == "mlx":
         pytest.importorskip("mlx.core")
-        from polyasr.backends.mlx import MlxBackend
+        from polyasr.backends.mlx import MLXBackend
 
-        return MlxBackend("float32")
-    return TorchBackend("cpu", "float32")
+        return MLXBackend("float32")
+    if name == "triton":  # the cached decoding steps on the attention kernel (interpreted on CPU)
+        pytest.importorskip("triton")
+    return TorchBackend("cpu", "float32", kernels="triton" if name == "triton" else "torch")
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +146,11 @@ def test_long_prompt_with_best_of_stays_in_context(ckpt, backend, monkeypatch):
     assert all(len(c) <= limit for c in candidates) and len(result.tokens) <= limit
 
 
-@pytest.mark.parametrize("backend", ["torch", "mlx"])
+@pytest.mark.parametrize("backend", ["torch", "mlx", pytest.param("triton", marks=pytest.mark.slow)])
 def test_never_ending_sampler_ends_at_the_length_limit(ckpt, backend):
     m = _model(ckpt, backend, ctx=SHORT_CTX, suppress_tokens=(50257,))
-    af = net.encode(m.params, m.cfg, m.B, m.B.asarray(np.zeros((1, 80, 3000), np.float32)))
+    # The decoding loop is under test, not the encoder: a few random frames stand in for the audio.
+    af = m.B.asarray(np.random.default_rng(0).standard_normal((1, 16, m.cfg.d_model)).astype(np.float32))
     sot = m.tok.sot_sequence("en", "transcribe")
     for t, prompt in ((0.0, []), (1.0, list(range(1000, 1100)))):
         opts = TranscribeOptions(language="en", best_of=3)
