@@ -3,6 +3,8 @@
 Each window is encoded, decoded with temperature fallback, and cut into segments at its
 timestamp pairs; the next window starts at the last closed timestamp, so a sentence cut by
 the window edge is decoded again whole in the next window rather than split mid-word.
+Timestamps are bounded by the window's audio: a last window is padded to 30 s, and what the
+model stamps in the padding is not speech, so no segment reaches past the end of the file.
 """
 
 from __future__ import annotations
