@@ -25,6 +25,7 @@ class WhisperModel:
             "windows": log.windows,
             "temperature_fallbacks": log.fallbacks,
             "windows_skipped_no_speech": log.skipped_no_speech,
+            "windows_failed": log.failed,
             "checkpoint_format": self.format,
         }
         if log.language_probability is not None:

@@ -3,6 +3,8 @@
 Each window is encoded, decoded with temperature fallback, and cut into segments at its
 timestamp pairs; the next window starts at the last closed timestamp, so a sentence cut by
 the window edge is decoded again whole in the next window rather than split mid-word.
+Timestamps are bounded by the window's audio: a last window is padded to 30 s, and what the
+model stamps in the padding is not speech, so no segment reaches past the end of the file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from polyasr.errors import InvalidOptionError
 from polyasr.models.whisper import model as net
-from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language
+from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
 from polyasr.result import Segment
 
@@ -29,6 +31,7 @@ class WindowLog:
     skipped_no_speech: int = 0
     language_probability: float | None = None
     first_token_secs: float | None = None
+    failed: list[float] = field(default_factory=list)  # start (s) of each window that failed every temperature
 
     def add(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -69,13 +72,14 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         log.add("decoder", t0)
         log.windows += 1
         log.fallbacks += result.temperature > 0
+        if needs_fallback(result, opts):  # kept all the same, as the reference keeps it
+            log.failed.append(round(offset, 3))
         if _is_silence(result, opts):
             log.skipped_no_speech += 1
             seek += size
         else:
-            new, advance = _split_segments(
-                tok, result, offset, size, size * feats.hop / m.sample_rate, frames_per_token
-            )
+            window_end = (seek + size) * feats.hop / m.sample_rate
+            new, advance = _split_segments(tok, result, offset, window_end, size, frames_per_token)
             seek += advance
             segments += new
             all_tokens += [t for s in new for t in s.tokens]
@@ -102,26 +106,27 @@ def _is_silence(result, opts) -> bool:
     return not (opts.log_prob_threshold is not None and result.avg_logprob > opts.log_prob_threshold)
 
 
-def _split_segments(tok, result, offset, size, duration, frames_per_token):
-    """Cut a window's tokens at consecutive timestamp pairs -> (segments, frames to advance)."""
+def _split_segments(tok, result, offset, window_end, size, frames_per_token):
+    """Cut a window's tokens at consecutive timestamp pairs -> (segments, frames to advance).
+
+    A timestamp past `window_end`, the end of the window's audio (a last window's padded tail is
+    not speech), is brought back to it, and so is the seek."""
     tokens, lps, tb = result.tokens, result.token_logprobs, tok.timestamp_begin
+    at = lambda t: min(offset + (t - tb) * TIME_PRECISION, window_end)
     is_ts = [t >= tb for t in tokens]
     cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
-    single_end = is_ts[-2:] == [False, True]
-    if not cuts:
+    if not cuts:  # one segment: to the last timestamp, or to the end of the window without one
         stamps = [t for t in tokens if t >= tb]
-        end = offset + ((stamps[-1] - tb) * TIME_PRECISION if stamps and stamps[-1] != tb else duration)
+        end = at(stamps[-1]) if stamps and stamps[-1] != tb else window_end
         return _keep([_segment(tok, tokens, lps, offset, end)]), size
-    if single_end:
+    single_end = is_ts[-2:] == [False, True]
+    if single_end:  # nothing is spoken after the last timestamp: the window is done
         cuts.append(len(tokens))
     segments, last = [], 0
     for cut in cuts:
-        piece, piece_lps = tokens[last:cut], lps[last:cut]
-        start = offset + (piece[0] - tb) * TIME_PRECISION
-        end = offset + (piece[-1] - tb) * TIME_PRECISION
-        segments.append(_segment(tok, piece, piece_lps, start, end))
+        segments.append(_segment(tok, tokens[last:cut], lps[last:cut], at(tokens[last]), at(tokens[cut - 1])))
         last = cut
-    advance = size if single_end else (tokens[last - 1] - tb) * frames_per_token
+    advance = size if single_end else min((tokens[last - 1] - tb) * frames_per_token, size)
     return _keep(segments), advance if advance > 0 else size  # a <|0.00|> pair must not stall the seek
 
 
