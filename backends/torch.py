@@ -392,3 +392,25 @@ class TorchBackend:
         """Finish computing `xs` now (stage timings, decoding-loop sync points): waits for the GPU on
         CUDA; eager CPU work is already done. MLX's lazy graphs are computed here."""
         self.synchronize()
+
+    # ---- recurrent ops (Silero VAD; to be folded into the backend Protocol) -------------------------
+    @staticmethod
+    def sqrt(x):
+        return torch.sqrt(x)
+
+    @staticmethod
+    def lstm(x, w_ih, w_hh, b_ih, b_hh, state=None):
+        """One LSTM layer over a sequence, torch.nn.LSTM's equations and gate order (input, forget, cell,
+        output): x (B, T, Cin), w_ih (4H, Cin), w_hh (4H, H), b_ih / b_hh (4H,), state (h, c) each (B, H)
+        or None for zeros -> (outputs h_t (B, T, H), (h_T, c_T) each (B, H)).
+
+        One `torch.lstm` call: the time loop runs in C++ (cuDNN on CUDA), with the input projection of
+        all T steps done as one GEMM up front.
+        """
+        if state is None:
+            zeros = x.new_zeros(1, x.shape[0], w_hh.shape[1])
+            hx = (zeros, zeros)
+        else:
+            hx = (state[0][None], state[1][None])
+        out, h, c = torch.lstm(x, hx, (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, False, False, True)
+        return out, (h[0], c[0])
