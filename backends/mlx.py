@@ -378,8 +378,14 @@ class MLXBackend:
 
     # ---- recurrent ops (Silero VAD; to be folded into the backend Protocol) -------------------------
     @staticmethod
-    def sqrt(x):
-        return mx.sqrt(x)
+    def stft_magnitude(x, window, hop: int):
+        """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->
+        (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1), as the torch backend's op."""
+        n, length = x.shape
+        frames = mx.as_strided(
+            mx.contiguous(x), (n, 1 + (length - window.shape[0]) // hop, window.shape[0]), (length, hop, 1)
+        )
+        return mx.abs(mx.fft.rfft(frames * window))
 
     @staticmethod
     def lstm(x, w_ih, w_hh, b_ih, b_hh, state=None):

@@ -177,3 +177,49 @@ def _to_rate(region: tuple[int, int], rate: int, n16: int) -> SpeechRegion:
         return SpeechRegion(start, end)
     n_in = -(-n16 * rate // SAMPLE_RATE)
     return SpeechRegion(start * rate // SAMPLE_RATE, min(-(-end * rate // SAMPLE_RATE), n_in))
+
+
+# ---------------------------------------------------------------- `polyasr vad`
+
+
+def add_cli_parser(sub) -> None:
+    """The `vad` subcommand's arguments (cli.py registers it)."""
+    v = sub.add_parser("vad", help="print the speech regions of audio files (Silero VAD), in seconds")
+    v.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    defaults = VadOptions()
+    v.add_argument("--threshold", type=float, default=defaults.threshold, help="speech threshold (default 0.5)")
+    v.add_argument(
+        "--neg-threshold", type=float, default=None, help="pause threshold inside speech (default threshold - 0.15)"
+    )
+    v.add_argument("--min-speech-duration-ms", type=float, default=defaults.min_speech_duration_ms)
+    v.add_argument("--min-silence-duration-ms", type=float, default=defaults.min_silence_duration_ms)
+    v.add_argument("--speech-pad-ms", type=float, default=defaults.speech_pad_ms)
+    v.add_argument("--max-speech-duration-s", type=float, default=defaults.max_speech_duration_s)
+    v.add_argument("--format", default="text", choices=("text", "json"), help="output format (default: text)")
+    v.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mlx"), help="backend (default: cpu)")
+
+
+def cmd_vad(args) -> int:
+    """Regions of every file, batched; text: one `start end` line (seconds) per region under each file's name."""
+    import json
+
+    opts = VadOptions(
+        threshold=args.threshold,
+        neg_threshold=args.neg_threshold,
+        min_speech_duration_ms=args.min_speech_duration_ms,
+        max_speech_duration_s=args.max_speech_duration_s,
+        min_silence_duration_ms=args.min_silence_duration_ms,
+        speech_pad_ms=args.speech_pad_ms,
+    )
+    found = batch_speech_timestamps(list(args.audio), options=opts, device=args.device)
+    seconds = [[(round(r.start / SAMPLE_RATE, 3), round(r.end / SAMPLE_RATE, 3)) for r in rs] for rs in found]
+    if args.format == "json":
+        files = [{"file": a, "regions": [{"start": s, "end": e} for s, e in rs]} for a, rs in zip(args.audio, seconds)]
+        print(json.dumps(files, indent=2))
+        return 0
+    for path, regions in zip(args.audio, seconds):
+        if len(args.audio) > 1:
+            print(f"# {path}")
+        for start, end in regions:
+            print(f"{start:.3f} {end:.3f}")
+    return 0

@@ -4,7 +4,8 @@ The shipped `silero_vad_16k.safetensors` holds tensors only, no config, so the s
 tensors' shapes (`from_shapes`) and the rest are facts of silero's 16 kHz model (its TorchScript
 `VADRNNJIT` and `OnnxWrapper`): 512-sample windows, each seen with the 64 samples before it
 (zeros before the first), reflection-padded by 64 samples on the right, a 256-point STFT with hop
-128 done as a conv with the stored basis (4 frames per window), four conv blocks (kernel 3,
+128 done upstream as a conv with a stored basis (4 frames per window; the basis is a Hann-windowed
+DFT, so `model.py` runs it as an FFT), four conv blocks (kernel 3,
 padding 1, strides 1, 2, 2, 1, ReLU) that shrink the 4 frames to 1, one LSTM cell whose state
 carries from window to window, and ReLU -> 1x1 conv -> sigmoid.
 """

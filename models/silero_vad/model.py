@@ -3,9 +3,12 @@
 Per 512-sample window w of a signal x (zeros before it and after its end):
   seg = x[w*512 - 64 : w*512 + 512] (576 samples) ++ reflect(its last 64)  -> 640 samples
   |STFT| = sqrt(re^2 + im^2) of conv1d(seg, basis, stride 128)             -> (4 frames, 129)
+              (the basis is a Hann-windowed DFT: computed as |rfft(frame * window)|)
   conv k3 p1 s1 / s2 / s2 / s1, each + ReLU                                -> (1 frame, 128)
   LSTM cell (h, c carried from window w-1)                                 -> h (128,)
   sigmoid(final_conv(relu(h)))                                             -> P(speech in window w)
+The stored basis is checked at load to be the DFT (cos rows, then -sin rows) times a window, which
+is its first row; an FFT then does the conv's work in a small fraction of its multiplications.
 Everything up to the LSTM depends on one window only, so it runs for many windows at once (the
 windows are the conv batch); only the LSTM steps one window after another, on a (B, T, C) batch
 whose rows are independent streams.
@@ -15,15 +18,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from polyasr.errors import WeightsMismatchError
 from polyasr.models.silero_vad.config import SileroVADConfig
+
+# fp32 storage of cos / sin values times a window <= 1: each entry within a few ulps of 1
+_BASIS_ATOL = 1e-6
 
 
 def prepare(params: dict[str, np.ndarray], cfg: SileroVADConfig, B) -> dict:
     """Host fp32 parameters -> backend arrays in the layouts the functions below read."""
-    p = {name: B.param(a) for name, a in params.items()}
+    p = {name: B.param(a) for name, a in params.items() if name not in ("stft_conv.weight", "final_conv.weight")}
+    p["stft.window"] = B.param(stft_window(params["stft_conv.weight"], cfg))
     p["final.w"] = B.prepare_linear(B.param(params["final_conv.weight"][:, :, 0]))
-    del p["final_conv.weight"]
     return p
+
+
+def stft_window(basis: np.ndarray, cfg: SileroVADConfig) -> np.ndarray:
+    """The analysis window of the STFT conv's basis (2F, 1, n_fft), after checking that the basis is
+    the windowed DFT; its first row (cos at frequency 0) is the window itself."""
+    n = cfg.filter_length
+    window = basis[0, 0].astype(np.float64)
+    angle = 2 * np.pi * np.outer(np.arange(cfg.n_freqs), np.arange(n)) / n
+    expected = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
+    err = np.abs(basis[:, 0].astype(np.float64) - expected).max()
+    if err > _BASIS_ATOL:
+        raise WeightsMismatchError(
+            f"stft_conv.weight is not a windowed DFT basis (off by up to {err:.3g}); not a Silero VAD checkpoint"
+        )
+    return window.astype(np.float32)
 
 
 def window_block(audios: list[np.ndarray], cfg: SileroVADConfig, first: int, count: int) -> np.ndarray:
@@ -46,9 +68,7 @@ def window_block(audios: list[np.ndarray], cfg: SileroVADConfig, first: int, cou
 
 def encode(p: dict, cfg: SileroVADConfig, B, windows) -> object:
     """windows (N, 640) backend array -> (N, hidden) encoder features, one row per window."""
-    x = B.conv1d(windows[:, :, None], p["stft_conv.weight"], stride=cfg.hop_length)  # (N, 4, 2F)
-    re, im = B.split(x, (cfg.n_freqs, cfg.n_freqs), axis=-1)
-    x = B.sqrt(re * re + im * im)
+    x = B.stft_magnitude(windows, p["stft.window"], cfg.hop_length)  # (N, 4, F)
     pad = cfg.kernel_size // 2
     for i, stride in enumerate(cfg.encoder_strides, start=1):
         x = B.relu(B.conv1d(x, p[f"conv{i}.weight"], p[f"conv{i}.bias"], stride=stride, padding=pad))

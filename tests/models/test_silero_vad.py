@@ -287,6 +287,15 @@ def test_safetensors_weights_match_silero_network_with_them(silero, reference):
     assert np.abs(ours - reference["speech_pauses.flac"][1]).max() > 0.1  # not the jit model's
 
 
+@pytest.mark.gpu
+def test_cuda_matches_silero(reference):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    audio, probs, regions = reference["speech_pauses.flac"]
+    assert_close(speech_probabilities(audio, device="cuda"), probs, atol=PROB_ATOL, what="CUDA")
+    assert speech_timestamps(audio, device="cuda") == regions
+
+
 @pytest.mark.mlx
 @pytest.mark.parametrize("name", ["en_short.wav", "noise.flac", "speech_pauses.flac"])
 def test_mlx_matches_silero(reference, name):
@@ -311,3 +320,25 @@ def test_mlx_path_never_imports_torch(fixtures_dir):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_prints_regions_in_seconds(fixtures_dir, capsys):
+    import json
+
+    from polyasr.cli import main
+
+    files = [str(fixtures_dir / "en_short.wav"), str(fixtures_dir / "noise.flac")]
+    assert main(["vad", *files, "--format", "json", "--speech-pad-ms", "50"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = [speech_timestamps(f, speech_pad_ms=50) for f in files]
+    assert [p["file"] for p in printed] == files
+    assert [[(r["start"], r["end"]) for r in p["regions"]] for p in printed] == [
+        [(round(s / 16000, 3), round(e / 16000, 3)) for s, e in regions] for regions in expected
+    ]
+    assert printed[0]["regions"] and printed[1]["regions"] == []
+    assert main(["vad", files[0]]) == 0
+    lines = capsys.readouterr().out.split()
+    default = [f"{round(v / 16000, 3):.3f}" for r in speech_timestamps(files[0]) for v in r]
+    assert lines == default
+    assert main(["vad", files[0], "--threshold", "2"]) == 2
+    assert "threshold" in capsys.readouterr().err
