@@ -256,6 +256,17 @@ def test_weights_mismatch_names_the_tensor(tmp_path):
     assert "conv2.bias" in str(err.value) and "extra.weight" in str(err.value) and "conv4.bias" in str(err.value)
 
 
+def test_stft_basis_must_be_a_windowed_dft():
+    from polyasr.models.silero_vad.model import stft_window
+
+    cfg, params = weights.load_weights(weights.find_weights())
+    basis = params["stft_conv.weight"]
+    assert_close(stft_window(basis, cfg), np.hanning(cfg.filter_length + 1)[:-1], atol=1e-7, what="periodic Hann")
+    swapped = np.concatenate([basis[cfg.n_freqs :], basis[: cfg.n_freqs]])  # sin rows first
+    with pytest.raises(WeightsMismatchError, match="stft_conv.weight"):
+        stft_window(swapped, cfg)
+
+
 def test_jit_reader_runs_nothing(tmp_path):
     """A TorchScript-looking archive whose pickle calls os.system is refused before anything runs."""
     import pickle
