@@ -397,10 +397,10 @@ class TorchBackend:
     @staticmethod
     def stft_magnitude(x, window, hop: int):
         """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->
-        (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1). The magnitude is a norm over the real / imaginary
-        pairs: torch's complex `abs` takes a slower path."""
+        (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1). The magnitude as sqrt(re^2 + im^2) from the real
+        and imaginary views: several times faster on CPU than complex `abs` or a norm over the pairs."""
         spec = torch.fft.rfft(x.unfold(-1, window.shape[0], hop) * window)
-        return torch.linalg.vector_norm(torch.view_as_real(spec), dim=-1)
+        return torch.addcmul(spec.real.square(), spec.imag, spec.imag).sqrt_()
 
     @staticmethod
     def lstm(x, w_ih, w_hh, b_ih, b_hh, state=None):
