@@ -376,7 +376,7 @@ class MLXBackend:
         so the lazy graph never spans the whole decode)."""
         mx.eval(*xs)
 
-    # ---- recurrent ops (Silero VAD; to be folded into the backend Protocol) -------------------------
+    # ---- Silero VAD ops: stft_magnitude, lstm (to be folded into the backend Protocol) --------------
     @staticmethod
     def stft_magnitude(x, window, hop: int):
         """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->
@@ -449,7 +449,7 @@ def _frontend_tables(cfg):
     return tuple(mx.array(t) for t in tables(cfg))
 
 
-# ---- recurrent ops: the compiled LSTM step of MLXBackend.lstm (Silero VAD) ----------------------------
+# ---- Silero VAD ops: the compiled LSTM step of MLXBackend.lstm ----------------------------------------
 _LSTM_EVAL_EVERY = 128
 
 

@@ -393,7 +393,7 @@ class TorchBackend:
         CUDA; eager CPU work is already done. MLX's lazy graphs are computed here."""
         self.synchronize()
 
-    # ---- recurrent ops (Silero VAD; to be folded into the backend Protocol) -------------------------
+    # ---- Silero VAD ops: stft_magnitude, lstm (to be folded into the backend Protocol) --------------
     @staticmethod
     def stft_magnitude(x, window, hop: int):
         """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->

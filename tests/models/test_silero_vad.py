@@ -353,3 +353,45 @@ def test_cli_prints_regions_in_seconds(fixtures_dir, capsys):
     assert lines == default
     assert main(["vad", files[0], "--threshold", "2"]) == 2
     assert "threshold" in capsys.readouterr().err
+
+
+def _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, h, c):
+    """torch.nn.LSTM's equations in float64 numpy, one step at a time."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    out = []
+    for t in range(x.shape[1]):
+        i, f, g, o = np.split(x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, axis=-1)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1), h, c
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("mlx", marks=pytest.mark.mlx)])
+def test_backend_ops_against_float64(device):
+    """The two ops this model added to the backends: `lstm` (state in and out) and `stft_magnitude`."""
+    if device == "mlx":
+        pytest.importorskip("mlx.core")
+    from polyasr.backends import get_backend
+
+    B = get_backend(device, dtype="float32")
+    rng = np.random.default_rng(0)
+    x, h0, c0 = rng.normal(size=(3, 7, 5)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    w_ih, w_hh, b_ih, b_hh = (
+        rng.normal(size=(16, 5)),
+        rng.normal(size=(16, 4)),
+        rng.normal(size=16),
+        rng.normal(size=16),
+    )
+    ref, h_ref, c_ref = _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    arr = lambda a: B.asarray(a.astype(np.float32))  # noqa: E731
+    out, (h, c) = B.lstm(arr(x), arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh), (arr(h0), arr(c0)))
+    for got, want, what in ((out, ref, "outputs"), (h, h_ref, "h"), (c, c_ref, "c")):
+        assert_close(B.to_numpy(got), want, atol=1e-5, what=f"lstm {what}")
+    zero = _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, np.zeros((3, 4)), np.zeros((3, 4)))[0]
+    assert_close(B.to_numpy(B.lstm(arr(x), arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh))[0]), zero, atol=1e-5)
+
+    sig, window = rng.normal(size=(2, 640)), np.hanning(257)[:-1]
+    frames = np.stack([sig[:, s : s + 256] for s in range(0, 640 - 256 + 1, 128)], axis=1)
+    want = np.abs(np.fft.rfft(frames * window, axis=-1))  # (2, 4, 129); values up to ~40 from 256-term sums
+    assert_close(B.to_numpy(B.stft_magnitude(arr(sig), arr(window), 128)), want, atol=1e-4, what="stft_magnitude")
