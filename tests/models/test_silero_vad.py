@@ -21,7 +21,9 @@ import soundfile as sf
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")
+_threads = torch.get_num_threads()
 silero_vad = pytest.importorskip("silero_vad")
+torch.set_num_threads(_threads)  # importing silero_vad sets one thread for the whole process
 
 from polyasr.audio import load_audio, validate_samples  # noqa: E402
 from polyasr.errors import (  # noqa: E402
@@ -62,9 +64,18 @@ OPTION_SETS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread in this module only, as silero-vad itself sets: its window-by-window model
+    (the reference) slows down many times over when threads contend for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def silero():
-    torch.set_num_threads(1)
     return silero_vad.load_silero_vad()
 
 
