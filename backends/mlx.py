@@ -289,6 +289,41 @@ class MLXBackend(ComposedOps):
         x = mx.log10(mx.maximum(mel, guard))
         return (mx.maximum(x, log_max - 8.0) + 4.0) / 4.0
 
+    # ---- sequence ops (Silero VAD) --------------------------------------------------------------
+    @staticmethod
+    def stft_magnitude(x, window, hop: int):
+        """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->
+        (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1), as the torch backend's op."""
+        n, length = x.shape
+        frames = mx.as_strided(
+            mx.contiguous(x), (n, 1 + (length - window.shape[0]) // hop, window.shape[0]), (length, hop, 1)
+        )
+        return mx.abs(mx.fft.rfft(frames * window))
+
+    @staticmethod
+    def lstm(x, w_ih, w_hh, b_ih, b_hh, state=None):
+        """One LSTM layer over a sequence, as the torch backend's op (torch.nn.LSTM's equations, gates in
+        the order input, forget, cell, output): x (B, T, Cin), w_ih (4H, Cin), w_hh (4H, H), b_ih / b_hh
+        (4H,), state (h, c) each (B, H) or None for zeros -> (outputs (B, T, H), (h_T, c_T)).
+
+        The input projection of all T steps is one matmul; the steps run one compiled cell each, and
+        the graph is evaluated every `_LSTM_EVAL_EVERY` steps so it never spans the whole sequence.
+        """
+        b, t, _ = x.shape
+        xp = x @ w_ih.T + (b_ih + b_hh)
+        w_hh_t = mx.contiguous(w_hh.T)
+        if state is None:
+            h = c = mx.zeros((b, w_hh.shape[1]), dtype=x.dtype)
+        else:
+            h, c = state
+        outs = []
+        for i in range(t):
+            h, c = _lstm_cell(xp[:, i], h, c, w_hh_t)
+            outs.append(h)
+            if (i + 1) % _LSTM_EVAL_EVERY == 0:
+                mx.eval(h, c)
+        return mx.stack(outs, axis=1) if outs else mx.zeros((b, 0, w_hh.shape[1]), dtype=x.dtype), (h, c)
+
 
 def _padded_signals(batch: np.ndarray, lengths: np.ndarray, cfg) -> np.ndarray:
     """(B, N) signals -> pre-emphasised, centre-padded (B, N + 2 * (n_fft // 2)) float32, each item padded
@@ -325,3 +360,15 @@ def _mel_spectrogram(x, n_frames: int, cfg, window, bank):
 def _frontend_tables(cfg):
     """The analysis window (n_fft,) and mel bank (n_mels, F) of `cfg`, as fp32 MLX arrays."""
     return tuple(mx.array(t) for t in tables(cfg))
+
+
+# The compiled LSTM step of MLXBackend.lstm.
+_LSTM_EVAL_EVERY = 128
+
+
+@mx.compile
+def _lstm_cell(xp, h, c, w_hh_t):
+    """One LSTM step from the step's input projection xp (B, 4H) (biases included): -> (h, c)."""
+    i, f, g, o = mx.split(xp + h @ w_hh_t, 4, axis=-1)
+    c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
+    return mx.sigmoid(o) * mx.tanh(c), c

@@ -291,6 +291,19 @@ class Backend(Protocol):
         """Whisper's log compression with a given maximum: log10(max(mel, guard)), floored at
         log_max - 8, then (x + 4) / 4; same shape as mel."""
 
+    # ---- sequence ops (Silero VAD) ------------------------------------------------------------
+    def stft_magnitude(self, x: Array, window: Array, hop: int) -> Array:
+        """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,)
+        -> (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1), in x's dtype."""
+
+    def lstm(
+        self, x: Array, w_ih: Array, w_hh: Array, b_ih: Array, b_hh: Array, state: tuple[Array, Array] | None = None
+    ) -> tuple[Array, tuple[Array, Array]]:
+        """One LSTM layer over a sequence, torch.nn.LSTM's equations and gate order (input, forget,
+        cell, output): x (B, T, Cin), w_ih (4H, Cin), w_hh (4H, H), b_ih / b_hh (4H,), state (h, c)
+        each (B, H), or None for zeros -> (outputs h_t (B, T, H), (h_T, c_T) each (B, H)). The
+        steps are sequential; a lazy backend evaluates every few steps so its graph stays bounded."""
+
 
 def protocol_members() -> tuple[list[str], list[str]]:
     """(method names, attribute names) of `Backend`, each sorted: what a backend must provide."""

@@ -12,6 +12,7 @@ import resource
 import sys
 from pathlib import Path
 
+from polyasr import vad
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
 from polyasr.options import TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
@@ -128,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
+    vad.add_cli_parser(sub)
     return parser
 
 
@@ -296,7 +298,13 @@ def cmd_convert(args) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark, "convert": cmd_convert}
+COMMANDS = {
+    "transcribe": cmd_transcribe,
+    "models": cmd_models,
+    "benchmark": cmd_benchmark,
+    "convert": cmd_convert,
+    "vad": vad.cmd_vad,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -921,6 +921,46 @@ def case_whisper_log(B):
 # ---- the contract itself -----------------------------------------------------------------------
 
 
+# ---- sequence ops (Silero VAD) -----------------------------------------------------------------
+
+
+def _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, h, c):
+    """torch.nn.LSTM's equations in float64 numpy, one step at a time."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    out = []
+    for t in range(x.shape[1]):
+        i, f, g, o = np.split(x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, axis=-1)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1), h, c
+
+
+@case("lstm")
+def case_lstm(B):
+    """Gates are squashed to (-1, 1); each step's pre-activation sums Cin + H + 2 terms of order 1,
+    and the state's error can grow at most linearly over T steps: 1e-5 covers fp32 for T = 7."""
+    x, h0, c0 = (np.random.standard_normal(s) for s in ((3, 7, 5), (3, 4), (3, 4)))
+    w_ih, w_hh, b_ih, b_hh = (np.random.standard_normal(s) for s in ((16, 5), (16, 4), (16,), (16,)))
+    ref, h_ref, c_ref = _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    arr = lambda a: B.asarray(a.astype(np.float32))  # noqa: E731
+    out, (h, c) = B.lstm(arr(x), arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh), (arr(h0), arr(c0)))
+    for got, want, what in ((out, ref, "outputs"), (h, h_ref, "h"), (c, c_ref, "c")):
+        check(B, got, want, 1e-5, f"lstm {what}")
+    zero = _lstm_ref(x, w_ih, w_hh, b_ih, b_hh, np.zeros((3, 4)), np.zeros((3, 4)))[0]
+    check(B, B.lstm(arr(x), arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh))[0], zero, 1e-5, "lstm from zero state")
+
+
+@case("stft_magnitude")
+def case_stft_magnitude(B):
+    """Magnitudes up to ~40 from 256-term sums of order-1 terms: fp32 error ~ 2^-24 * 40 * 16 < 1e-4."""
+    sig, window = np.random.standard_normal((2, 640)), np.hanning(257)[:-1]
+    frames = np.stack([sig[:, s : s + 256] for s in range(0, 640 - 256 + 1, 128)], axis=1)
+    want = np.abs(np.fft.rfft(frames * window, axis=-1))
+    got = B.stft_magnitude(B.asarray(sig.astype(np.float32)), B.asarray(window.astype(np.float32)), 128)
+    check(B, got, want, 1e-4, "stft_magnitude")
+
+
 @pytest.mark.parametrize("member", sorted(CASES))
 def test_op(B, member):
     CASES[member](B)
