@@ -56,7 +56,9 @@ def test_tokens_identical_to_openai_whisper(request, openai_models, fixtures_dir
         ref = whisper.transcribe(openai_models(size), audio, language=language, temperature=(0.0,), fp16=False)
     ours = engine.transcribe(audio, TranscribeOptions(language=language, temperatures=(0.0,)))
     assert [s["tokens"] for s in ref["segments"]] == [s.tokens for s in ours.segments]
-    assert [(round(s["start"], 2), round(s["end"], 2)) for s in ref["segments"]] == [
+    # openai-whisper lets a last window's stamps run into its padding, past the audio; ours stop at its end.
+    bounded = lambda t: round(min(t, audio_duration(audio)), 2)
+    assert [(bounded(s["start"]), bounded(s["end"])) for s in ref["segments"]] == [
         (round(s.start, 2), round(s.end, 2)) for s in ours.segments
     ]
     assert ref["text"].strip() == ours.text
@@ -93,7 +95,7 @@ def test_long_file_is_transcribed_to_its_end(request, fixtures_dir, size):
     assert result.info["windows"] >= 3
     assert result.segments[-1].end >= duration - 3.0
     starts = [s.start for s in result.segments]
-    assert starts == sorted(starts) and all(s.end <= duration + 0.5 for s in result.segments)
+    assert starts == sorted(starts) and all(s.end <= duration for s in result.segments)
     last_words = normalize_text((fixtures_dir / "en_long.txt").read_text()).split()[-4:]
     assert normalize_text(result.text).split()[-4:] == last_words
     assert all(0 < s.confidence <= 1 for s in result.segments)
