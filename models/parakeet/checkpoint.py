@@ -20,7 +20,7 @@ from polyasr.errors import CheckpointError
 from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights, write_safetensors
 from polyasr.models.parakeet.config import ParakeetConfig
 from polyasr.models.parakeet.tokenizer import ParakeetTokenizer
-from polyasr.models.parakeet.weights import HF_MAP, NEMO_MAP
+from polyasr.models.parakeet.weights import HF_MAP, nemo_weight_map
 from polyasr.models.weight_map import WeightMap
 
 
@@ -74,7 +74,7 @@ def _read_nemo(archive: Path) -> ParakeetCheckpoint:
         except OSError:
             pass
     tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model, source=str(archive))
-    return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(archive))
+    return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, nemo_weight_map(cfg), str(archive))
 
 
 CONVERTED_CONFIG = "model_config.yaml"
@@ -128,7 +128,7 @@ def _read_converted(directory: Path) -> ParakeetCheckpoint:
     tokenizer = ParakeetTokenizer(
         cfg.vocab_size, sentencepiece_model=sp.read_bytes() if sp.is_file() else None, source=str(directory)
     )
-    return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(directory))
+    return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, nemo_weight_map(cfg), str(directory))
 
 
 def _read_json(path: Path) -> dict:

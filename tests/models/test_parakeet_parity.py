@@ -59,6 +59,8 @@ def reference(request, sp_model, tmp_path_factory):
     paths = {
         "hf": write_hf_dir(model, fe, sp_model, root / "hf"),
         "nemo": write_nemo(model, fe, sp_model, root / "tiny.nemo"),
+        # jointnet.dropout 0: NeMo's joint_net has no Dropout module, the output layer is joint_net.1
+        "nemo-no-dropout": write_nemo(model, fe, sp_model, root / "nodrop.nemo", joint_dropout=0.0),
     }
     B = TorchBackend("cpu", "float32")
     loaded = {fmt: ParakeetModel("parakeet-tdt-v3", read_parakeet_checkpoint(p), B) for fmt, p in paths.items()}
@@ -129,7 +131,7 @@ def test_padded_batch_equals_single(reference):
         assert err < 1e-4, f"item {i}: batched encoder output differs from single by {err}"
 
 
-@pytest.mark.parametrize("fmt", ["hf", "nemo"])
+@pytest.mark.parametrize("fmt", ["hf", "nemo", "nemo-no-dropout"])
 def test_greedy_matches_generate(reference, fmt):
     model, fe, loaded = reference
     m = loaded[fmt]
