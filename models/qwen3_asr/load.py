@@ -104,7 +104,8 @@ class Qwen3ASRModel:
             t0 = time.perf_counter()
             x, pad = self.prompt_embeddings(embeds, tokens, language, context)
             bounds = [max_new_tokens(len(a) / self.sample_rate) for a in audios]
-            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard, stats)
+            guard_text = self.tok.decode if guard else None
+            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard_text, stats)
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
         return [Piece(*parse_answer(self.tok, g.tokens, language), g) for g in gens]
 
