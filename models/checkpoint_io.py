@@ -138,7 +138,13 @@ def read_torch_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[st
     """A `pytorch_model.bin`-style state dict, loaded with weights_only=True (no code runs)."""
     import pickle
 
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: a torch pickle, which needs torch to read (pip install torch); "
+            "`polyasr convert` it where torch is installed to get a checkpoint that loads without it"
+        ) from None
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -114,6 +114,10 @@ def test_without_quantize_the_backend_is_unchanged():
         (5, 64, "quantize=5"),
         (16, 64, "quantize=16"),
         (1, 64, "quantize=1"),
+        # widths mx.quantize takes but polyasr does not offer (the CLI and README say 4 or 8)
+        (2, 64, "quantize=2"),
+        (3, 64, "quantize=3"),
+        (6, 64, "quantize=6"),
         (8, 48, "group_size=48"),
         (4, 256, "group_size=256"),
     ],
