@@ -1,7 +1,14 @@
-"""Shared test set-up: interpreter mode for Triton without a GPU, seeds, fixtures, real weights.
+"""Shared test set-up: interpreter mode for Triton without a GPU, seeds, fixtures, real weights,
+the one closeness helper, and CI's rule that a missing dependency is a failure.
 
 TRITON_INTERPRET is read when a kernel is decorated, so it is set here, before any test
 module imports polyasr.kernels.
+
+Missing dependencies under CI: a test that skips because a reference implementation, a backend
+package or the real Whisper weights are not installed (`pytest.importorskip`, or `skip_missing`
+here) is a FAILURE when the environment has CI set (CI=true, as CI services set it), so a broken
+install step cannot turn CI green. Locally it stays a skip. Skips for other reasons (no GPU, a
+known upstream bug, a dtype the Triton interpreter lacks) stay skips everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +32,49 @@ if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+pytest_plugins = ("pytester",)  # tests/test_conftest.py runs this file's hooks in a throwaway session
+
+# ---- CI: a missing dependency fails -------------------------------------------------------------
+
+MISSING = "missing dependency: "
+_IMPORTORSKIP = "could not import "  # how pytest.importorskip words its skip
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_missing(what: str):
+    """Skip because `what` (a package, a reference implementation, real weights) is not installed;
+    under CI this is a failure (see the module docstring)."""
+    pytest.skip(MISSING + what)
+
+
+def _missing_dependency(report) -> str | None:
+    """The skip message of a report that skipped for a missing dependency, else None."""
+    if not report.skipped or not isinstance(report.longrepr, tuple):  # (file, line, "Skipped: why")
+        return None
+    reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+    return reason if reason.startswith((MISSING, _IMPORTORSKIP)) else None
+
+
+def _fail_if_missing_in_ci(report) -> None:
+    reason = _missing_dependency(report) if in_ci() else None
+    if reason is not None:
+        report.outcome = "failed"
+        report.longrepr = f"CI is set, so a missing dependency fails instead of skipping: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_if_missing_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level pytest.importorskip skips the whole module at collection
+    _fail_if_missing_in_ci(outcome.get_result())
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +113,7 @@ def _locate(model_id: str) -> Path:
     try:
         return locate_checkpoint(get_spec(model_id))
     except ModelNotFoundError as e:
-        pytest.skip(f"{model_id} weights are not installed: {e}")
+        skip_missing(f"{model_id} weights ({' '.join(str(e).split())})")
 
 
 @pytest.fixture(scope="session")
