@@ -2,10 +2,10 @@
 
 Arrays are torch tensors in channels-last layout `(B, T, C)`; attention takes
 `(B, H, T, D)`. Every op is a thin, allocation-aware wrapper so model code reads the
-same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA (issue 7):
-`attention`, `rel_pos_attention` and `glu_dwconv_silu` run a Triton kernel when
-`backends/kernel_dispatch.py` says so (opt-in with `kernels=` / POLYASR_KERNELS until validated on a GPU);
-the model code does not change to pick one.
+same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA: `attention`,
+`rel_pos_attention`, `log_mel` (the fused frontend), `glu_dwconv_silu`, `rope` and `qk_norm_rope`
+run a Triton kernel when `backends/kernel_dispatch.py` says so (opt-in with `kernels=` /
+POLYASR_KERNELS until validated on a GPU); the model code does not change to pick one.
 """
 
 from __future__ import annotations

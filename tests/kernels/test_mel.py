@@ -27,7 +27,7 @@ from polyasr.kernels.mel import (
 )
 
 SR = 16000
-# NeMo's FastConformer / Parakeet preprocessor and GigaAM v3's, as DESIGN.md's frontend table states them.
+# NeMo's FastConformer / Parakeet preprocessor and GigaAM v3's, as their preprocessor configs state them.
 NEMO = MelConfig(
     n_fft=512,
     n_mels=128,
