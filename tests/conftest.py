@@ -13,6 +13,7 @@ known upstream bug, a dtype the Triton interpreter lacks) stay skips everywhere.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -85,19 +86,114 @@ def _seed():
         torch.manual_seed(0)
 
 
-def assert_close(actual, expected, atol: float, rtol: float = 0.0, what: str = "values"):
-    """allclose that says how many elements differ, by how much, and where the worst one is."""
-    a = np.asarray(actual.detach().float().cpu() if hasattr(actual, "detach") else actual, dtype=np.float64)
-    e = np.asarray(expected.detach().float().cpu() if hasattr(expected, "detach") else expected, dtype=np.float64)
+# ---- closeness: tolerances that follow from the arithmetic ----------------------------------------
+
+# Unit roundoff u = 2^-(mantissa bits + 1): one rounding changes a value by at most u relative.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+# Rounding errors behave like independent random signs (Higham, "Accuracy and Stability of Numerical
+# Algorithms", sec. 2.8): a sum of n terms of magnitude m is off by about u * m * sqrt(n), whatever
+# the order its CPU sums in (AVX2, AVX-512 and NEON differ in order, not in statistics). The largest
+# of up to ~1e6 such errors is ~5.3 standard deviations (sqrt(2 ln 1e6)), and two independent
+# computations compared with each other add sqrt(2): SAFETY = 8 covers both, on any CPU.
+SAFETY = 8.0
+
+
+def _dtype_name(dtype) -> str:
+    name = str(dtype).rsplit(".", 1)[-1]
+    if name not in UNIT_ROUNDOFF:
+        raise ValueError(f"no unit roundoff for dtype {dtype!r}")
+    return name
+
+
+def tolerance(*, magnitude: float, reduction: int = 1, dtype="float32", depth: int = 1) -> float:
+    """Absolute tolerance for two computations of the same values in `dtype`:
+    SAFETY * u(dtype) * magnitude * sqrt(reduction) * depth.
+
+    magnitude: the size of the terms the result is built from (for a normalised network's output,
+    its largest values); reduction: the longest sum behind each value (a matmul's inner dimension,
+    an FFT's length); depth: how many such stages the error passes through and adds up over (the
+    layers of an encoder, each adding its own rounding to a residual stream that a norm rescales)."""
+    return SAFETY * UNIT_ROUNDOFF[_dtype_name(dtype)] * float(magnitude) * math.sqrt(reduction) * depth
+
+
+def _host64(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def assert_close(
+    actual,
+    expected,
+    atol=None,
+    rtol: float = 0.0,
+    what: str = "values",
+    *,
+    magnitude: float | None = None,
+    reduction: int = 1,
+    dtype="float32",
+    depth: int = 1,
+):
+    """The suite's one allclose: says how many elements differ, by how much, and where the worst is.
+
+    Tolerance: `atol` when given (a scalar, or an array broadcasting to the values for per-element
+    tolerances such as `log_mel_tolerance`'s), else `tolerance(magnitude=..., reduction=...,
+    dtype=..., depth=...)` with magnitude defaulting to max |expected|. An explicit scalar atol is
+    for comparisons whose error is not rounding (0.0 for exact equality, 1e-12 for float64
+    identities, the quantisation step of lossy formats)."""
+    a, e = _host64(actual), _host64(expected)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    if atol is None:
+        m = float(np.abs(e).max()) if magnitude is None and e.size else (magnitude or 0.0)
+        atol = tolerance(magnitude=m, reduction=reduction, dtype=dtype, depth=depth)
     err = np.abs(a - e)
-    bad = err > atol + rtol * np.abs(e)
+    bound = np.broadcast_to(np.asarray(atol, dtype=np.float64) + rtol * np.abs(e), e.shape)
+    bad = ~(err <= bound)  # NaN counts as a difference
     if bad.any():
-        worst = np.unravel_index(np.argmax(err), err.shape)
+        worst = np.unravel_index(np.argmax(np.where(bad, err - bound, -np.inf)), err.shape)
         raise AssertionError(
-            f"{what}: {int(bad.sum())}/{err.size} elements differ; max |diff| {err.max():.3g} "
-            f"at {worst} (actual {a[worst]:.6g}, expected {e[worst]:.6g}); atol {atol}, rtol {rtol}"
+            f"{what}: {int(bad.sum())}/{err.size} elements differ; worst at {worst}: actual {a[worst]:.6g}, "
+            f"expected {e[worst]:.6g}, |diff| {err[worst]:.3g} > tolerance {bound[worst]:.3g} "
+            f"(max |diff| overall {np.nanmax(err):.3g})"
         )
+
+
+def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
+    """Per-element tolerance (B, n_mels, T) for `cfg`'s log-mel features computed in `dtype`.
+
+    The DFT of an n_fft-sample frame rounds each output by about u * sqrt(n_fft) times the frame's
+    spectral amplitude; a mel bin of power p in a frame whose largest bin has power P is therefore
+    off by about 2 u sqrt(n_fft) sqrt(P p) in power, and its log by that over p + guard: quiet bins
+    next to loud ones carry the largest errors (NeMo's pre-emphasis makes the lowest bin such a one).
+    log10 (Whisper) divides by ln 10 and its scale 4; per-feature normalisation divides by the
+    feature's standard deviation. The values themselves are rounded once more (u * |feature|).
+    Computed from the float64 mel power of the same audio."""
+    import torch
+
+    from polyasr.kernels.mel import mel_power, num_frames
+
+    audio = torch.as_tensor(audio).detach().cpu().double()
+    audio = audio[None] if audio.ndim == 1 else audio
+    lengths = None if lengths is None else torch.as_tensor(lengths).cpu()
+    p = mel_power(audio, cfg, lengths=lengths).numpy()  # (B, n_mels, T)
+    guard = cfg.log_guard
+    denom = p + guard if cfg.log_guard_type == "add" else np.maximum(p, guard)
+    peak = p.max(axis=1, keepdims=True)
+    u = UNIT_ROUNDOFF[_dtype_name(dtype)]
+    err = 2 * u * math.sqrt(cfg.n_fft) * np.sqrt(peak * p) / denom  # in ln units
+    feats = np.log(denom)
+    if cfg.log == "log10_whisper":
+        err, feats = err / (4 * math.log(10)), feats / (4 * math.log(10))
+    full = torch.full((audio.shape[0],), audio.shape[1])
+    frames = num_frames(full if lengths is None else lengths, cfg).numpy()
+    for i, n in enumerate(frames):
+        if cfg.normalize == "per_feature" and n > 0:
+            std = feats[i, :, :n].std(axis=-1, ddof=1, keepdims=True) if n > 1 else 1.0
+            err[i] /= std + 1e-5
+            feats[i] = (feats[i] - feats[i, :, :n].mean(axis=-1, keepdims=True)) / (std + 1e-5)
+        if lengths is not None:  # frames past an item's length are zeros in both: exact
+            err[i, :, n:], feats[i, :, n:] = 0.0, 0.0
+    return SAFETY * (err + u * np.abs(feats))
 
 
 @pytest.fixture(scope="session")
