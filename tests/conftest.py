@@ -116,6 +116,24 @@ def tolerance(*, magnitude: float, reduction: int = 1, dtype="float32", depth: i
     return SAFETY * UNIT_ROUNDOFF[_dtype_name(dtype)] * float(magnitude) * math.sqrt(reduction) * depth
 
 
+def rounded_output_tolerance(*, magnitude: float, reduction: int, dtype) -> float:
+    """A kernel that accumulates in fp32 and writes `dtype`: the fp32 sums' error plus the one
+    rounding of the output to `dtype` (which is all a half-precision output adds)."""
+    out = tolerance(magnitude=magnitude, dtype=dtype) if _dtype_name(dtype) != "float32" else 0.0
+    return tolerance(magnitude=magnitude, reduction=reduction) + out
+
+
+def attention_tolerance(*, values: float, score_terms: float, reduction: int, dtype="float32") -> float:
+    """out = softmax(s) @ V, computed with fp32 scores and sums, P and out written in `dtype`.
+
+    s sums `reduction` products of magnitude <= score_terms (|q_i k_i| x scale): fp32 rounds it by
+    u sqrt(reduction) score_terms, which moves each probability by twice that, relatively; a
+    weighted average of V (weights summing to 1) then adds about one rounding of max |V|, in
+    `dtype` when P is cast to it."""
+    u32, u = UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF[_dtype_name(dtype)]
+    return SAFETY * values * (2 * u32 * math.sqrt(reduction) * score_terms + 2 * max(u, u32))
+
+
 def _host64(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch
         x = x.detach().cpu().double().numpy()
