@@ -134,6 +134,16 @@ def attention_tolerance(*, values: float, score_terms: float, reduction: int, dt
     return SAFETY * values * (2 * u32 * math.sqrt(reduction) * score_terms + 2 * max(u, u32))
 
 
+def sdpa_tolerance(q, k, v, scale=None) -> float:
+    """`attention_tolerance` for scaled dot-product attention of these (B, H, T, D) tensors."""
+    if 0 in q.shape or 0 in k.shape:
+        return 0.0
+    m = lambda z: float(z.float().abs().max())  # noqa: E731
+    d = q.shape[-1]
+    terms = m(q) * m(k) * (scale or d**-0.5)
+    return attention_tolerance(values=m(v), score_terms=terms, reduction=d, dtype=q.dtype)
+
+
 def _host64(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch
         x = x.detach().cpu().double().numpy()

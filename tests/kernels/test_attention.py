@@ -14,7 +14,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, attention_tolerance
+from conftest import assert_close, sdpa_tolerance
 
 from polyasr.kernels.attention import attention, attention_mask, attention_ref
 
@@ -54,15 +54,7 @@ def _check(q, k, v, *, kv_lengths=None, causal=False, scale=None, key_mask=None,
     out = attention(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale, key_mask=key_mask)
     assert out.dtype == q.dtype and out.shape == q.shape
     ref = attention_ref(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=scale, key_mask=key_mask)
-    assert_close(out, ref, atol=_tolerance(q, k, v, scale), what=what)
-
-
-def _tolerance(q, k, v, scale=None):
-    d = q.shape[-1]
-    if 0 in q.shape or 0 in k.shape:
-        return 0.0
-    terms = q.float().abs().max().item() * k.float().abs().max().item() * (scale or d**-0.5)
-    return attention_tolerance(values=v.float().abs().max().item(), score_terms=terms, reduction=d, dtype=q.dtype)
+    assert_close(out, ref, atol=sdpa_tolerance(q, k, v, scale), what=what)
 
 
 def _sdpa(q, k, v, *, kv_lengths=None, causal=False, scale=None):
@@ -187,7 +179,7 @@ def test_kernel_rows_without_keys_are_zero():
     out = attention(q, k, v, kv_lengths=torch.tensor([0, 5], device=DEVICE), causal=True)
     assert torch.all(out[0] == 0) and torch.all(out[1, :, :4] == 0)  # length 0; causal rows 0..3 see nothing
     expected = attention_ref(q, k, v, kv_lengths=torch.tensor([0, 5]), causal=True)
-    assert_close(out, expected, atol=_tolerance(q, k, v))
+    assert_close(out, expected, atol=sdpa_tolerance(q, k, v))
 
 
 @pytest.mark.parametrize("tq,tk", [(0, 5), (3, 0)])
