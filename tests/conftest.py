@@ -193,8 +193,8 @@ def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
     spectral amplitude; a mel bin of power p in a frame whose largest bin has power P is therefore
     off by about 2 u sqrt(n_fft) sqrt(P p) in power, and its log by that over p + guard: quiet bins
     next to loud ones carry the largest errors (NeMo's pre-emphasis makes the lowest bin such a one).
-    log10 (Whisper) divides by ln 10 and its scale 4; per-feature normalisation divides by the
-    feature's standard deviation. The values themselves are rounded once more (u * |feature|).
+    log10 (Whisper) divides by ln 10 and its scale 4; per-feature normalisation adds the rounding of
+    the mean and std (sums over the frames) and divides by the feature's standard deviation. The values themselves are rounded once more (u * |feature|).
     Computed from the float64 mel power of the same audio."""
     import torch
 
@@ -217,7 +217,9 @@ def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
     for i, n in enumerate(frames):
         if cfg.normalize == "per_feature" and n > 0:
             std = feats[i, :, :n].std(axis=-1, ddof=1, keepdims=True) if n > 1 else 1.0
-            err[i] /= std + 1e-5
+            # the mean and std sum n frames of the log values: u sqrt(n) |log| more, then all / std
+            spread = u * math.sqrt(n) * np.abs(feats[i, :, :n]).max(axis=-1, keepdims=True)
+            err[i] = (err[i] + spread) / (std + 1e-5)
             feats[i] = (feats[i] - feats[i, :, :n].mean(axis=-1, keepdims=True)) / (std + 1e-5)
         if lengths is not None:  # frames past an item's length are zeros in both: exact
             err[i, :, n:], feats[i, :, n:] = 0.0, 0.0
