@@ -134,6 +134,24 @@ def attention_tolerance(*, values: float, score_terms: float, reduction: int, dt
     return SAFETY * values * (2 * u32 * math.sqrt(reduction) * score_terms + 2 * max(u, u32))
 
 
+def batch_log_mel_tolerance(audios, cfg, dtype="float32") -> np.ndarray:
+    """`log_mel_tolerance` for a list of signals as a padded batch: (B, n_mels, T)."""
+    lengths = [len(a) for a in audios]
+    batch = np.zeros((len(audios), max(lengths)), np.float32)
+    for i, a in enumerate(audios):
+        batch[i, : len(a)] = a
+    return log_mel_tolerance(batch, cfg, lengths, dtype)
+
+
+def encoder_arithmetic(cfg) -> dict:
+    """`assert_close` keywords for an encoder's output: its longest sums are the feed-forward's inner
+    dimension, and every layer (plus the stem) adds its rounding to the residual stream."""
+    c = getattr(cfg, "audio", cfg)  # Qwen3-ASR: the audio tower's config
+    if hasattr(c, "encoder_ffn_dim"):  # Whisper / Qwen3-ASR field names
+        return {"reduction": c.encoder_ffn_dim, "depth": c.encoder_layers + 1}
+    return {"reduction": c.d_model * c.ff_expansion_factor, "depth": c.n_layers + 1}  # NeMo / GigaAM names
+
+
 def sdpa_tolerance(q, k, v, scale=None) -> float:
     """`attention_tolerance` for scaled dot-product attention of these (B, H, T, D) tensors."""
     if 0 in q.shape or 0 in k.shape:
