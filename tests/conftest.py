@@ -152,6 +152,12 @@ def encoder_arithmetic(cfg) -> dict:
     return {"reduction": c.d_model * c.ff_expansion_factor, "depth": c.n_layers + 1}  # NeMo / GigaAM names
 
 
+def transducer_confidence_tolerance(cfg) -> float:
+    """Two TDT loops' token probabilities (<= 1) over the same encoder output: the LSTM layers and the
+    joint (a joint_hidden-long sum) round, and a probability moves by p times its logit's error."""
+    return tolerance(magnitude=1.0, reduction=cfg.joint_hidden, depth=cfg.pred_rnn_layers + 2)
+
+
 def sdpa_tolerance(q, k, v, scale=None) -> float:
     """`attention_tolerance` for scaled dot-product attention of these (B, H, T, D) tensors."""
     if 0 in q.shape or 0 in k.shape:
