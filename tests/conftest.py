@@ -152,6 +152,17 @@ def encoder_arithmetic(cfg) -> dict:
     return {"reduction": c.d_model * c.ff_expansion_factor, "depth": c.n_layers + 1}  # NeMo / GigaAM names
 
 
+def logits_arithmetic(cfg) -> dict:
+    """`assert_close` keywords for a decoder's logits over an encoded input: the encoder's error,
+    then every decoder layer's (the longest sums again the feed-forward's), then the output layer."""
+    enc = encoder_arithmetic(cfg)
+    text = getattr(cfg, "text", None)  # Qwen3-ASR's LLM
+    width, layers = (
+        (text.intermediate_size, text.num_hidden_layers) if text else (cfg.decoder_ffn_dim, cfg.decoder_layers)
+    )
+    return {"reduction": max(enc["reduction"], width), "depth": enc["depth"] + layers + 1}
+
+
 def transducer_confidence_tolerance(cfg) -> float:
     """Two TDT loops' token probabilities (<= 1) over the same encoder output: the LSTM layers and the
     joint (a joint_hidden-long sum) round, and a probability moves by p times its logit's error."""
