@@ -229,8 +229,9 @@ def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
     off by about 2 u sqrt(n_fft) sqrt(P p) in power, and its log by that over p + guard: quiet bins
     next to loud ones carry the largest errors (NeMo's pre-emphasis makes the lowest bin such a one).
     log10 (Whisper) divides by ln 10 and its scale 4; per-feature normalisation adds the rounding of
-    the mean and std (sums over the frames) and divides by the feature's standard deviation. The values themselves are rounded once more (u * |feature|).
-    Computed from the float64 mel power of the same audio."""
+    the mean and std (sums over the frames) and divides by the feature's standard deviation. The
+    values themselves are rounded once more (u * |feature|). Computed from the float64 mel power of
+    the same audio."""
     import torch
 
     from polyasr.kernels.mel import mel_power, num_frames
@@ -238,7 +239,16 @@ def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
     audio = torch.as_tensor(audio).detach().cpu().double()
     audio = audio[None] if audio.ndim == 1 else audio
     lengths = None if lengths is None else torch.as_tensor(lengths).cpu()
+    full = torch.full((audio.shape[0],), audio.shape[1])
+    frames = num_frames(full if lengths is None else lengths, cfg).numpy()
     p = mel_power(audio, cfg, lengths=lengths).numpy()  # (B, n_mels, T)
+    return log_power_tolerance(p, cfg, None if lengths is None else frames, dtype)
+
+
+def log_power_tolerance(p, cfg, frames=None, dtype="float32") -> np.ndarray:
+    """`log_mel_tolerance` from the mel power p (B, n_mels, T) itself; frames: valid frames per item
+    (None: all)."""
+    p = np.asarray(p, dtype=np.float64)
     guard = cfg.log_guard
     denom = p + guard if cfg.log_guard_type == "add" else np.maximum(p, guard)
     peak = p.max(axis=1, keepdims=True)
@@ -247,16 +257,14 @@ def log_mel_tolerance(audio, cfg, lengths=None, dtype="float32") -> np.ndarray:
     feats = np.log(denom)
     if cfg.log == "log10_whisper":
         err, feats = err / (4 * math.log(10)), feats / (4 * math.log(10))
-    full = torch.full((audio.shape[0],), audio.shape[1])
-    frames = num_frames(full if lengths is None else lengths, cfg).numpy()
-    for i, n in enumerate(frames):
+    for i, n in enumerate(frames if frames is not None else [p.shape[-1]] * p.shape[0]):
         if cfg.normalize == "per_feature" and n > 0:
             std = feats[i, :, :n].std(axis=-1, ddof=1, keepdims=True) if n > 1 else 1.0
             # the mean and std sum n frames of the log values: u sqrt(n) |log| more, then all / std
             spread = u * math.sqrt(n) * np.abs(feats[i, :, :n]).max(axis=-1, keepdims=True)
             err[i] = (err[i] + spread) / (std + 1e-5)
             feats[i] = (feats[i] - feats[i, :, :n].mean(axis=-1, keepdims=True)) / (std + 1e-5)
-        if lengths is not None:  # frames past an item's length are zeros in both: exact
+        if frames is not None:  # frames past an item's length are zeros in both: exact
             err[i, :, n:], feats[i, :, n:] = 0.0, 0.0
     return SAFETY * (err + u * np.abs(feats))
 
