@@ -458,6 +458,21 @@ def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
     _assert_user_error(code, err, 2, "ID=PATH")
 
 
+def test_benchmark_is_a_library_module_the_cli_uses():
+    """No cycle: `polyasr.benchmark` imports nothing of the CLI, and its option choices come from
+    the modules that own them (the CLI imports those, not the other way round)."""
+    code = "import sys, polyasr.benchmark; print('polyasr.cli' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
+    from polyasr import backends, cli, options
+    from polyasr.backends import kernel_dispatch
+
+    parser = cli._build_parser()
+    bench = next(a for a in parser._subparsers._group_actions[0].choices["benchmark"]._actions if a.dest == "device")
+    assert tuple(bench.choices) == backends.DEVICES and cli.TASKS is options.TASKS
+    assert cli.KERNEL_CHOICES is kernel_dispatch.KERNEL_CHOICES and cli.QUANTIZE_BITS is backends.QUANTIZE_BITS
+
+
 def test_benchmark_all_runs_what_is_found_and_skips_the_rest(capsys, monkeypatch, tmp_path, shared_tiny_en):
     """`--models all`: every available model whose checkpoint is found runs; each one not found is
     skipped with a one-line reason (here only tiny.en is found: an empty hub cache, no weight packages)."""
