@@ -17,7 +17,11 @@ from polyasr.errors import BackendError
 
 __all__ = ["DEVICES", "Backend", "get_backend", "resolve_device"]
 
+# The choices a caller (and the CLI, which imports them from here) may pass.
 DEVICES = ("auto", "cpu", "cuda", "mlx")
+DTYPES = ("float32", "float16", "bfloat16")
+QUANTIZE_BITS = (4, 8)  # weight widths for quantize= (mlx_quant; what they cost: bench/bench_mlx_quant.py)
+GROUP_SIZES = (32, 64, 128)  # weights per scale with quantize= (what mx.quantize takes)
 
 
 def resolve_device(device: str | None) -> str:
@@ -29,8 +33,12 @@ def resolve_device(device: str | None) -> str:
         return device
     if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx"):
         return "mlx"
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # an MLX-only install
+        if importlib.util.find_spec("mlx"):
+            return "mlx"
+        raise BackendError("no backend is installed: pip install torch, or 'polyasr[mlx]'") from None
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -45,7 +53,7 @@ def get_backend(
 
     kernels: "auto" | "torch" | "triton" | None (= $POLYASR_KERNELS, else "auto"): which
     implementation the hot ops run (`kernel_dispatch`).
-    quantize: None, or the bits (4, 8) linear weights are stored in, `group_size` (32, 64, 128)
+    quantize: None, or the bits (QUANTIZE_BITS) linear weights are stored in, `group_size` (GROUP_SIZES)
     weights per scale; MLX only (`mlx_quant`)."""
     device = resolve_device(device)
     if quantize is not None and device != "mlx":
@@ -59,6 +67,10 @@ def get_backend(
         from polyasr.backends.mlx import MLXBackend
 
         return MLXBackend(dtype, quantize, group_size)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise BackendError(f"device {device!r} runs on torch, which is not installed: pip install torch") from None
     from polyasr.backends.torch import TorchBackend
 
     return TorchBackend(device, dtype, kernels)

@@ -5,9 +5,9 @@ bias (in the weight's dtype) per `group_size` consecutive input weights of each 
 `quantized_linear` multiplies by it without unpacking it in Python (`mx.quantized_matmul`).
 Activations stay in the backend's dtype: only the weights' storage (and read bandwidth) shrinks.
 
-Bits: mlx 0.32's affine mode takes 1, 2, 3, 4, 5, 6 and 8 bits and group sizes 32, 64 and 128
-(checked against the installed mlx); polyasr accepts 2, 3, 4, 6 and 8 bits. 4 and 8 are the useful
-ones for speech models (`bench/bench_mlx_quant.py` measures the WER each costs).
+Bits: mlx 0.32's affine mode takes 1, 2, 3, 4, 5, 6 and 8 bits and group sizes 32, 64 and 128;
+polyasr offers 4 and 8 (`polyasr.backends.QUANTIZE_BITS`, what the CLI and README document): the
+widths whose WER cost `bench/bench_mlx_quant.py` measures. Anything else is an InvalidOptionError.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
+from polyasr.backends import GROUP_SIZES, QUANTIZE_BITS
 from polyasr.errors import InvalidOptionError
 
-BITS = (2, 3, 4, 6, 8)
-GROUP_SIZES = (32, 64, 128)
+BITS = QUANTIZE_BITS
 
 
 def check_quantization(bits: int, group_size: int) -> None:
     """Raise InvalidOptionError (one line, says what to pass) unless mx.quantize takes these values."""
     if isinstance(bits, bool) or bits not in BITS:
         raise InvalidOptionError(
-            f"quantize={bits!r} is not a weight width MLX quantises to; "
-            f"use one of {', '.join(map(str, BITS))} bits (4 or 8 are the useful ones)"
+            f"quantize={bits!r} is not a supported weight width; use one of {' or '.join(map(str, BITS))} bits"
         )
     if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
         raise InvalidOptionError(

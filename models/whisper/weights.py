@@ -6,14 +6,13 @@ One table per format: HF-transformers (safetensors / pytorch_model.bin) and CTra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polyasr.errors import CheckpointError
-from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights
+from polyasr.models.checkpoint_io import read_config, read_safetensors_dir, read_torch_weights
 from polyasr.models.weight_map import WeightMap, apply_weight_map
 from polyasr.models.whisper.config import WhisperConfig
 from polyasr.models.whisper.ct2_format import read_ct2_model
@@ -158,10 +157,7 @@ def load_checkpoint(path: str | Path) -> WhisperCheckpoint:
     for f in (config_file, tokenizer_file):
         if not f.is_file():
             raise CheckpointError(f"{directory}: missing {f.name}, which a Whisper checkpoint directory must have")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_file}: not valid JSON ({e})") from e
+    config = read_config(config_file)
     if fmt == "ctranslate2":
         cfg, tensors, dtypes, table = _read_ct2(directory / "model.bin", config)
     else:
@@ -181,10 +177,9 @@ def load_checkpoint(path: str | Path) -> WhisperCheckpoint:
 
 def _with_generation_config(directory: Path, config: dict) -> dict:
     """HF keeps suppress tokens / alignment heads in generation_config.json on newer exports."""
-    gen_file = directory / "generation_config.json"
-    if not gen_file.is_file():
+    gen = read_config(directory / "generation_config.json", optional=True)
+    if not gen:
         return config
-    gen = json.loads(gen_file.read_text())
     merged = dict(config)
     for k in ("suppress_tokens", "begin_suppress_tokens", "alignment_heads"):
         if gen.get(k) is not None:
