@@ -292,3 +292,54 @@ def test_transcribe_files_batched_reports_the_whole_call(tmp_path):
     assert all(r.info["batched_files"] == 2 and r.info["n"] == 2 for r in results)
     assert results[1].audio_duration_secs == 3.0
 
+
+# ---- shared network pieces -----------------------------------------------------------------------
+def test_one_prepare_lays_out_what_param_shapes_declares():
+    from polyasr.models.layers import ParamShapes, prepare
+
+    class Layout:
+        def prepare_linear(self, w):
+            return ("linear", w.shape)
+
+        def contiguous(self, w):
+            return ("contiguous", w.shape)
+
+    shapes = ParamShapes()
+    shapes.linear("a", 4, 3)
+    shapes.conv1x1("b", 4, 3, bias=False)
+    shapes.depthwise("c", 4, 5)
+    shapes.norm("n", 4)
+    shapes["emb.weight"], shapes["u"], shapes.kinds["u"] = (7, 4), (2, 2), "per_head"
+    params = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+    out = prepare(params, shapes, Layout())
+    assert shapes == {
+        "a.weight": (4, 3),
+        "a.bias": (4,),
+        "b.weight": (4, 3, 1),
+        "c.weight": (4, 1, 5),
+        "c.bias": (4,),
+        "n.weight": (4,),
+        "n.bias": (4,),
+        "emb.weight": (7, 4),
+        "u": (2, 2),
+    }
+    assert out["a.weight"] == ("linear", (4, 3)) and out["b.weight"] == ("linear", (4, 3))
+    assert out["c.weight"] == ("contiguous", (4, 5)) and out["u"] == ("contiguous", (2, 1, 2))
+    assert all(out[n] is params[n] for n in ("a.bias", "c.bias", "n.weight", "emb.weight"))
+    assert "a.weight" not in prepare({"x": params["a.bias"]}, shapes, Layout())  # a subset is fine
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_stage_lengths_is_the_conv_output_length(kernel):
+    """floor((L + 2 * pad - k) / 2) + 1, as torch's Conv1d computes it, for every length incl. 0 and 1."""
+    import torch
+
+    from polyasr.models.conformer import stage_lengths, subsampled_lengths
+
+    conv = torch.nn.Conv1d(1, 1, kernel, stride=2, padding=(kernel - 1) // 2)
+    lengths = np.arange(1, 40)
+    expected = [conv(torch.zeros(1, 1, n)).shape[-1] for n in lengths]
+    assert stage_lengths(lengths, kernel).tolist() == expected
+    assert subsampled_lengths([1000], kernel, 3).tolist() == [
+        stage_lengths(stage_lengths(stage_lengths([1000], kernel), kernel), kernel)[0]
+    ]

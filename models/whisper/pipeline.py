@@ -137,7 +137,7 @@ class WhisperModel(AsrModel):
     def __init__(self, name: str, ckpt, B):
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
         self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
-        self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, B)
+        self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
         multilingual = self.tok.multilingual
         self.capabilities = Capabilities(language_detection=multilingual, translation=multilingual)
         # English-only vocabularies keep the language tokens, but the model was trained on English alone.
