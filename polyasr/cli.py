@@ -265,6 +265,10 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def _convertible() -> list[str]:
+    return [s.id for s in REGISTRY.values() if FAMILIES[s.family].converter is not None]
+
+
 def cmd_convert(args) -> int:
     """Read a pickled source checkpoint safely and write a directory that loads without torch, as
     the model's family declares (`Family.converter`)."""
@@ -283,10 +287,6 @@ def cmd_convert(args) -> int:
         raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
     print(convert(spec, src, out))
     return 0
-
-
-def _convertible() -> list[str]:
-    return [s.id for s in REGISTRY.values() if FAMILIES[s.family].converter is not None]
 
 
 COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark, "convert": cmd_convert}
