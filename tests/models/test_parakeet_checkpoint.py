@@ -27,7 +27,7 @@ from parakeet_refs import (
 from polyasr.errors import CheckpointError, WeightsMismatchError
 from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
 from polyasr.models.parakeet.config import ParakeetConfig
-from polyasr.models.parakeet.load import ParakeetModel
+from polyasr.models.parakeet.pipeline import ParakeetModel
 
 pytest.importorskip("transformers")  # the reference the checkpoints are made from
 

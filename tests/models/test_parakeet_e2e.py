@@ -234,3 +234,20 @@ def test_benchmark_cli_with_a_model_that_has_no_first_token_latency(checkpoints,
     assert code == 0 and line.startswith("parakeet-tdt-v3: RTF") and "first token -" in line
     report = json.loads(out.read_text())
     assert report["results"][0]["first_token_latency_secs"] is None and report["results"][0]["wer"] is not None
+
+
+def test_forced_language_is_checked_against_the_checkpoint(checkpoints):
+    """v2 is English only: it refuses "ru" (it used to report it back) and reports "en" unasked;
+    v3 accepts its 25 languages and refuses others, naming the ones it has."""
+    from polyasr.errors import InvalidOptionError
+
+    audio = np.zeros(16000, np.float32)
+    v2 = AsrEngine.from_model("parakeet-tdt-v2", checkpoints["nemo"], device="cpu")
+    with pytest.raises(InvalidOptionError, match=r"parakeet-tdt-v2 \(English\).*'ru'.*supports: en"):
+        v2.transcribe(audio, TranscribeOptions(language="ru"))
+    assert v2.transcribe(audio).language == "en"
+    v3 = AsrEngine.from_model("parakeet-tdt-v3", checkpoints["nemo"], device="cpu")
+    assert v3.transcribe(audio, TranscribeOptions(language="de")).language == "de"
+    assert v3.transcribe(audio).language is None
+    with pytest.raises(InvalidOptionError, match=r"'zh'.*bg, cs, da, de"):
+        v3.transcribe(audio, TranscribeOptions(language="zh"))

@@ -25,7 +25,7 @@ from parakeet_refs import (
 from polyasr.backends.torch import TorchBackend
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
-from polyasr.models.parakeet.load import ParakeetModel
+from polyasr.models.parakeet.pipeline import ParakeetModel
 
 pytest.importorskip("transformers")  # the reference the checkpoints are made from
 

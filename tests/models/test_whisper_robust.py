@@ -25,8 +25,7 @@ from polyasr.backends.torch import TorchBackend
 from polyasr.models.whisper import decode as whisper_decode
 from polyasr.models.whisper import model as net
 from polyasr.models.whisper.decode import decode_window, initial_tokens, sample_limit
-from polyasr.models.whisper.load import WhisperModel
-from polyasr.models.whisper.transcribe import _split_segments
+from polyasr.models.whisper.pipeline import WhisperModel, _split_segments
 from polyasr.models.whisper.weights import load_checkpoint
 from polyasr.options import TranscribeOptions
 
@@ -94,6 +93,12 @@ def _looping(ckpt, word: int) -> dict:
 
 def _noise(secs: float, seed=0, amplitude=0.1) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(round(secs * SR)) * amplitude).astype(np.float32)
+
+
+def _run(m, audio, opts):
+    """The model's segments and its info keys (common and Whisper's own), as the engine reports them."""
+    out = m.transcribe(audio, opts)
+    return out.segments, {"chunks": out.chunks, **out.extra}
 
 
 def _check_segments(segments, info, audio):
@@ -168,8 +173,8 @@ def test_long_initial_prompt_conditioned_over_many_windows(ckpt, backend):
     assert len(m.tok.encode(prompt)) > 223
     audio = _noise(65.0)
     opts = _greedy(initial_prompt=prompt, condition_on_previous_text=True)
-    segments, _, info, _ = m.transcribe(audio, opts)
-    assert info["windows"] >= 3
+    segments, info = _run(m, audio, opts)
+    assert info["chunks"] >= 3
     _check_segments(segments, info, audio)
 
 
@@ -193,9 +198,9 @@ def test_repetition_loop_falls_back_then_is_kept_and_reported(ckpt, backend, mon
     tried = _count_temperatures(monkeypatch)
     audio = _noise(30.0)  # exactly one window
     opts = TranscribeOptions(language="en", temperatures=(0.0, 0.5, 1.0), best_of=2)
-    segments, _, info, _ = m.transcribe(audio, opts)
+    segments, info = _run(m, audio, opts)
     assert [t for t, _ in tried] == [0.0, 0.5, 1.0] and all(r > 2.4 for _, r in tried)
-    assert info["windows"] == 1 and info["windows_failed"] == [0.0] and info["temperature_fallbacks"] == 1
+    assert info["chunks"] == 1 and info["windows_failed"] == [0.0] and info["temperature_fallbacks"] == 1
     assert len(segments) == 1 and segments[0].end == 30.0
     assert segments[0].tokens == [m.tok.timestamp_begin] + [HELLO] * (len(segments[0].tokens) - 1)
     _check_segments(segments, info, audio)
@@ -208,8 +213,8 @@ def test_exact_multiples_and_few_frame_last_windows(ckpt, backend, secs, windows
     60.04 s a last window of 4 frames, whose segment stops at the end of the audio."""
     m = _model(ckpt, backend, ctx=SHORT_CTX, params=_looping(ckpt, HELLO))
     audio = _noise(secs)
-    segments, _, info, _ = m.transcribe(audio, _greedy())
-    assert info["windows"] == windows and len(segments) == windows
+    segments, info = _run(m, audio, _greedy())
+    assert info["chunks"] == windows and len(segments) == windows
     assert segments[-1].end == round(len(audio) // 160 / 100, 3)
     _check_segments(segments, info, audio)
 
@@ -265,5 +270,5 @@ def test_random_weights_and_lengths_stay_inside_the_audio(
         best_of=2,
         seed=seed,
     )
-    segments, _, info, _ = m.transcribe(audio, opts)
+    segments, info = _run(m, audio, opts)
     _check_segments(segments, info, audio)

@@ -1,4 +1,4 @@
-"""Whole-file transcription: 30 s windows, seeking to the last complete timestamp.
+"""Whisper's pipeline, audio -> ModelOutput: 30 s windows, seeking to the last complete timestamp.
 
 Each window is encoded, decoded with temperature fallback, and cut into segments at its
 timestamp pairs; the next window starts at the last closed timestamp, so a sentence cut by
@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from polyasr.errors import InvalidOptionError
+from polyasr.errors import CheckpointError
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.whisper import model as net
 from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
+from polyasr.models.whisper.tokenizer import WhisperTokenizer
+from polyasr.models.whisper.weights import load_checkpoint
 from polyasr.result import Segment
 
 
@@ -45,9 +48,7 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
     t0 = start = time.perf_counter()
     feats = WhisperFeatures(audio, cfg.num_mel_bins, cfg.n_audio_frames, m.B)
     t0 = log.add("features", t0)
-    language = opts.language if tok.multilingual else _english_only(opts.language, m.name)
-    if language is not None:
-        tok.language_token(language)  # an unknown code fails before any work
+    language = m.reported_language(opts)  # checked against the tokenizer's languages before any work
     if language is None:
         af = net.encode(m.params, cfg, m.B, feats.window(0, cfg.n_audio_frames, zero_pad=False))
         m.B.evaluate(af)  # lazy (MLX) and asynchronous (CUDA) backends: the encoder's time is counted here
@@ -88,15 +89,6 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         if progress is not None:
             progress(min(seek, feats.content_frames) / max(feats.content_frames, 1))
     return segments, language, log
-
-
-def _english_only(language: str | None, name: str) -> str:
-    if language not in (None, "en"):
-        raise InvalidOptionError(
-            f"{name} is an English-only model; language {language!r} cannot be forced "
-            "(use a multilingual Whisper for other languages)"
-        )
-    return "en"
 
 
 def _is_silence(result, opts) -> bool:
@@ -144,3 +136,55 @@ def _segment(tok, tokens, lps, start, end) -> Segment:
 def _keep(segments):
     """Drop instantaneous or empty segments, as the reference clears them."""
     return [s for s in segments if s.end > s.start and s.text.strip()]
+
+
+class WhisperModel(AsrModel):
+    def __init__(self, name: str, ckpt, B):
+        self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
+        self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
+        self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
+        multilingual = self.tok.multilingual
+        self.capabilities = Capabilities(language_detection=multilingual, translation=multilingual)
+        # English-only vocabularies keep the language tokens, but the model was trained on English alone.
+        self.languages = tuple(self.tok.languages) if multilingual else ("en",)
+
+    def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
+        with self.B.no_grad():
+            segments, language, log = transcribe(self, audio, opts, progress)
+        return ModelOutput(
+            segments,
+            language,
+            checkpoint_format=self.format,
+            chunks=log.windows,
+            language_probability=log.language_probability,
+            first_token_latency_secs=log.first_token_secs,
+            timings=dict(log.timings),
+            extra={
+                "temperature_fallbacks": log.fallbacks,
+                "windows_skipped_no_speech": log.skipped_no_speech,
+                "windows_failed": log.failed,
+            },
+        )
+
+
+def load_model(spec, path, B) -> WhisperModel:
+    ckpt = load_checkpoint(path)
+    check_expected(spec, ckpt.cfg, path)
+    return WhisperModel(spec.id, ckpt, B)
+
+
+def check_expected(spec, cfg, path):
+    """A checkpoint whose architecture contradicts the id (base weights for whisper-large-v3) is an error."""
+    found = {
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "num_mel_bins": cfg.num_mel_bins,
+        "multilingual": cfg.is_multilingual,
+    }
+    wrong = [f"{k} {found[k]} (expected {v})" for k, v in spec.expect if found[k] != v]
+    if wrong:
+        raise CheckpointError(
+            f"{path} is not a {spec.id} checkpoint: {', '.join(wrong)}; pass the matching "
+            "--model id, or --model whisper for any Whisper-architecture checkpoint"
+        )
