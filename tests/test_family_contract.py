@@ -247,7 +247,10 @@ def test_default_transcribe_many_runs_one_by_one_with_one_progress():
 
 
 class _Backend:
+    """The attributes the engine reads of a backend (the protocol's identity members)."""
+
     device, dtype_name, kernels = "cpu", "float32", "torch"
+    quantization, quantized_layers, full_precision_layers = None, 0, 0
 
     def synchronize(self):
         pass
