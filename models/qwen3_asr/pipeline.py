@@ -22,6 +22,7 @@ from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.checkpoint_io import read_config
 from polyasr.models.chunking import plan_chunks
 from polyasr.models.qwen3_asr import model as net
+from polyasr.models.qwen3_asr.checkpoint import load_checkpoint
 from polyasr.models.qwen3_asr.decode import DecodeStats, Generation, greedy, max_new_tokens
 from polyasr.models.qwen3_asr.features import SAMPLE_RATE, log_mel, mel_config, pad_short
 from polyasr.models.qwen3_asr.prompt import (
@@ -33,7 +34,6 @@ from polyasr.models.qwen3_asr.prompt import (
     parse_answer,
 )
 from polyasr.models.qwen3_asr.tokenizer import Qwen3Tokenizer
-from polyasr.models.qwen3_asr.weights import load_checkpoint
 from polyasr.result import Segment
 
 CHUNK_SECS = 30.0

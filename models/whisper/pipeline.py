@@ -17,10 +17,10 @@ import numpy as np
 from polyasr.errors import CheckpointError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.whisper import model as net
+from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
 from polyasr.models.whisper.tokenizer import WhisperTokenizer
-from polyasr.models.whisper.weights import load_checkpoint
 from polyasr.result import Segment
 
 

@@ -13,10 +13,10 @@ from qwen3_asr_refs import build_reference, official_prompt, reference_processor
 
 from polyasr.backends.torch import TorchBackend
 from polyasr.models.qwen3_asr import model as net
+from polyasr.models.qwen3_asr.checkpoint import load_checkpoint
 from polyasr.models.qwen3_asr.decode import greedy
 from polyasr.models.qwen3_asr.features import log_mel
 from polyasr.models.qwen3_asr.pipeline import Qwen3ASRModel
-from polyasr.models.qwen3_asr.weights import load_checkpoint
 
 pytest.importorskip("transformers.models.qwen3_asr")
 

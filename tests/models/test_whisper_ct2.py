@@ -15,8 +15,9 @@ from polyasr import AsrEngine, TranscribeOptions
 from polyasr.backends.torch import TorchBackend
 from polyasr.errors import CheckpointError
 from polyasr.models.whisper import model as net
+from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.ct2_format import read_ct2_model
-from polyasr.models.whisper.weights import HF_MAP, load_checkpoint
+from polyasr.models.whisper.weights import HF_MAP
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 

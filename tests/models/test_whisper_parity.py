@@ -13,9 +13,9 @@ from conftest import TINY_WHISPER, TURBO_WHISPER, assert_close, encoder_arithmet
 
 from polyasr.backends.torch import TorchBackend
 from polyasr.models.whisper import model as net
+from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import decode_window
 from polyasr.models.whisper.pipeline import WhisperModel
-from polyasr.models.whisper.weights import load_checkpoint
 from polyasr.options import TranscribeOptions
 
 CONFIGS = {"base-shape": TINY_WHISPER, "turbo-shape": TURBO_WHISPER}

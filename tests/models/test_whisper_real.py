@@ -14,7 +14,7 @@ from whisper_refs import openai_whisper_model
 from polyasr import TranscribeOptions
 from polyasr.audio import audio_duration, load_audio
 from polyasr.benchmark import normalize_text, word_error_rate
-from polyasr.models.whisper.weights import load_checkpoint
+from polyasr.models.whisper.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

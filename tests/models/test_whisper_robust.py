@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from polyasr.backends.torch import TorchBackend
 from polyasr.models.whisper import decode as whisper_decode
 from polyasr.models.whisper import model as net
+from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import decode_window, initial_tokens, sample_limit
 from polyasr.models.whisper.pipeline import WhisperModel, _split_segments
-from polyasr.models.whisper.weights import load_checkpoint
 from polyasr.options import TranscribeOptions
 
 SR = 16000
