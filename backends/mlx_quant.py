@@ -1,4 +1,4 @@
-"""Weight-only quantisation of linear layers on MLX (issue 8): `mx.quantize`'s affine mode.
+"""Weight-only quantisation of linear layers on MLX: `mx.quantize`'s affine mode.
 
 A (Cout, Cin) weight becomes `bits`-bit integers packed into uint32 words, with one scale and one
 bias (in the weight's dtype) per `group_size` consecutive input weights of each output row;

@@ -291,7 +291,7 @@ def test_planned_model_is_not_implemented(capsys, monkeypatch):
 
     from polyasr import registry
 
-    planned = dataclasses.replace(registry.REGISTRY["qwen3-asr-0.6b"], status=registry.PLANNED, note="issue 6")
+    planned = dataclasses.replace(registry.REGISTRY["qwen3-asr-0.6b"], status=registry.PLANNED, note="not written yet")
     monkeypatch.setitem(registry.REGISTRY, "qwen3-asr-0.6b", planned)
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "qwen3-asr-0.6b"])
     _assert_user_error(code, err, 4, "qwen3-asr-0.6b", "not implemented")

@@ -1,4 +1,4 @@
-"""Weight quantisation on the MLX backend (issue 8): `backends/mlx_quant.py`, its wiring into
+"""Weight quantisation on the MLX backend: `backends/mlx_quant.py`, its wiring into
 `MLXBackend`, `get_backend`, `AsrEngine.from_model` and the CLI, and Whisper tiny.en on real weights
 at 8 bits. Runs on `mlx[cpu]` on Linux. The WER cost on Whisper base is measured by
 `bench/bench_mlx_quant.py`."""

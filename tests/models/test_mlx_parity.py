@@ -1,4 +1,4 @@
-"""Issue 8: every model on the MLX backend against the torch backend, on the same random-weight
+"""Every model on the MLX backend against the torch backend, on the same random-weight
 checkpoint: encoder outputs within 1e-4 (fp32) on a padded batch of two utterances, and the same
 greedy tokens end to end. Runs on `mlx[cpu]` on Linux; the checkpoints are the model tests' own
 writers (GigaAM's .ckpt, Parakeet's .nemo and transformers directory, Qwen's layout, Whisper's HF
