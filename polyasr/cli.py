@@ -1,4 +1,4 @@
-"""`polyasr` command line: transcribe, models list, benchmark, and (for checkpoints) convert.
+"""`polyasr` command line: transcribe, models list, benchmark, serve, and (for checkpoints) convert.
 
 User mistakes (unknown model, missing path, unreadable audio, wrong checkpoint) print one
 line on stderr and exit non-zero; a traceback means a bug in polyasr.
@@ -132,7 +132,57 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     vad.add_cli_parser(sub)
+    _add_serve_parser(sub)
     return parser
+
+
+class _ServeModel(argparse.Action):
+    """--model ID starts a new [id, path] entry; --model-path P sets the path of the last one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = list(getattr(namespace, self.dest) or [])
+        if option_string == "--model":
+            models.append([value, None])
+        else:
+            if not models:
+                models.append([DEFAULT_MODEL, None])
+            if models[-1][1] is not None:
+                parser.error(f"--model-path given twice for --model {models[-1][0]}")
+            models[-1][1] = value
+        setattr(namespace, self.dest, models)
+
+
+def _add_serve_parser(sub):
+    s = sub.add_parser(
+        "serve",
+        help="serve OpenAI's /v1/audio/transcriptions API with dynamic batching (needs polyasr[server])",
+    )
+    s.add_argument(
+        "--model",
+        dest="models",
+        action=_ServeModel,
+        default=None,
+        metavar="ID",
+        help=f"model id to load (repeat for several; default: {DEFAULT_MODEL})",
+    )
+    s.add_argument(
+        "--model-path", dest="models", action=_ServeModel, metavar="PATH", help="checkpoint of the --model before it"
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` on every route but /health (default: $POLYASR_API_KEY)",
+    )
+    s.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
+    s.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
+    )
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 503 (default 64)")
+    s.add_argument("--max-upload-mb", type=float, default=25.0, help="request body limit, 413 past it (default 25)")
+    s.add_argument("--request-timeout", type=float, default=300.0, help="seconds to answer, 504 past it (default 300)")
+    _add_model_args(s)
 
 
 def _options(args) -> TranscribeOptions:
@@ -306,12 +356,50 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    try:
+        from polyasr.server import ServerConfig, run
+    except ImportError as e:
+        raise AsrError(f"polyasr serve needs the server extra ({e}); pip install 'polyasr[server]'") from e
+    from polyasr.engine import AsrEngine
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("POLYASR_API_KEY") or None,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        request_timeout=args.request_timeout,
+    )
+    quant, engines = _quantize_args(args), {}
+    for model, path in args.models or [[DEFAULT_MODEL, None]]:
+        engine = AsrEngine.from_model(
+            model,
+            path,
+            device=args.device,
+            dtype=args.dtype,
+            allow_download=args.allow_download,
+            kernels=args.kernels,
+            **quant,
+        )
+        if engine.spec.id in engines:
+            raise InvalidOptionError(f"--model {model} is given twice (as {engine.spec.id})")
+        engines[engine.spec.id] = engine
+    run(engines, config)
+    return 0
+
+
 COMMANDS = {
     "transcribe": cmd_transcribe,
     "models": cmd_models,
     "benchmark": cmd_benchmark,
     "convert": cmd_convert,
     "vad": vad.cmd_vad,
+    "serve": cmd_serve,
 }
 
 

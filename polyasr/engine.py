@@ -93,12 +93,22 @@ class AsrEngine:
         real-time factor); `info["batched_files"]` is N. Text, segments and language equal
         `transcribe_file`'s.
         """
-        options = options or TranscribeOptions()
         audios, reads = [], []
         for path in paths:
             t0 = time.perf_counter()
             audios.append(load_audio(path))
             reads.append({"load_audio": time.perf_counter() - t0})
+        return self._run_many(audios, options or TranscribeOptions(), progress, reads)
+
+    def transcribe_many(
+        self, audios, options: TranscribeOptions | None = None, progress=None
+    ) -> list[TranscriptionResult]:
+        """Several arrays of 16 kHz samples (checked as `transcribe` checks them) -> one result each,
+        decoded as `transcribe_files` decodes files: together when the model batches across inputs."""
+        audios = [validate_samples(a, name=f"input {i}") for i, a in enumerate(audios)]
+        return self._run_many(audios, options or TranscribeOptions(), progress, [{} for _ in audios])
+
+    def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
         if not self.model.capabilities.batched_inputs or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
         t0 = time.perf_counter()
