@@ -17,7 +17,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import (
+from serve_helpers import (
     FIXTURES,
     QWEN,
     START_SECS,
