@@ -410,3 +410,14 @@ def test_rss_stays_flat_over_500_requests(qwen_dir):
                 rss[i] = server.memory_info().rss / 2**20
         conn.close()
     assert rss[500] - rss[100] < 6.0, f"RSS grew from {rss[100]:.1f} MB to {rss[500]:.1f} MB"
+
+
+def test_serve_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed: importing it raises
+    for name in ("polyasr.server", "polyasr.server.app"):
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'polyasr[server]'" in err[0]
