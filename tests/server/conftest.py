@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "models"))  # the model tests
 from serve_helpers import QWEN
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """The test models are small: torch's thread pool costs more than it gains on a shared 2-core
-    machine, and every comparison below runs under the same setting."""
+    machine, and every comparison below runs under the same setting. Per module, so the tests
+    outside this directory keep torch's default."""
     import torch
 
     before = torch.get_num_threads()
