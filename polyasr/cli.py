@@ -280,7 +280,8 @@ def _print_results(results, fmt: str):
 
 
 def cmd_batch(args) -> int:
-    """Exit 0 when every input was transcribed, 3 (as for a bad audio file) when some failed."""
+    """Exit 0 when every input was transcribed, 3 (as for a bad audio file) when some failed, in this
+    run or, with --resume, in the runs it continues."""
     from polyasr.batch import RayPlan, run_batch
     from polyasr.registry import get_spec
 
@@ -297,9 +298,9 @@ def cmd_batch(args) -> int:
     for error in summary.failures:
         print(f"  failed: {error}", file=sys.stderr)
     print(summary.line(), file=sys.stderr)
-    if summary.failed:
-        attempted = summary.done + summary.failed
-        print(f"polyasr: {summary.failed} of {attempted} files failed; see their error records", file=sys.stderr)
+    failed = summary.failed + summary.failed_before
+    if failed:
+        print(f"polyasr: {failed} of {summary.total} files failed; their records say why", file=sys.stderr)
         return 3
     return 0
 

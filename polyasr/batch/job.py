@@ -31,15 +31,18 @@ class Summary:
     skipped: int = 0  # already done (--resume)
     done: int = 0
     failed: int = 0
+    failed_before: int = 0  # error records of an earlier run of a resumed job
     audio_secs: float = 0.0
     wall_secs: float = 0.0
     failures: list[str] = field(default_factory=list)  # the first few errors, for the summary
 
     def line(self) -> str:
         speed = self.audio_secs / self.wall_secs if self.wall_secs else 0.0
-        skipped = f", {self.skipped} skipped as already done" if self.skipped else ""
+        skipped = (
+            f", {self.skipped} skipped as already done ({self.failed_before} of them failed)" if self.skipped else ""
+        )
         return (
-            f"polyasr batch: {self.done} files transcribed{skipped}, {self.failed} failed; "
+            f"polyasr batch: {self.done} files transcribed, {self.failed} failed{skipped}; "
             f"{self.audio_secs / 3600:.3f} h of audio in {self.wall_secs:.1f} s ({speed:.1f}x real time)"
         )
 
@@ -58,7 +61,7 @@ def run_batch(
     inputs = read_inputs(source)
     sink = Sink(out, fmt, inputs, resume)
     todo = [p for p in inputs if p not in sink.done]
-    summary = Summary(total=len(inputs), skipped=len(inputs) - len(todo))
+    summary = Summary(total=len(inputs), skipped=len(inputs) - len(todo), failed_before=sink.failed_before)
     t0 = time.perf_counter()
     bar = _bar(len(todo))
     try:

@@ -162,7 +162,9 @@ class Sink:
         _check_output(out, self.per_file, resume)
         self.names = output_names(inputs, out, fmt) if self.per_file else {}
         self.jsonl_path = out / ERRORS_FILE if self.per_file else out
-        self.done = {r["path"] for r in read_records(self.jsonl_path)} if resume else set()
+        records = read_records(self.jsonl_path) if resume else []
+        self.done = {r["path"] for r in records}
+        self.failed_before = len({r["path"] for r in records if r.get("error")})
         if self.per_file and resume:
             self.done |= {p for p, dest in self.names.items() if dest.exists()}
         self._jsonl = None
