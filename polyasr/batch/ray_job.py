@@ -65,7 +65,7 @@ class _Transcriber:
         items = [
             Decoded(str(path), error=str(error))
             if error
-            else Decoded(str(path), audio=np.frombuffer(audio, np.float32))
+            else Decoded(str(path), audio=np.frombuffer(audio, np.float32).copy())  # writable, as torch wants
             for path, audio, error in zip(batch["path"], batch["audio"], batch["error"])
         ]
         out = transcribe_group(self.engine, items, self.options, self.fmt)
