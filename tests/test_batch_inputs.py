@@ -149,3 +149,36 @@ def test_a_started_output_needs_resume(tmp_path):
         Sink(tmp_path, "jsonl", ["a.wav"], resume=True)
     with pytest.raises(InvalidOptionError, match="needs a directory"):
         Sink(out, "srt", ["a.wav"], resume=True)
+
+
+def _subparser(name: str):
+    from polyasr.cli import _build_parser
+
+    return _build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def test_batch_takes_every_decoding_and_device_option_of_transcribe():
+    """Options registered for `transcribe` (now and by later additions) reach `batch` unchanged."""
+    own = {"help", "audio", "format", "output", "model", "model_path"}
+    transcribe = {a.dest: a for a in _subparser("transcribe")._actions if a.dest not in own}
+    batch = {a.dest: a for a in _subparser("batch")._actions}
+    assert transcribe and set(transcribe) <= set(batch)
+    for dest, action in transcribe.items():
+        assert (batch[dest].option_strings, batch[dest].default, batch[dest].choices) == (
+            action.option_strings,
+            action.default,
+            action.choices,
+        ), dest
+
+
+def test_a_bad_manifest_is_one_line_before_any_model_loads(tmp_path, capsys):
+    from polyasr.cli import main
+
+    (tmp_path / "m.jsonl").write_text('{"audio_filepath": "a.wav"}\n{"text": "no path"}\n')
+    argv = ["batch", str(tmp_path / "m.jsonl"), "--model", "gigaam-v3-ctc", "--model-path", str(tmp_path / "none")]
+    code = main([*argv, "--output", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        code == 2 and len(err) == 1 and err[0].startswith("polyasr: error: ") and "m.jsonl:2: no audio path" in err[0]
+    )
+    assert not (tmp_path / "out.jsonl").exists()
