@@ -74,6 +74,7 @@ def test_one_file_per_input_and_resume_of_a_finished_job(ckpt, engine, tmp_path,
     assert "0 files transcribed, 0 failed, 6 skipped as already done (2 of them failed)" in err
 
 
+@pytest.mark.slow  # a subprocess run, a resumed run and a whole run of 60 files
 def test_killed_job_resumes_to_exactly_the_uninterrupted_output(ckpt, tmp_path):
     data = tmp_path / "data"
     clips(data, 60, secs=0.3)

@@ -51,6 +51,7 @@ def _batch(ckpt, source, output, *extra) -> list[str]:
             "--output", str(output), *map(str, extra)]  # fmt: skip
 
 
+@pytest.mark.slow  # starting Ray takes most of it
 def test_ray_writes_the_same_records_as_the_local_path(local_ray, ckpt, tmp_path, capsys):
     data = mixed_directory(tmp_path / "data")
     assert main(_batch(ckpt, data, tmp_path / "local.jsonl")) == 3
