@@ -182,3 +182,21 @@ def test_a_bad_manifest_is_one_line_before_any_model_loads(tmp_path, capsys):
         code == 2 and len(err) == 1 and err[0].startswith("polyasr: error: ") and "m.jsonl:2: no audio path" in err[0]
     )
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_actor_killed_by_a_polyasr_error_is_reported_as_that_error():
+    """Ray re-raises an actor's death as its own error, naming ours only in the message."""
+    from polyasr.batch.ray_job import _asr_cause
+    from polyasr.errors import AsrError, ModelNotFoundError
+
+    class ActorDiedError(Exception):
+        pass
+
+    died = ActorDiedError(
+        "The actor died because of an error raised in its creation task\nTraceback ...\n"
+        "polyasr.errors.ModelNotFoundError: model path '/x.ckpt' does not exist (expected a checkpoint file or directory)"
+    )
+    cause = _asr_cause(died)
+    assert type(cause) is ModelNotFoundError and str(cause).startswith("model path '/x.ckpt' does not exist")
+    assert type(_asr_cause(ActorDiedError("polyasr.errors.AudioDecodeError: a.wav: corrupt"))) is AsrError
+    assert _asr_cause(ActorDiedError("node lost")) is None

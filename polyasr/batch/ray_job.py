@@ -15,10 +15,12 @@ bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import numpy as np
 
+from polyasr import errors
 from polyasr.batch.work import Decoded, decode, transcribe_group
 from polyasr.errors import AsrError, BackendError
 from polyasr.options import TranscribeOptions
@@ -27,6 +29,7 @@ FILES_PER_BLOCK = 4  # small blocks: decoding spreads over the CPUs and a block 
 # A decode task is libsndfile + soxr on one file. Asking for other resources than the model actors do
 # also keeps Ray from fusing the two stages into the actors, where decoding would hold up the model.
 DECODE_CPUS = 0.5
+_POLYASR_ERROR = re.compile(r"polyasr\.errors\.(\w+): (.+)")
 
 
 def _ray():
@@ -84,6 +87,12 @@ def run_ray(
     cpus_per_worker: float,
 ) -> Iterator[tuple[dict, str | None]]:
     """Yield (record, per-file output) for every path, in the order Ray finishes them."""
+    if address is None:  # a local Ray: the actors see this machine's files, so a missing checkpoint fails here
+        from polyasr.locate import locate_checkpoint
+        from polyasr.registry import get_spec
+
+        spec, download = get_spec(engine_kwargs["model"]), engine_kwargs.get("allow_download", False)
+        locate_checkpoint(spec, engine_kwargs.get("path"), allow_download=download)  # once, for every actor
     ray = connect(address)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the job's own bar counts files and audio hours
@@ -111,11 +120,19 @@ def run_ray(
 
 
 def _asr_cause(error: BaseException) -> AsrError | None:
-    """The AsrError (e.g. a model that cannot load) a Ray task or actor failed with, if any."""
+    """The AsrError (e.g. a model that cannot load) a Ray task or actor failed with, if any. Ray
+    re-raises an actor's death without the original exception object, naming it in its message
+    ("polyasr.errors.ModelNotFoundError: ..."), so that line is read back."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, AsrError):
             return error
+        found = _POLYASR_ERROR.findall(str(error))
+        if found:
+            name, message = found[-1]
+            cls = getattr(errors, name, None)
+            usable = isinstance(cls, type) and issubclass(cls, AsrError) and not issubclass(cls, errors.AudioError)
+            return cls(message) if usable else AsrError(message)
         error = getattr(error, "cause", None) or error.__cause__
     return None
