@@ -81,6 +81,8 @@ class AsrEngine:
     ) -> list[TranscriptionResult]:
         """Several audio files -> one result per file, in order. Every file is read (and checked)
         before any decoding starts; each result's timings["load_audio"] is the reading of its own file.
+        An item may also be samples already decoded at 16 kHz ((N,) float32, as `load_audio` returns);
+        its result has no load_audio timing.
 
         A model without `capabilities.batched_inputs` (or a single file) runs the files one after
         another: each result equals `transcribe_file`'s, times included.
@@ -94,9 +96,13 @@ class AsrEngine:
         `transcribe_file`'s.
         """
         audios, reads = [], []
-        for path in paths:
+        for item in paths:
+            if isinstance(item, np.ndarray):  # decoded ahead by the caller (polyasr batch's reader threads)
+                audios.append(validate_samples(item))
+                reads.append({})
+                continue
             t0 = time.perf_counter()
-            audios.append(load_audio(path))
+            audios.append(load_audio(item))
             reads.append({"load_audio": time.perf_counter() - t0})
         return self._run_many(audios, options or TranscribeOptions(), progress, reads)
 
