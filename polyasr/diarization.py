@@ -313,3 +313,71 @@ def speaker_runs(speakers: list[str | None]) -> list[tuple[int, int, str | None]
         else:
             runs.append([i, i + 1, speaker])
     return [tuple(r) for r in runs]
+
+
+# ---------------------------------------------------------------- `polyasr diarize`
+
+OUTPUT_FORMATS = ("rttm", "json", "text")
+
+
+def add_speaker_args(p, diarize_flag: bool = False) -> None:
+    """The speaker-count arguments (`diarize`, and `transcribe --diarize`)."""
+    if diarize_flag:
+        p.add_argument("--diarize", action="store_true", help="label segments with speakers (SPEAKER_00, ...)")
+    p.add_argument("--num-speakers", type=int, default=None, help="the number of speakers, when known")
+    p.add_argument("--min-speakers", type=int, default=None, help="at least this many speakers (when estimated)")
+    p.add_argument("--max-speakers", type=int, default=None, help="at most this many speakers (when estimated)")
+
+
+def add_cli_parser(sub) -> None:
+    """The `diarize` subcommand's arguments (cli.py registers it)."""
+    d = sub.add_parser("diarize", help="who spoke when: speaker turns of audio files")
+    d.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    add_speaker_args(d)
+    defaults = DiarizeOptions()
+    d.add_argument("--clustering", default=defaults.clustering, choices=CLUSTERINGS)
+    d.add_argument("--threshold", type=float, default=defaults.threshold, help="agglomerative: cosine distance cut")
+    d.add_argument("--window-secs", type=float, default=defaults.window_secs, help="embedding window length")
+    d.add_argument("--step-secs", type=float, default=defaults.step_secs, help="embedding window step")
+    d.add_argument("--embedding", default=defaults.embedding, choices=EMBEDDINGS, help="speaker embedding network")
+    d.add_argument("--embedding-path", default=None, help="its weights file (default: the installed package's)")
+    d.add_argument("--format", default="rttm", choices=OUTPUT_FORMATS, help="output format (default: rttm)")
+    d.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mlx"), help="backend (default: cpu)")
+
+
+def cmd_diarize(args) -> int:
+    """RTTM (`SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>`), JSON or text lines."""
+    import json
+    from pathlib import Path
+
+    from polyasr.audio import check_audio_file
+
+    opts = DiarizeOptions(
+        num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
+        clustering=args.clustering,
+        threshold=args.threshold,
+        window_secs=args.window_secs,
+        step_secs=args.step_secs,
+        embedding=args.embedding,
+        embedding_path=args.embedding_path,
+    )
+    for path in args.audio:
+        check_audio_file(path)
+    found = [(path, diarize(path, options=opts, device=args.device)) for path in args.audio]
+    if args.format == "json":
+        files = [{"file": p, "turns": [t._asdict() for t in turns]} for p, turns in found]
+        print(json.dumps(files if len(files) > 1 else files[0], indent=2))
+        return 0
+    for path, turns in found:
+        if args.format == "rttm":
+            uri = Path(path).stem.replace(" ", "_")
+            for t in turns:
+                print(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>")
+            continue
+        if len(args.audio) > 1:
+            print(f"# {path}")
+        for t in turns:
+            print(f"{t.start:.3f} {t.end:.3f} {t.speaker}")
+    return 0
