@@ -174,3 +174,23 @@ def test_cli_bad_counts_are_one_line(fixtures_dir, capsys):
     assert "num_speakers" in err and "\n" not in err
     assert main(["diarize", str(fixtures_dir / "en_short.wav"), "--min-speakers", "3", "--max-speakers", "2"]) != 0
     assert "more than max_speakers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_transcribe_with_diarize_labels_segments(whisper_tiny_en_engine, fixtures_dir):
+    """Whisper tiny.en's segments of the conversation: each one that lies inside one reference turn
+    gets that turn's speaker (under one consistent renaming)."""
+    pytest.importorskip("sklearn")
+    options = TranscribeOptions(diarize=True, num_speakers=2, temperatures=(0.0,))
+    result = whisper_tiny_en_engine.transcribe_file(fixtures_dir / "diarize_2spk.flac", options)
+    assert "diarize" in result.timings
+    ref = []
+    for line in (fixtures_dir / "diarize_2spk.rttm").read_text().splitlines():
+        f = line.split()
+        ref.append((float(f[3]), float(f[3]) + float(f[4]), f[7]))
+    pairs = set()
+    for seg in result.segments:
+        inside = [spk for s, e, spk in ref if min(e, seg.end) - max(s, seg.start) >= 0.8 * (seg.end - seg.start)]
+        if inside:
+            pairs.add((inside[0], seg.speaker))
+    assert len(pairs) == 2 and len({p[1] for p in pairs}) == 2, pairs
