@@ -24,9 +24,10 @@ class VoiceEncoder:
 
     @classmethod
     def load(cls, backend, path: str | os.PathLike | None = None) -> VoiceEncoder:
-        """From the installed resemblyzer package's `pretrained.pt`, or `path`, onto `backend`."""
+        """From the installed resemblyzer package's `pretrained.pt`, or `path`, onto `backend` (for MLX
+        read without torch)."""
         file = find_weights(path)
-        cfg, params = map_weights(read_checkpoint(file), str(file))
+        cfg, params = map_weights(read_checkpoint(file, use_torch=backend.name != "mlx"), str(file))
         return cls(params, cfg, backend)
 
     @property

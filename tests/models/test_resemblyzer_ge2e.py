@@ -7,6 +7,7 @@ installed distribution and checked tensor by tensor.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -25,7 +26,7 @@ Reference = pytest.importorskip("resemblyzer").VoiceEncoder
 
 from polyasr.audio import load_audio  # noqa: E402
 from polyasr.backends import get_backend  # noqa: E402
-from polyasr.errors import ModelNotFoundError, WeightsMismatchError  # noqa: E402
+from polyasr.errors import CheckpointError, ModelNotFoundError, WeightsMismatchError  # noqa: E402
 from polyasr.models.resemblyzer_ge2e import checkpoint  # noqa: E402
 from polyasr.models.resemblyzer_ge2e.pipeline import VoiceEncoder  # noqa: E402
 
@@ -102,3 +103,44 @@ def test_missing_package_names_what_to_install(monkeypatch):
     monkeypatch.setattr(checkpoint.metadata, "distribution", missing)
     with pytest.raises(ModelNotFoundError, match=r"polyasr\[diarize\]"):
         checkpoint.find_weights()
+
+
+def test_restricted_reader_equals_torch_load(tmp_path):
+    """The legacy-format reader (no torch) gives torch.load's tensors, and refuses what is not data."""
+    import os
+
+    file = checkpoint.find_weights()
+    ours = checkpoint.read_checkpoint(file, use_torch=False)
+    theirs = checkpoint.read_checkpoint(file)
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        assert_close(ours[name], theirs[name], atol=0.0, what=name)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    torch.save(
+        {"model_state": {"w": torch.ones(2)}, "x": Evil()}, tmp_path / "evil.pt", _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(CheckpointError, match="refused to load"):
+        checkpoint.read_checkpoint(tmp_path / "evil.pt", use_torch=False)
+    (tmp_path / "cut.pt").write_bytes(file.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        checkpoint.read_checkpoint(tmp_path / "cut.pt", use_torch=False)
+
+
+@pytest.mark.mlx
+def test_mlx_path_never_imports_torch(fixtures_dir):
+    pytest.importorskip("mlx.core")
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch fails\n"
+        "import numpy as np\n"
+        "from polyasr.audio import load_audio\n"
+        "from polyasr.diarization import load_embedding\n"
+        f"wav = load_audio({str(fixtures_dir / 'en_short.wav')!r})[:16000]\n"
+        "e = load_embedding(device='mlx').embed_utterance(wav)\n"
+        "assert e.shape == (256,) and abs(np.linalg.norm(e) - 1) < 1e-5\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
