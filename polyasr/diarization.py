@@ -184,11 +184,29 @@ def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
             )
     if n == 1:
         return np.zeros(1, dtype=np.int64)
+    if n > MAX_CLUSTER_POINTS:
+        return _clustered_centroids(embeddings, opts)
     lo = opts.num_speakers or opts.min_speakers or 1
     hi = opts.num_speakers or min(opts.max_speakers or n, n)
     if opts.clustering == "agglomerative":
         return _agglomerative(embeddings, opts.threshold, lo, hi)
     return _spectral(embeddings, lo, hi)
+
+
+# Both clusterings hold N x N matrices and spectral's diffusion and eigen-decomposition cost N^3:
+# beyond this many windows (about 7 minutes of speech at the default step) they cluster centroids.
+MAX_CLUSTER_POINTS = 1000
+
+
+def _clustered_centroids(x: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
+    """Long recordings: k-means into MAX_CLUSTER_POINTS fine clusters (each far smaller than a
+    speaker's share), the chosen clustering over their normalised centroids, and each window the
+    label of its centroid; memory and time stay linear in the windows."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=MAX_CLUSTER_POINTS, n_init=1, random_state=0, batch_size=4096).fit(x)
+    centroids = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
+    return cluster(centroids.astype(np.float32), opts)[km.labels_]
 
 
 def _agglomerative(x: np.ndarray, threshold: float, lo: int, hi: int) -> np.ndarray:

@@ -194,3 +194,17 @@ def test_transcribe_with_diarize_labels_segments(whisper_tiny_en_engine, fixture
         if inside:
             pairs.add((inside[0], seg.speaker))
     assert len(pairs) == 2 and len({p[1] for p in pairs}) == 2, pairs
+
+
+def test_long_recordings_cluster_centroids(monkeypatch):
+    """Past MAX_CLUSTER_POINTS windows the clustering runs on k-means centroids: the same groups."""
+    import polyasr.diarization as diarization
+
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.eye(3, 16), [300, 150, 150], axis=0) + 0.1 * rng.standard_normal((600, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat([0, 1, 2], [300, 150, 150])
+    monkeypatch.setattr(diarization, "MAX_CLUSTER_POINTS", 60)
+    for method in ("spectral", "agglomerative"):
+        labels = cluster(x, DiarizeOptions(clustering=method))
+        assert len(set(labels)) == 3 and len(set(zip(labels.tolist(), truth.tolist()))) == 3, method
