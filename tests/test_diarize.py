@@ -208,3 +208,14 @@ def test_long_recordings_cluster_centroids(monkeypatch):
     for method in ("spectral", "agglomerative"):
         labels = cluster(x, DiarizeOptions(clustering=method))
         assert len(set(labels)) == 3 and len(set(zip(labels.tolist(), truth.tolist()))) == 3, method
+
+
+def test_transcribe_cli_flags_reach_the_options():
+    from polyasr.cli import _build_parser, _options
+
+    args = _build_parser().parse_args(
+        ["transcribe", "a.wav", "--diarize", "--min-speakers", "2", "--max-speakers", "3"]
+    )
+    opts = _options(args)
+    assert opts.diarize and (opts.min_speakers, opts.max_speakers, opts.num_speakers) == (2, 3, None)
+    assert not _options(_build_parser().parse_args(["transcribe", "a.wav"])).diarize
