@@ -10,6 +10,7 @@ A new model family implements `AsrModel` and declares a `Family` (see polyasr/mo
 `register_family` makes its ids loadable.
 """
 
+from polyasr.diarization import DiarizeOptions, SpeakerTurn, diarize
 from polyasr.engine import AsrEngine
 from polyasr.errors import (
     AsrError,
@@ -40,6 +41,9 @@ __all__ = [
     "TranscribeOptions",
     "TranscriptionResult",
     "Segment",
+    "diarize",
+    "DiarizeOptions",
+    "SpeakerTurn",
     "ModelType",
     "ModelSpec",
     "REGISTRY",

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from polyasr import vad
+from polyasr import diarization, vad
 from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS
 from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
 from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
@@ -103,6 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_decode_args(t)
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
+    diarization.add_speaker_args(t, diarize_flag=True)
     _add_model_args(t)
 
     _add_batch_parser(sub)
@@ -140,6 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     vad.add_cli_parser(sub)
     _add_serve_parser(sub)
+    diarization.add_cli_parser(sub)
     return parser
 
 
@@ -253,6 +255,10 @@ def _options(args) -> TranscribeOptions:
         initial_prompt=args.initial_prompt,
         batch_size=args.batch_size,
         chunk_secs=args.chunk_secs,
+        diarize=args.diarize,
+        num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
         **kw,
     )
 
@@ -473,6 +479,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "vad": vad.cmd_vad,
     "serve": cmd_serve,
+    "diarize": diarization.cmd_diarize,
 }
 
 

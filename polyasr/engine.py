@@ -120,6 +120,9 @@ class AsrEngine:
         t0 = time.perf_counter()
         outputs = self.model.transcribe_many(audios, options, progress)
         self.backend.synchronize()
+        if options.diarize:
+            for audio, output in zip(audios, outputs, strict=True):
+                self._diarize(audio, output, options)
         elapsed = time.perf_counter() - t0
         batch_duration = sum(audio_duration(a) for a in audios)
         return [
@@ -131,7 +134,21 @@ class AsrEngine:
         t0 = time.perf_counter()
         output = self.model.transcribe(audio, options, progress)
         self.backend.synchronize()
+        if options.diarize:
+            self._diarize(audio, output, options)
         return self._result(audio, output, time.perf_counter() - t0, timings)
+
+    def _diarize(self, audio: np.ndarray, output: ModelOutput, options) -> None:
+        """Label output's segments with speakers (on the model's device family: MLX stays MLX, the
+        rest run on the CPU, whose LSTM steps are faster than a GPU's for one recording)."""
+        from polyasr.diarization import assign_speakers, diarize_signal
+
+        t0 = time.perf_counter()
+        device = "mlx" if self.backend.name == "mlx" else "cpu"
+        turns = diarize_signal(audio, options.diarize_options(), device=device)
+        for segment, speaker in zip(output.segments, assign_speakers(output.segments, turns), strict=True):
+            segment.speaker = speaker
+        output.timings["diarize"] = time.perf_counter() - t0
 
     def _result(
         self, audio: np.ndarray, output: ModelOutput, elapsed: float, timings, batch: tuple[int, float] | None = None

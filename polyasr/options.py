@@ -27,6 +27,8 @@ class TranscribeOptions:
         (None: the model's own default).
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
+    diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
+        min_speakers / max_speakers, as `DiarizeOptions` takes them.
     """
 
     language: str | None = None
@@ -44,6 +46,10 @@ class TranscribeOptions:
     chunk_secs: float | None = None
     seed: int = 0
     batch_size: int = 1
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -63,3 +69,13 @@ class TranscribeOptions:
             raise InvalidOptionError(f"chunk_secs must be > 2 seconds, got {self.chunk_secs}")
         if self.batch_size < 1:
             raise InvalidOptionError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.diarize:
+            self.diarize_options()  # checks the speaker counts now, not after the transcription
+
+    def diarize_options(self):
+        """The `DiarizeOptions` these options ask for."""
+        from polyasr.diarization import DiarizeOptions
+
+        return DiarizeOptions(
+            num_speakers=self.num_speakers, min_speakers=self.min_speakers, max_speakers=self.max_speakers
+        )

@@ -48,7 +48,14 @@ def write_result(
 
 
 def _text(result: TranscriptionResult) -> str:
+    if any(s.speaker for s in result.segments):  # diarized: one line per segment, WhisperX's prefix
+        return "".join(f"{_speaker(s)}{' '.join(s.text.split())}\n" for s in result.segments if s.text.strip())
     return result.text.strip() + "\n"
+
+
+def _speaker(segment) -> str:
+    """The `[SPEAKER_00]: ` prefix WhisperX writes before a diarized segment's text, or ""."""
+    return f"[{segment.speaker}]: " if segment.speaker else ""
 
 
 def _json(result: TranscriptionResult) -> str:
@@ -86,6 +93,7 @@ def _cues(result: TranscriptionResult) -> list[tuple[float, float, str]]:
         text = " ".join(seg.text.split()).replace("-->", "->")
         if not text:
             continue
+        text = _speaker(seg) + text
         start = min(max(seg.start, previous_start), limit)
         end = min(max(seg.end, start), limit)
         cues.append((start, end, text))
@@ -105,7 +113,8 @@ def _timestamp(seconds: float, ms_sep: str) -> str:
 def _verbose(result: TranscriptionResult) -> str:
     """A human report: the segments as the decoder produced them (not clamped), then the run's numbers."""
     lines = [
-        f"[{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}] (conf {s.confidence:.2f}) {s.text.strip()}"
+        f"[{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}] (conf {s.confidence:.2f}) "
+        f"{_speaker(s)}{s.text.strip()}"
         for s in result.segments
     ]
     lines += [

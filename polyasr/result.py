@@ -12,6 +12,7 @@ class Segment:
     start, end: seconds from the beginning of the file.
     confidence: in [0, 1]; exp(mean token log-probability) for autoregressive models,
     mean frame posterior for CTC/TDT models.
+    speaker: "SPEAKER_00", ... with `TranscribeOptions(diarize=True)`, else None.
     """
 
     start: float
@@ -19,6 +20,7 @@ class Segment:
     text: str
     confidence: float
     tokens: list[int] = field(default_factory=list)
+    speaker: str | None = None
 
 
 @dataclass

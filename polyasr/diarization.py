@@ -1,0 +1,401 @@
+"""Speaker diarization: who spoke when.
+
+    import polyasr
+    polyasr.diarize("meeting.wav")                    # [SpeakerTurn(start=0.52, end=3.1, speaker="SPEAKER_00"), ...]
+    polyasr.diarize(samples, num_speakers=2)
+    polyasr.diarize(samples, min_speakers=2, max_speakers=4, clustering="agglomerative")
+
+The pipeline: Silero VAD speech regions (`polyasr.vad`) -> sliding windows over each region
+(`window_secs` long, every `step_secs`; a region shorter than a window is one zero-padded window)
+-> one speaker embedding per window (Resemblyzer's GE2E voice encoder on polyasr's backends) ->
+clustering of the embeddings (spectral, the number of speakers from the eigen-gap of the
+affinity's Laplacian, or agglomerative with a cosine-distance threshold; `num_speakers` fixes
+the count, `min_speakers` / `max_speakers` bound it, as pyannote's pipeline takes them) ->
+speaker turns: where two windows of a region overlap the boundary is their midpoint, adjacent
+spans of one speaker merge. Each stretch of speech gets exactly one speaker: overlapping speech
+goes to whichever voice dominates the window's embedding.
+
+With a transcript, `assign_speakers` gives each segment (or word: anything with `start` and
+`end` in seconds) the speaker whose turns cover most of it, and `speaker_runs` splits a sequence
+of words where the speaker changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from polyasr.audio import SAMPLE_RATE, load_audio, validate_samples
+from polyasr.errors import InvalidOptionError
+
+EMBEDDINGS = ("resemblyzer",)
+CLUSTERINGS = ("spectral", "agglomerative")
+
+
+class SpeakerTurn(NamedTuple):
+    """One speaker talking from `start` to `end` (seconds from the beginning of the audio)."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class DiarizeOptions:
+    """num_speakers: the exact number of speakers, when known; else the number is estimated within
+        [min_speakers, max_speakers] (each optional).
+    clustering: "spectral" (eigen-gap estimate) or "agglomerative" (average linkage on cosine
+        distance, cut at `threshold`).
+    window_secs, step_secs: the sliding windows embedded over each speech region.
+    embedding: the speaker-embedding network; embedding_path: its weights (None: the installed
+        package's).
+    """
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    clustering: str = "spectral"
+    threshold: float = 0.4
+    window_secs: float = 1.6
+    step_secs: float = 0.4
+    embedding: str = "resemblyzer"
+    embedding_path: str | None = None
+
+    def __post_init__(self):
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.num_speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
+            raise InvalidOptionError("give either num_speakers or min_speakers / max_speakers, not both")
+        if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
+            raise InvalidOptionError(
+                f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers})"
+            )
+        if self.clustering not in CLUSTERINGS:
+            raise InvalidOptionError(f"clustering must be one of {', '.join(CLUSTERINGS)}, got {self.clustering!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if not 0 < self.threshold < 2:
+            raise InvalidOptionError(f"threshold is a cosine distance in (0, 2), got {self.threshold}")
+        if not 0.5 <= self.window_secs <= 10:
+            raise InvalidOptionError(f"window_secs must be from 0.5 to 10 seconds, got {self.window_secs}")
+        if not 0 < self.step_secs <= self.window_secs:
+            raise InvalidOptionError(f"step_secs must be > 0 and at most window_secs, got {self.step_secs}")
+
+
+@functools.lru_cache(maxsize=4)
+def load_embedding(name: str = "resemblyzer", path: str | None = None, device: str = "cpu"):
+    """The speaker-embedding network `name` on `device`, loaded once per process, in fp32."""
+    from polyasr.backends import get_backend
+    from polyasr.models.resemblyzer_ge2e.pipeline import VoiceEncoder
+
+    if name not in EMBEDDINGS:
+        raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {name!r}")
+    return VoiceEncoder.load(get_backend(device, dtype="float32"), path)
+
+
+def diarize(
+    audio,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    options: DiarizeOptions | None = None,
+    device: str = "cpu",
+    encoder=None,
+    vad=None,
+) -> list[SpeakerTurn]:
+    """Speaker turns of one recording (a path, or samples at `sample_rate`), in time order; no
+    speech gives []. The speaker counts override `options`' when given."""
+    opts = options or DiarizeOptions()
+    if num_speakers is not None or min_speakers is not None or max_speakers is not None:
+        opts = DiarizeOptions(**{**opts.__dict__, "num_speakers": num_speakers, "min_speakers": min_speakers,
+                                 "max_speakers": max_speakers})  # fmt: skip
+    signal = load_audio(audio) if isinstance(audio, (str, os.PathLike)) else _samples(audio, sample_rate)
+    return diarize_signal(signal, opts, device=device, encoder=encoder, vad=vad)
+
+
+def _samples(audio, sample_rate: int) -> np.ndarray:
+    if np.asarray(audio).size == 0:
+        return np.zeros(0, dtype=np.float32)
+    return validate_samples(audio, source_rate=sample_rate)
+
+
+def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu", encoder=None, vad=None):
+    """`diarize` of 16 kHz mono float32 samples."""
+    from polyasr.vad import load_vad, speech_timestamps
+
+    regions = speech_timestamps(signal, vad=vad or load_vad(device)) if len(signal) else []
+    if not regions:
+        return []
+    encoder = encoder or load_embedding(opts.embedding, opts.embedding_path, device)
+    signal = _normalize_volume(signal)
+    spans, embeddings = [], []
+    for start, end in regions:
+        starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
+        embeddings.append(encoder.embed_windows(signal[start:end], starts, length))
+        spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in starts])
+    labels = cluster(np.concatenate(embeddings), opts)
+    return speaker_turns(spans, labels)
+
+
+def _normalize_volume(signal: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
+    """Raise quiet audio to `target_dbfs` RMS, never lower loud audio: resemblyzer's `preprocess_wav`
+    does this before embedding, and its network reads mel power, whose scale follows the gain."""
+    rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
+    if rms == 0:
+        return signal
+    gain_db = target_dbfs - 20 * math.log10(rms)
+    return signal * np.float32(10 ** (gain_db / 20)) if gain_db > 0 else signal
+
+
+def _window_starts(n_samples: int, opts: DiarizeOptions, hop: int) -> tuple[list[int], int]:
+    """(window starts in a region of n_samples, window length), on the encoder's frame grid; the last
+    window ends with the region, a region shorter than a window is one window."""
+    length = round(opts.window_secs * SAMPLE_RATE / hop) * hop
+    step = max(1, round(opts.step_secs * SAMPLE_RATE / hop)) * hop
+    if n_samples <= length:
+        return [0], length
+    starts = list(range(0, n_samples - length + 1, step))
+    last = (n_samples - length) // hop * hop
+    if starts[-1] < last:
+        starts.append(last)
+    return starts, length
+
+
+# ---------------------------------------------------------------- clustering
+
+
+def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
+    """L2-normalised embeddings (N, E) -> a cluster index per row (N,)."""
+    n = len(embeddings)
+    for name in ("num_speakers", "min_speakers"):
+        count = getattr(opts, name)
+        if count is not None and count > n:
+            raise InvalidOptionError(
+                f"{name}={count}, but the audio has only {n} speech window(s) of {opts.window_secs:g} s to tell apart"
+            )
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    if n > MAX_CLUSTER_POINTS:
+        return _clustered_centroids(embeddings, opts)
+    lo = opts.num_speakers or opts.min_speakers or 1
+    hi = opts.num_speakers or min(opts.max_speakers or n, n)
+    if opts.clustering == "agglomerative":
+        return _agglomerative(embeddings, opts.threshold, lo, hi)
+    return _spectral(embeddings, lo, hi)
+
+
+# Both clusterings hold N x N matrices and spectral's diffusion and eigen-decomposition cost N^3:
+# beyond this many windows (about 7 minutes of speech at the default step) they cluster centroids.
+MAX_CLUSTER_POINTS = 1000
+
+
+def _clustered_centroids(x: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
+    """Long recordings: k-means into MAX_CLUSTER_POINTS fine clusters (each far smaller than a
+    speaker's share), the chosen clustering over their normalised centroids, and each window the
+    label of its centroid; memory and time stay linear in the windows."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=MAX_CLUSTER_POINTS, n_init=1, random_state=0, batch_size=4096).fit(x)
+    centroids = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
+    return cluster(centroids.astype(np.float32), opts)[km.labels_]
+
+
+def _agglomerative(x: np.ndarray, threshold: float, lo: int, hi: int) -> np.ndarray:
+    """Average linkage on cosine distance, cut at `threshold`; a count outside [lo, hi] is clamped."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    def fit(**kw):
+        return AgglomerativeClustering(metric="cosine", linkage="average", **kw).fit_predict(x)
+
+    labels = fit(n_clusters=None, distance_threshold=threshold) if lo != hi else fit(n_clusters=lo)
+    k = labels.max() + 1
+    return labels if lo <= k <= hi else fit(n_clusters=min(max(k, lo), hi))
+
+
+def affinity(x: np.ndarray, keep: float) -> np.ndarray:
+    """The refined cosine affinity of Wang et al. (2018), "Speaker Diarization with LSTM": cosine
+    similarities (negative ones cut to 0), in each row all but the largest `keep` fraction damped to
+    1 %, symmetrised by max, diffused (Y Y^T) and each row scaled to a maximum of 1, then symmetrised
+    again so the Laplacian is defined."""
+    sim = np.clip(x @ x.T, 0.0, None)
+    np.fill_diagonal(sim, 1.0)
+    cut = np.percentile(sim, 100 * (1 - keep), axis=1, keepdims=True)
+    sim = np.where(sim >= cut, sim, 0.01 * sim)
+    sim = np.maximum(sim, sim.T)
+    sim = sim @ sim.T
+    sim = sim / sim.max(axis=1, keepdims=True)
+    return (sim + sim.T) / 2
+
+
+def eigengap(aff: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
+    """(k in [lo, hi] at the largest gap between consecutive eigenvalues of the symmetric normalised
+    Laplacian, that gap): k well separated clusters give k eigenvalues near 0, then a jump."""
+    d = 1.0 / np.sqrt(aff.sum(axis=1))
+    eig = np.linalg.eigvalsh(np.eye(len(aff)) - d[:, None] * aff * d[None, :])
+    hi = max(lo, min(hi, len(aff) - 1))
+    gaps = eig[lo : hi + 1] - eig[lo - 1 : hi]  # gaps[i]: between eigenvalues lo + i - 1 and lo + i (0-based)
+    return lo + int(np.argmax(gaps)), float(gaps.max())
+
+
+# Fractions of each row the affinity keeps, tried in turn: the best depends on how many windows
+# each speaker has, which is what is unknown.
+_KEEP = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def _spectral(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Spectral clustering of the refined affinity. The kept fraction is tuned per recording, in the
+    spirit of Park et al. (2019, "Auto-Tuning Spectral Clustering for Speaker Diarization"): the
+    one whose affinity has the clearest eigen-gap (Park's ratio of fraction to gap favours graphs so
+    sparse that they fall apart on a few dozen windows), at least two neighbours per row; the number
+    of speakers is that affinity's eigen-gap count."""
+    from sklearn.cluster import SpectralClustering
+
+    n = len(x)
+    best = None
+    for keep in (k for k in _KEEP if k * n >= 2) or (min(1.0, 2 / n),):
+        aff = affinity(x, keep)
+        count, gap = eigengap(aff, lo, hi)
+        if best is None or gap > best[0]:
+            best = (gap, count, aff)
+    _, k, aff = best
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=0).fit_predict(aff)
+
+
+# ---------------------------------------------------------------- turns and assignment
+
+
+def speaker_turns(spans: list[list[tuple[float, float]]], labels: np.ndarray) -> list[SpeakerTurn]:
+    """Windows (each region's (start, end) seconds, in order) and their cluster labels -> turns.
+    Within a region, two overlapping windows meet at the midpoint of their overlap; adjacent spans of
+    one speaker merge. Speakers are named SPEAKER_00, SPEAKER_01, ... in order of first appearance."""
+    names: dict[int, str] = {}
+    turns: list[SpeakerTurn] = []
+    i = 0
+    for windows in spans:
+        region_labels = labels[i : i + len(windows)]
+        i += len(windows)
+        for j, ((start, end), label) in enumerate(zip(windows, region_labels)):
+            if j > 0:
+                start = _boundary(windows[j - 1], windows[j])
+            if j + 1 < len(windows):
+                end = _boundary(windows[j], windows[j + 1])
+            name = names.setdefault(int(label), f"SPEAKER_{len(names):02d}")
+            if j > 0 and turns[-1].speaker == name:
+                turns[-1] = turns[-1]._replace(end=round(end, 3))
+            else:
+                turns.append(SpeakerTurn(round(start, 3), round(end, 3), name))
+    return turns
+
+
+def _boundary(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Where window a hands over to the next window b: the middle of their overlap."""
+    return (b[0] + a[1]) / 2 if b[0] < a[1] else a[1]
+
+
+def assign_speakers(items, turns: list[SpeakerTurn]) -> list[str | None]:
+    """The speaker of each item (anything with `start` and `end` in seconds: segments, words): the
+    one whose turns overlap it longest; None where no turn touches it."""
+    if not turns:
+        return [None for _ in items]
+    t_start = np.array([t.start for t in turns])
+    t_end = np.array([t.end for t in turns])
+    speakers = sorted({t.speaker for t in turns})
+    index = np.array([speakers.index(t.speaker) for t in turns])
+    out: list[str | None] = []
+    for item in items:
+        overlap = np.clip(np.minimum(t_end, item.end) - np.maximum(t_start, item.start), 0.0, None)
+        per_speaker = np.bincount(index, weights=overlap, minlength=len(speakers))
+        out.append(speakers[int(np.argmax(per_speaker))] if per_speaker.max() > 0 else None)
+    return out
+
+
+def speaker_runs(speakers: list[str | None]) -> list[tuple[int, int, str | None]]:
+    """Where the speaker of consecutive items (words) changes: [(first, last + 1, speaker), ...]. An
+    item without a speaker stays in the run before it (the first run's speaker for leading ones)."""
+    runs: list[list] = []
+    for i, speaker in enumerate(speakers):
+        if runs and (speaker is None or speaker == runs[-1][2] or runs[-1][2] is None):
+            runs[-1][1] = i + 1
+            runs[-1][2] = runs[-1][2] or speaker
+        else:
+            runs.append([i, i + 1, speaker])
+    return [tuple(r) for r in runs]
+
+
+# ---------------------------------------------------------------- `polyasr diarize`
+
+OUTPUT_FORMATS = ("rttm", "json", "text")
+
+
+def add_speaker_args(p, diarize_flag: bool = False) -> None:
+    """The speaker-count arguments (`diarize`, and `transcribe --diarize`)."""
+    if diarize_flag:
+        p.add_argument("--diarize", action="store_true", help="label segments with speakers (SPEAKER_00, ...)")
+    p.add_argument("--num-speakers", type=int, default=None, help="the number of speakers, when known")
+    p.add_argument("--min-speakers", type=int, default=None, help="at least this many speakers (when estimated)")
+    p.add_argument("--max-speakers", type=int, default=None, help="at most this many speakers (when estimated)")
+
+
+def add_cli_parser(sub) -> None:
+    """The `diarize` subcommand's arguments (cli.py registers it)."""
+    d = sub.add_parser("diarize", help="who spoke when: speaker turns of audio files")
+    d.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    add_speaker_args(d)
+    defaults = DiarizeOptions()
+    d.add_argument("--clustering", default=defaults.clustering, choices=CLUSTERINGS)
+    d.add_argument("--threshold", type=float, default=defaults.threshold, help="agglomerative: cosine distance cut")
+    d.add_argument("--window-secs", type=float, default=defaults.window_secs, help="embedding window length")
+    d.add_argument("--step-secs", type=float, default=defaults.step_secs, help="embedding window step")
+    d.add_argument("--embedding", default=defaults.embedding, choices=EMBEDDINGS, help="speaker embedding network")
+    d.add_argument("--embedding-path", default=None, help="its weights file (default: the installed package's)")
+    d.add_argument("--format", default="rttm", choices=OUTPUT_FORMATS, help="output format (default: rttm)")
+    d.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mlx"), help="backend (default: cpu)")
+
+
+def cmd_diarize(args) -> int:
+    """RTTM (`SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>`), JSON or text lines."""
+    import json
+    from pathlib import Path
+
+    from polyasr.audio import check_audio_file
+
+    opts = DiarizeOptions(
+        num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
+        clustering=args.clustering,
+        threshold=args.threshold,
+        window_secs=args.window_secs,
+        step_secs=args.step_secs,
+        embedding=args.embedding,
+        embedding_path=args.embedding_path,
+    )
+    for path in args.audio:
+        check_audio_file(path)
+    found = [(path, diarize(path, options=opts, device=args.device)) for path in args.audio]
+    if args.format == "json":
+        files = [{"file": p, "turns": [t._asdict() for t in turns]} for p, turns in found]
+        print(json.dumps(files if len(files) > 1 else files[0], indent=2))
+        return 0
+    for path, turns in found:
+        if args.format == "rttm":
+            uri = Path(path).stem.replace(" ", "_")
+            for t in turns:
+                print(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>")
+            continue
+        if len(args.audio) > 1:
+            print(f"# {path}")
+        for t in turns:
+            print(f"{t.start:.3f} {t.end:.3f} {t.speaker}")
+    return 0
