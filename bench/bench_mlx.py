@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, note, record
+from conftest import FIXTURES, note, quick_or_full, record
 
 mx = pytest.importorskip("mlx.core", reason="needs MLX: pip install 'polyasr[mlx]' (Linux: mlx[cpu])")
 torch = pytest.importorskip("torch", reason="the torch CPU baseline needs torch")
@@ -105,9 +105,9 @@ def _rounds(model: str, impl: str) -> int:
     if os.environ.get("POLYASR_BENCH_MLX_ROUNDS"):
         return max(1, int(os.environ["POLYASR_BENCH_MLX_ROUNDS"]))
     if impl == TORCH or METAL:
-        return 3
+        return quick_or_full(2, 3)
     # MLX on its Linux CPU build: Whisper base's encoder alone takes ~15-20 s per window here.
-    return 1 if model == "whisper" or _real(model) else 3
+    return 1 if model == "whisper" or _real(model) else quick_or_full(2, 3)
 
 
 def _real(model: str) -> tuple[str, str] | None:

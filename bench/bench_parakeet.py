@@ -1,12 +1,15 @@
 """Parakeet TDT 0.6B on CPU at the real v3 dimensions (24 x 1024, 8 heads, 128 mels, random weights).
 
 Encoder: polyasr vs transformers' ParakeetForTDT (`get_audio_features`: encoder + the joint's
-encoder projection) on the same features, fp32, same threads; 10 s / 60 s, batch 1 / 8. Reports
-RTF and the peak RSS growth during the call (sampled by a thread, so it is this call's memory,
-not the process's history).
+encoder projection) on the same features, fp32, same threads, alternating round by round.
+Reports RTF, the peak RSS growth during one call (sampled by a thread, so it is this call's
+memory, not the process's history), and the share of this machine's fp32 matmul rate (measured
+in the same run) each side reaches.
 TDT decode: polyasr's C++ loop vs transformers' `generate` loop on the same encoder output
 (transformers is handed the encoder output, so only its decoding loop is timed).
-Heavy (60 s x 8 is ~10 TFLOP): `pytest bench/bench_parakeet.py --benchmark-only`.
+
+    .venv/bin/python -m pytest bench/bench_parakeet.py --benchmark-only            # 10 s x 1, 10 s x 8, 60 s x 1
+    POLYASR_BENCH_FULL=1 .venv/bin/python -m pytest bench/bench_parakeet.py --benchmark-only   # + 60 s x 8
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from conftest import note, record
+from conftest import ENCODER_SHAPES, count_flops, encoder_rounds, gemm_share, note, record, side_by_side
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,7 +32,6 @@ from polyasr.models.parakeet.decode import Transducer  # noqa: E402
 from polyasr.models.parakeet.weights import HF_MAP, map_weights  # noqa: E402
 
 GROUP_DECODE = "Parakeet TDT v3 greedy decode, 10 s x 4 (125 frames each), encoder output given"
-CASES = [(10.0, 1), (10.0, 8), (60.0, 1), (60.0, 8)]
 V3_ENCODER = dict(
     hidden_size=1024,
     num_hidden_layers=24,
@@ -103,28 +105,30 @@ class PeakRss:
         self.growth_mb = (max(self.peak, self.proc.memory_info().rss) - self.start) / 2**20
 
 
-@pytest.mark.parametrize("seconds, batch", CASES)
-@pytest.mark.parametrize("impl", ["transformers", "polyasr"])
-def test_encoder(benchmark, models, impl, seconds, batch):
+@pytest.mark.parametrize("seconds, batch", ENCODER_SHAPES)
+def test_encoder(benchmark, models, gemm_rate, seconds, batch):
     ref, params, _, cfg, B = models
     feats, lengths = _features(seconds, batch)
     mask = torch.arange(feats.shape[-1])[None] < lengths[:, None]
 
-    def run():
-        with torch.inference_mode():
-            if impl == "transformers":
-                return ref.get_audio_features(input_features=feats.transpose(1, 2), attention_mask=mask).pooler_output
-            encoded, _ = net.encode(params, cfg, B, feats, lengths.numpy())
-            return net.joint_encoder(params, B, encoded)
+    def ours():
+        encoded, _ = net.encode(params, cfg, B, feats, lengths.numpy())
+        return net.joint_encoder(params, B, encoded)
+
+    def theirs():
+        return ref.get_audio_features(input_features=feats.transpose(1, 2), attention_mask=mask).pooler_output
 
     with PeakRss() as rss:
-        out = run()
-    benchmark.pedantic(run, rounds=2 if seconds * batch > 100 else 3, warmup_rounds=0)
-    rtf = benchmark.stats.stats.min / (seconds * batch)
-    benchmark.extra_info.update(rtf=rtf, peak_rss_growth_mb=rss.growth_mb)
+        flops, out = count_flops(ours)
+    rounds, warmup = encoder_rounds(seconds, batch)
     group = f"Parakeet TDT v3 encoder, {seconds:.0f} s x {batch}, {torch.get_num_threads()} threads"
-    record(group, "transformers", impl, benchmark)
-    note(group, f"{impl}: RTF {rtf:.4f}, peak RSS growth during one call {rss.growth_mb:.0f} MB")
+    t_ours, t_ref = side_by_side(benchmark, group, "transformers", ours, theirs, rounds, warmup)
+    rtf = t_ours / (seconds * batch)
+    benchmark.extra_info.update(rtf=rtf, peak_rss_growth_mb=rss.growth_mb, gflop=flops / 1e9)
+    note(group, f"RTF polyasr {rtf:.4f}, transformers {t_ref / (seconds * batch):.4f}; {flops / 1e9:.0f} GFLOP")
+    gemm_share(group, "polyasr", flops, t_ours, gemm_rate)
+    gemm_share(group, "transformers", flops, t_ref, gemm_rate)
+    note(group, f"polyasr: peak RSS growth during one call {rss.growth_mb:.0f} MB")
     assert torch.isfinite(out).all()
 
 

@@ -2,23 +2,25 @@
 random weights, fp32): polyasr vs transformers' `Qwen3ASRForConditionalGeneration` on the same
 weights and features, same threads, in the same run.
 
-Measured: encoder RTF (10 s and 30 s of audio), time to first token (features -> encoder -> prompt
-prefill -> first greedy token, 10 s of audio), decoder time per token ((generate 33 - generate 1) / 32
-tokens, batch 1), and the share of a polyasr decode step spent outside matrix products (profiled).
+Measured: encoder RTF (10 s x 1, 10 s x 8, 60 s x 1; + 60 s x 8 with POLYASR_BENCH_FULL=1) and the
+share of this machine's fp32 matmul rate it reaches (measured in the same run), time to first token
+(features -> encoder -> prompt prefill -> first greedy token, 10 s of audio), decoder time per
+token ((generate 33 - generate 1) / 32 tokens, batch 1), and the share of a polyasr decode step spent
+outside matrix products (profiled).
 The two implementations alternate round by round (transformers in pytest-benchmark's setup hook)
 and each reports its minimum, so a shared, loaded CPU skews neither side.
-Heavy (~3 GB of weights per implementation): run it on purpose,
-`pytest bench/bench_qwen3_asr.py --benchmark-only`.
+~3 GB of weights per implementation:
+
+    .venv/bin/python -m pytest bench/bench_qwen3_asr.py --benchmark-only
+    POLYASR_BENCH_FULL=1 .venv/bin/python -m pytest bench/bench_qwen3_asr.py --benchmark-only  # + 60 s x 8
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
-from conftest import RESULTS, record
+from conftest import ENCODER_SHAPES, RESULTS, count_flops, encoder_rounds, gemm_share, note, quick_or_full, side_by_side
 
 from polyasr.backends.torch import TorchBackend
 from polyasr.models.qwen3_asr import model as net
@@ -99,37 +101,31 @@ def _prompt(tokens: int) -> list[int]:
 
 
 def _side_by_side(benchmark, group: str, ours, theirs, rounds: int) -> None:
-    """Time `ours` with pytest-benchmark and `theirs` in its setup hook, so the two alternate round by
-    round and see the same machine load (this CPU may be shared); record both minima in `group`."""
-    times = []
-
-    def run_theirs():
-        t0 = time.perf_counter()
-        theirs()
-        times.append(time.perf_counter() - t0)
-
-    with torch.inference_mode():
-        benchmark.pedantic(ours, setup=run_theirs, rounds=rounds, iterations=1, warmup_rounds=1)
-    RESULTS.setdefault(group, (BASE, {}))[1][BASE] = min(times[1:])  # times[0]: the warm-up round
-    record(group, BASE, "polyasr", benchmark)
-    benchmark.extra_info[BASE] = min(times[1:])
+    side_by_side(benchmark, group, BASE, ours, theirs, rounds, warmup=1)
 
 
-@pytest.mark.parametrize("seconds", [10.0, 30.0])
-def test_encoder(benchmark, models, seconds):
+@pytest.mark.parametrize("seconds, batch", ENCODER_SHAPES)
+def test_encoder(benchmark, models, gemm_rate, seconds, batch):
     ref, params, cfg, B = models
-    feats, frames = log_mel([_audio(seconds)], mel_config(), B)
+    feats, frames = log_mel([_audio(seconds)] * batch, mel_config(), B)
     t = -(-feats.shape[-1] // 100) * 100
     padded = torch.nn.functional.pad(feats, (0, t - feats.shape[-1]))
-    mask = (torch.arange(t)[None] < int(frames[0])).long()
-    group = f"Qwen3-ASR-0.6B encoder, {seconds:.0f} s audio (RTF = time / {seconds:.0f}), CPU fp32, {THREADS} threads"
-    _side_by_side(
+    mask = (torch.arange(t)[None] < torch.as_tensor(frames)[:, None]).long()
+    group = f"Qwen3-ASR-0.6B encoder, {seconds:.0f} s x {batch}, CPU fp32, {THREADS} threads"
+    flops, _ = count_flops(lambda: net.encode(params, cfg, B, feats, frames))
+    rounds, warmup = encoder_rounds(seconds, batch)
+    t_ours, t_ref = side_by_side(
         benchmark,
         group,
+        BASE,
         lambda: net.encode(params, cfg, B, feats, frames),
         lambda: ref.model.get_audio_features(padded, mask).pooler_output,
-        rounds=5,
+        rounds,
+        warmup,
     )
+    note(group, f"RTF polyasr {t_ours / (seconds * batch):.4f}, {BASE} {t_ref / (seconds * batch):.4f}")
+    gemm_share(group, "polyasr", flops, t_ours, gemm_rate)
+    gemm_share(group, BASE, flops, t_ref, gemm_rate)
 
 
 def _polyasr_generate(params, cfg, B, audio, n_new):
@@ -173,7 +169,7 @@ def test_generate(benchmark, models, n_new):
         _generate_group(n_new),
         lambda: _polyasr_generate(params, cfg, B, audio, n_new),
         lambda: _transformers_generate(ref, audio, n_new),
-        rounds=5 if n_new == 1 else 3,
+        rounds=quick_or_full(3, 5) if n_new == 1 else quick_or_full(2, 3),
     )
     first, last = RESULTS.get(_generate_group(1)), RESULTS.get(_generate_group(33))
     if first and last:
@@ -197,7 +193,7 @@ def test_decode_step_overhead(benchmark, models):
             cache.length = 150
             return net.logits(params, B, net.decode(params, cfg, B, x, cache)).argmax(-1)
 
-        benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
+        benchmark.pedantic(step, rounds=quick_or_full(5, 10), iterations=1, warmup_rounds=2)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(5):
                 step()

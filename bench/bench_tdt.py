@@ -4,9 +4,10 @@ transformers' ParakeetForTDT.generate, at Parakeet TDT 0.6B v3's decoder sizes.
 V1 = 8193 tokens (blank = 8192), durations [0, 1, 2, 3, 4], predictor P = 640 (2-layer LSTM), joint
 J = 640; random weights ~ 1/sqrt(fan_in), the blank logit biased so that about 65% of the decoder
 steps are blanks (as in real TDT output); random enc_proj for 10 s (125 frames at 80 ms) and 60 s
-(750 frames), batch 1 and 8. transformers' generate cannot take precomputed encoder outputs, so its
-get_audio_features is replaced by one returning them: what is timed is its own greedy loop.
-A "step" is one joint evaluation of one item; the group title gives their number and blank share.
+(750 frames), batch 1 and 8 (60 s x 8 only with POLYASR_BENCH_FULL=1). transformers' generate cannot
+take precomputed encoder outputs, so its get_audio_features is replaced by one returning them: what is
+timed is its own greedy loop. A "step" is one joint evaluation of one item; the group title gives
+their number and blank share.
 Run: `pytest bench/bench_tdt.py --benchmark-only`.
 """
 
@@ -15,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import record
+from conftest import quick_or_full, record
 
 from polyasr import _decode
 from polyasr.models.tdt_decode import tdt_greedy
 
 V1, P, J, L, BLANK, MAX_SYMBOLS = 8193, 640, 640, 2, 8192, 10
 DURATIONS = [0, 1, 2, 3, 4]
-CASES = [(1, 125), (8, 125), (1, 750), (8, 750)]  # (batch, frames): 10 s and 60 s at 80 ms
+CASES = [(1, 125), (8, 125), (1, 750)] + quick_or_full([], [(8, 750)])  # (batch, frames): 10 s, 60 s at 80 ms
 BASELINE = "torch eager loop"
 
 

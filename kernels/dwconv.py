@@ -102,6 +102,17 @@ def _dwconv_glu_silu_fwd_kernel(
 # ---- reference ----------------------------------------------------------------------------------
 
 
+def depthwise_conv1d_ref(x, w, b=None, padding: int = 0):
+    """Depthwise conv over time, channels-last in and out: x (B, T, C), w (C, K), b (C,) or None -> (B, T', C).
+
+    A (B, T, C) tensor seen as (B, C, 1, T) is already in conv2d's channels-last layout, so the
+    convolution runs on it in place and writes (B, T', C) rows: no transposed copy on either side
+    (conv1d would copy x to (B, C, T) and leave a transposed output for the next op to copy).
+    """
+    y = F.conv2d(x.transpose(1, 2)[:, :, None], w[:, None, None, :], b, padding=(0, padding), groups=w.shape[0])
+    return y[:, :, 0].transpose(1, 2)
+
+
 def dwconv_glu_silu_ref(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
     """The spec in plain torch, in the inputs' dtype: x (B, T, 2C), w (C, K), b (C,) or None,
     keep (B, T) bool or None, ln (gamma, beta) or None -> (B, T, C).
@@ -111,8 +122,7 @@ def dwconv_glu_silu_ref(x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
     y = F.glu(x, dim=-1)
     if keep is not None:
         y = y.masked_fill(~keep[:, :, None], 0.0)
-    y = F.conv1d(y.transpose(1, 2), w[:, None, :], b, padding=(w.shape[1] - 1) // 2, groups=w.shape[0])
-    y = y.transpose(1, 2)
+    y = depthwise_conv1d_ref(y, w, b, (w.shape[1] - 1) // 2)
     if ln is not None:
         y = F.layer_norm(y, (y.shape[-1],), ln[0], ln[1], eps)
     return F.silu(y)

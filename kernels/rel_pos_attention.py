@@ -222,12 +222,12 @@ def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
     which is the pad-and-reshape `rel_shift` of the references without its copies.
     """
     b, h, t, d = q.shape
-    full = torch.matmul(q + bias_v, pos.transpose(-1, -2)).contiguous()  # (B, H, T, 2T-1)
+    # the scale goes on (q + v), (B, H, T, D), rather than on the (B, H, T, T) scores
+    full = torch.matmul((q + bias_v).mul_(d**-0.5), pos.transpose(-1, -2)).contiguous()  # (B, H, T, 2T-1)
     w = 2 * t - 1
     bd = full.as_strided((b, h, t, t), (h * t * w, t * w, w - 1, 1), full.storage_offset() + t - 1)
-    bd = bd * (d**-0.5)
-    if mask is not None:
-        bd = bd.masked_fill(~mask, -torch.inf)
+    # one pass writes the shifted scores out, masked or not (SDPA wants them dense)
+    bd = bd.contiguous() if mask is None else bd.masked_fill(~mask, -torch.inf)
     return F.scaled_dot_product_attention(q + bias_u, k, v, attn_mask=bd)
 
 

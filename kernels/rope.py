@@ -97,8 +97,11 @@ def rope_ref(x, cos, sin, weight=None, eps: float = 1e-6):
             z = y.float()
             y = weight * (z * torch.rsqrt(z.square().mean(-1, keepdim=True) + eps)).to(y.dtype)
     c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
-    y1, y2 = y[..., : d // 2], y[..., d // 2 :]
-    out = y * c + torch.cat((-y2, y1), dim=-1) * s
+    # rotate_half(y) * s = swap_halves(y) * (s with its first half negated): the sign goes on the
+    # (T, D) table instead of the activations, and the rotation is one addcmul
+    h = d // 2
+    swapped = torch.cat((y[..., h:], y[..., :h]), dim=-1)
+    out = torch.addcmul(y * c, swapped, torch.cat((-s[..., :h], s[..., h:]), dim=-1))
     return out.flatten(-2) if x.ndim == 3 else out
 
 

@@ -53,16 +53,26 @@ def check_folded(params) -> None:
         raise ValueError("prepare: fold the conv module's BatchNorm first (weight_map.fold_batch_norm)")
 
 
+def halve_feed_forward_outputs(params, n_layers: int) -> dict:
+    """The macaron half-step 1/2 FF(x) folded into each feed-forward's second linear, once at load
+    time (x 0.5 is exact in floating point): `macaron_block` then adds FF(x) without a multiply."""
+    out = dict(params)
+    for i in range(n_layers):
+        for j in (1, 2):
+            for part in ("weight", "bias"):
+                name = f"encoder.layers.{i}.feed_forward{j}.linear2.{part}"
+                if name in out:
+                    out[name] = out[name] * 0.5
+    return out
+
+
 def macaron_block(params, B, x, prefix: str, attend, convolve):
-    """One block: x (B, T, d) -> (B, T, d). attend / convolve: (B, T, d) normalised -> (B, T, d)."""
-    x = x + 0.5 * feed_forward(
-        params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward1"), f"{prefix}.feed_forward1"
-    )
+    """One block: x (B, T, d) -> (B, T, d). attend / convolve: (B, T, d) normalised -> (B, T, d).
+    The feed-forwards' 1/2 is in their weights (`halve_feed_forward_outputs`)."""
+    x = x + feed_forward(params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward1"), f"{prefix}.feed_forward1")
     x = x + attend(layer_norm(params, B, x, f"{prefix}.norm_self_att"))
     x = x + convolve(layer_norm(params, B, x, f"{prefix}.norm_conv"))
-    x = x + 0.5 * feed_forward(
-        params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward2"), f"{prefix}.feed_forward2"
-    )
+    x = x + feed_forward(params, B, layer_norm(params, B, x, f"{prefix}.norm_feed_forward2"), f"{prefix}.feed_forward2")
     return layer_norm(params, B, x, f"{prefix}.norm_out")
 
 

@@ -29,6 +29,7 @@ from polyasr.models.conformer import (
     check_folded,
     conv_module,
     conv_module_shapes,
+    halve_feed_forward_outputs,
     macaron_block,
     stage_lengths,
     subsampled_lengths,
@@ -81,10 +82,10 @@ def param_shapes(cfg) -> ParamShapes:
 
 
 def prepare(params, cfg, B) -> dict:
-    """Checkpoint parameters -> what the functions below take, once at load time (models/layers.py).
-    BatchNorm must be folded."""
+    """Checkpoint parameters -> what the functions below take, once at load time (models/layers.py),
+    with the feed-forwards' macaron 1/2 folded in. BatchNorm must be folded."""
     check_folded(params)
-    return layers.prepare(params, param_shapes(cfg), B)
+    return layers.prepare(halve_feed_forward_outputs(params, cfg.n_layers), param_shapes(cfg), B)
 
 
 def _stem(params, cfg, B, x, lengths):

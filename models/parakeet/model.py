@@ -30,6 +30,7 @@ from polyasr.models.conformer import (
     check_folded,
     conv_module,
     conv_module_shapes,
+    halve_feed_forward_outputs,
     macaron_block,
     stage_lengths,
     subsampled_lengths,
@@ -89,9 +90,10 @@ def param_shapes(cfg) -> ParamShapes:
 def prepare(params, cfg, B) -> dict:
     """Encoder parameters (as `weights.map_weights` returns them: BatchNorm folded, q/k/v fused into
     `linear_qkv`) -> what `encode` takes, once at load time (models/layers.py). The prediction
-    network and joint are not passed in: the decoding loop takes them as they are."""
+    network and joint are not passed in: the decoding loop takes them as they are. The feed-forwards'
+    macaron 1/2 is folded into their second linear."""
     check_folded(params)
-    return layers.prepare(params, param_shapes(cfg), B)
+    return layers.prepare(halve_feed_forward_outputs(params, cfg.n_layers), param_shapes(cfg), B)
 
 
 STEM_BYTES = 1 << 28  # first stem stage's output per slice of the batch (see _stem)
