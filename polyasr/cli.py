@@ -82,7 +82,24 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
     t.add_argument("--task", default="transcribe", choices=TASKS)
     t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
-    t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
+    t.add_argument(
+        "--no-fallback", action="store_true", help="temperature 0 only, no fallback (greedy with --beam-size 1)"
+    )
+    t.add_argument(
+        "--beam-size", type=int, default=5, help="beams searched at temperature 0 (Whisper; 1: greedy; default 5)"
+    )
+    t.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="beam search ends after beam-size * patience finished candidates (default 1.0)",
+    )
+    t.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="rank candidates by log-probability / ((5 + length) / 6) ** this, 0..1 (default: / length)",
+    )
     t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
     t.add_argument(
         "--batch-size",
@@ -149,6 +166,9 @@ def _options(args) -> TranscribeOptions:
         initial_prompt=args.initial_prompt,
         batch_size=args.batch_size,
         chunk_secs=args.chunk_secs,
+        beam_size=args.beam_size,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
         **kw,
     )
 

@@ -516,7 +516,13 @@ def test_console_script(whisper_tiny_en_dir):
 
 @pytest.mark.parametrize(
     "flag, value, fragment",
-    [("--chunk-secs", "1", "chunk_secs must be > 2"), ("--batch-size", "0", "batch_size must be >= 1")],
+    [
+        ("--chunk-secs", "1", "chunk_secs must be > 2"),
+        ("--batch-size", "0", "batch_size must be >= 1"),
+        ("--beam-size", "0", "beam_size must be"),
+        ("--patience", "0", "patience must be"),
+        ("--length-penalty", "-1", "length_penalty must be"),
+    ],
 )
 def test_chunk_and_batch_options_are_validated_before_loading(capsys, flag, value, fragment):
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "parakeet-tdt-v3", flag, value])

@@ -156,6 +156,13 @@ def test_silence_is_empty_not_an_error(whisper_tiny_en_engine):
         ({"temperatures": -1}, "temperatures"),
         ({"best_of": 0}, "best_of"),
         ({"batch_size": 0}, "batch_size"),
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": 2.5}, "beam_size"),
+        ({"patience": 0}, "patience"),
+        ({"patience": -1.0}, "patience"),
+        ({"patience": 0.05}, "patience"),
+        ({"length_penalty": -0.1}, "length_penalty"),
+        ({"length_penalty": 1.5}, "length_penalty"),
     ],
 )
 def test_invalid_options(kwargs, message):
@@ -243,7 +250,7 @@ def test_weight_map_reports_every_problem_at_once():
 def test_transcribe_files_equals_one_file_at_a_time(whisper_tiny_en_engine, fixtures_dir):
     """Models without batched decoding (Whisper) run the files in turn: the same results, in order."""
     files = [fixtures_dir / "en_short.wav", fixtures_dir / "silence.wav", fixtures_dir / "en_short.wav"]
-    opts = TranscribeOptions(temperatures=(0.0,))
+    opts = TranscribeOptions(temperatures=(0.0,), beam_size=1)
     together = whisper_tiny_en_engine.transcribe_files(files, opts)
     alone = [whisper_tiny_en_engine.transcribe_file(f, opts) for f in files]
     assert [r.text for r in together] == [r.text for r in alone] and together[1].text == ""

@@ -392,6 +392,20 @@ def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first
     return result
 
 
+def decode_batch_with_fallback(m, features, initial: list[list[int]], opts, rngs) -> list[DecodeResult]:
+    """`decode_batch` of N windows, then the windows that `needs_fallback` again, together, at the
+    next temperature; each keeps the last temperature's result as `decode_with_fallback` does."""
+    results, todo = [None] * len(initial), list(range(len(initial)))
+    for t in opts.temperatures:
+        part = features if len(todo) == len(initial) else m.B.take_rows(features, todo)
+        for i, result in zip(todo, decode_batch(m, part, [initial[i] for i in todo], opts, t, [rngs[i] for i in todo])):
+            results[i] = result
+        todo = [i for i in todo if needs_fallback(results[i], opts)]
+        if not todo:
+            break
+    return results
+
+
 def detect_language(m, audio_features) -> tuple[str, float]:
     """Most likely language of one window's features (1, T, d), with its probability."""
     B, tok = m.B, m.tok
