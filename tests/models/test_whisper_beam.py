@@ -90,3 +90,13 @@ def test_beam_rows_share_one_cache_reordered_in_place(whisper_tiny_en_engine, fi
     (cache,) = made
     assert cache.group == 5 and cache.self_k[0].shape[0] == 5 and cache.cross_k[0].shape[0] == 1
     assert reordered and all(reordered)
+
+
+def test_transcribe_with_beam_search_equals_openai_whisper(whisper_tiny_en_engine, openai_models, fixtures_dir):
+    """The default options (beam 5 at temperature 0, best of 5 above) through the whole pipeline."""
+    audio = load_audio(fixtures_dir / "en_short.wav")
+    with torch.inference_mode():
+        ref = whisper.transcribe(openai_models("tiny.en"), audio, beam_size=5, best_of=5, fp16=False)
+    ours = whisper_tiny_en_engine.transcribe(audio, TranscribeOptions())
+    assert [s["tokens"] for s in ref["segments"]] == [s.tokens for s in ours.segments]
+    assert ref["text"].strip() == ours.text
