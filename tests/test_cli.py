@@ -193,7 +193,8 @@ def test_transcribe_verbose_reports_speed_and_memory(capsys, shared_tiny_en):
 
 
 def test_several_files_text_lines_named_by_file(capsys, shared_tiny_en):
-    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en)])
+    # greedy: beam search hears " You" in the silence, as openai-whisper's does
+    code, out, _ = _run(capsys, ["transcribe", SHORT, SILENCE, *_tiny(shared_tiny_en), "--beam-size", "1"])
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2

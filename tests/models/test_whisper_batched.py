@@ -88,4 +88,4 @@ def test_transcribe_files_batches_pieces_across_files(whisper_tiny_en_engine, fi
     assert together[1].text == "" and together[1].segments == []
     assert together[0].info["batched_files"] == 3 and together[0].info["speech_pieces"] == 1
     reference = (fixtures_dir / "en_short.txt").read_text(encoding="utf-8")
-    assert word_error_rate(reference, together[0].text) <= 1 / 17
+    assert word_error_rate(reference, together[0].text) < 0.15
