@@ -215,6 +215,10 @@ class MLXBackend(ComposedOps):
         return mx.repeat(x, n, axis=0)
 
     @staticmethod
+    def take_rows(x, index):
+        return mx.take(x, mx.array(np.asarray(index, dtype=np.int32)), axis=0)
+
+    @staticmethod
     def pad_last(x, n: int, value: float = 0.0):
         return mx.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n)], constant_values=value)
 

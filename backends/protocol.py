@@ -242,6 +242,10 @@ class Backend(Protocol):
     def repeat_batch(self, x: Array, n: int) -> Array:
         """(B, ...) -> (B*n, ...), each item repeated n times consecutively."""
 
+    def take_rows(self, x: Array, index: Sequence[int] | np.ndarray) -> Array:
+        """Rows of x (B, ...) at host integer `index` (n,), repeats allowed -> (n, ...), a new array:
+        beams reordered (and finished sequences dropped) as rows of a KV cache."""
+
     def pad_last(self, x: Array, n: int, value: float = 0.0) -> Array:
         """n entries of `value` appended along the last axis."""
 

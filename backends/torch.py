@@ -256,6 +256,10 @@ class TorchBackend(ComposedOps):
         return x.repeat_interleave(n, dim=0)
 
     @staticmethod
+    def take_rows(x, index):
+        return x.index_select(0, torch.as_tensor(np.asarray(index, dtype=np.int64), device=x.device))
+
+    @staticmethod
     def pad_last(x, n: int, value: float = 0.0):
         return F.pad(x, (0, n), value=value)
 

@@ -83,7 +83,7 @@ class Model:
     peer: str | None = None
 
 
-GREEDY_EN = TranscribeOptions(language="en", temperatures=(0.0,))
+GREEDY_EN = TranscribeOptions(language="en", temperatures=(0.0,), beam_size=1)
 MODELS = {
     "whisper": Model("whisper", "POLYASR_BENCH_WHISPER_PATH", GREEDY_EN, "mlx-whisper"),
     "gigaam": Model("gigaam-v3-ctc", "POLYASR_BENCH_GIGAAM_PATH", TranscribeOptions()),

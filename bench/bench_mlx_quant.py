@@ -29,7 +29,7 @@ from polyasr.benchmark import word_error_rate  # noqa: E402
 SETTINGS = {"fp32": (None, 64), "8bit-g64": (8, 64), "4bit-g64": (4, 64), "4bit-g32": (4, 32)}
 AUDIOS = ["en_short", "en_medium"] + (["en_long"] if os.environ.get("POLYASR_BENCH_LONG") else [])
 BASELINE = "fp32"
-OPTIONS = TranscribeOptions(language="en", temperatures=(0.0,))
+OPTIONS = TranscribeOptions(language="en", temperatures=(0.0,), beam_size=1)
 _ENGINE: dict[str, AsrEngine] = {}  # the current setting's engine only: one Whisper base in memory at a time
 _BYTES: dict[str, int] = {}
 

@@ -161,6 +161,12 @@ class AsrModel:
         self.check_options(opts)
         return self._transcribe_many(audios, opts, progress)
 
+    def batches_inputs(self, opts) -> bool:
+        """Whether `transcribe_many` with these options decodes the inputs in shared batches (the
+        engine then reports the whole call's timings in every result). A family whose batching is
+        an option (Whisper: batch_size > 1) says so here."""
+        return self.capabilities.batched_inputs
+
     def check_options(self, opts) -> None:
         """Refuse, before any work, what this model cannot do (InvalidOptionError naming what it can)."""
         if opts.task == "translate" and not self.capabilities.translation:

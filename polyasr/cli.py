@@ -66,13 +66,31 @@ def _add_decode_args(p: argparse.ArgumentParser):
     p.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
     p.add_argument("--task", default="transcribe", choices=TASKS)
     p.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
-    p.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
+    p.add_argument(
+        "--no-fallback", action="store_true", help="temperature 0 only, no fallback (greedy with --beam-size 1)"
+    )
+    p.add_argument(
+        "--beam-size", type=int, default=5, help="beams searched at temperature 0 (Whisper; 1: greedy; default 5)"
+    )
+    p.add_argument(
+        "--patience",
+        type=float,
+        default=None,
+        help="beam search ends after beam-size * patience finished candidates (default 1.0)",
+    )
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="rank candidates by log-probability / ((5 + length) / 6) ** this, 0..1 (default: / length)",
+    )
     p.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
     p.add_argument(
         "--batch-size",
         type=int,
         default=1,
-        help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)",
+        help="chunks (CTC/TDT), pieces (Qwen3-ASR, across all given files) or VAD speech pieces (Whisper, "
+        "across files) decoded together (default 1)",
     )
     p.add_argument(
         "--chunk-secs",
@@ -259,6 +277,9 @@ def _options(args) -> TranscribeOptions:
         num_speakers=args.num_speakers,
         min_speakers=args.min_speakers,
         max_speakers=args.max_speakers,
+        beam_size=args.beam_size,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
         **kw,
     )
 
@@ -287,7 +308,7 @@ def cmd_transcribe(args) -> int:
         raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
     engine = AsrEngine.from_model(**engine_kwargs)
     results = []
-    if len(args.audio) > 1 and engine.model.capabilities.batched_inputs:  # decoded together
+    if len(args.audio) > 1 and engine.model.batches_inputs(options):  # decoded together
         bar, update = _progress_bar(f"{len(args.audio)} files")
         try:
             batch = engine.transcribe_files(args.audio, options, progress=update)

@@ -84,15 +84,17 @@ class AsrEngine:
         An item may also be samples already decoded at 16 kHz ((N,) float32, as `load_audio` returns);
         its result has no load_audio timing.
 
-        A model without `capabilities.batched_inputs` (or a single file) runs the files one after
-        another: each result equals `transcribe_file`'s, times included.
+        A model that does not batch inputs with these options (`model.batches_inputs(options)`:
+        no `capabilities.batched_inputs`, or Whisper with batch_size 1), or a single file, runs the
+        files one after another: each result equals `transcribe_file`'s, times included.
 
-        A model that batches across inputs (Qwen3-ASR: pieces of different files share a padded
-        batch, `options.batch_size` at a time) decodes all N files in one call, so the decode time
-        of one file does not exist. Every result then reports that call: `inference_time_secs` and
-        the stage timings (all but load_audio) are the wall time of decoding the N files together,
-        the same in each result; `rtf` is that time over the N files' total duration (the batch's
-        real-time factor); `info["batched_files"]` is N. Text, segments and language equal
+        A model that batches across inputs (Qwen3-ASR, Whisper with batch_size > 1: pieces of
+        different files share a padded batch, `options.batch_size` at a time) decodes all N files
+        in one call, so the decode time of one file does not exist. Every result then reports that
+        call: `inference_time_secs` and the stage timings (all but load_audio) are the wall time of
+        decoding the N files together, the same in each result; `rtf` is that time over the N
+        files' total duration (the batch's real-time factor); `info["batched_files"]` is N. Text,
+        segments and language equal
         `transcribe_file`'s.
         """
         audios, reads = [], []
@@ -115,7 +117,7 @@ class AsrEngine:
         return self._run_many(audios, options or TranscribeOptions(), progress, [{} for _ in audios])
 
     def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
-        if not self.model.capabilities.batched_inputs or len(audios) < 2:
+        if not self.model.batches_inputs(options) or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
         t0 = time.perf_counter()
         outputs = self.model.transcribe_many(audios, options, progress)

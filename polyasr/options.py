@@ -22,6 +22,11 @@ class TranscribeOptions:
     initial_prompt: text to prime the first window with.
     without_timestamps: decode text only; segments then span whole 30 s windows.
     max_initial_timestamp: seconds; the first timestamp may not be later than this.
+    beam_size: beams searched at temperature 0 (Whisper; 1 is greedy decoding).
+    patience: beam search stops once round(beam_size * patience) candidates have ended
+        (None: 1.0; arXiv:2204.05424).
+    length_penalty: candidates (beams, best_of samples) are ranked by log-probability over their
+        length (None), or over Google NMT's ((5 + length) / 6) ** length_penalty, 0 <= alpha <= 1.
     best_of: candidates sampled at each temperature > 0; the most likely one is kept.
     chunk_secs: CTC/TDT models cut longer audio into chunks of at most this many seconds
         (None: the model's own default).
@@ -42,6 +47,9 @@ class TranscribeOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     suppress_blank: bool = True
+    beam_size: int = 5
+    patience: float | None = None
+    length_penalty: float | None = None
     best_of: int = 5
     chunk_secs: float | None = None
     seed: int = 0
@@ -63,6 +71,14 @@ class TranscribeOptions:
             self.language = self.language.strip().lower()
             if not self.language:
                 self.language = None
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise InvalidOptionError(f"beam_size must be an integer >= 1 (1: greedy decoding), got {self.beam_size!r}")
+        if self.patience is not None and not (self.patience > 0 and round(self.beam_size * self.patience) >= 1):
+            raise InvalidOptionError(
+                f"patience must be > 0 and leave round(beam_size * patience) >= 1 finished beams, got {self.patience!r}"
+            )
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise InvalidOptionError(f"length_penalty must be from 0 to 1 (or None), got {self.length_penalty!r}")
         if self.best_of < 1:
             raise InvalidOptionError(f"best_of must be >= 1, got {self.best_of}")
         if self.chunk_secs is not None and not self.chunk_secs > 2.0:

@@ -92,6 +92,13 @@ def _log_softmax_at(logits: np.ndarray, index: np.ndarray) -> np.ndarray:
     return logits[np.arange(len(index)), index] - lse
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """(n, vocab) float32 -> log-probabilities, float32 as the reference ranks beams in."""
+    m = logits.max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+
+
 def _choose(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
     if temperature == 0:
         return logits.argmax(axis=1)
@@ -119,70 +126,239 @@ def sample_limit(cfg, n_initial: int) -> int:
     return min(cfg.max_target_positions // 2, cfg.max_target_positions + 1 - n_initial)
 
 
-def decode_window(
-    m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None
-) -> DecodeResult:
-    """Decode one window's features (1, T, d) at one temperature; best of `opts.best_of` when sampling.
-
-    Every candidate steps together (a finished one is fed <|endoftext|>), so the cache grows by one
-    position per step for all of them and `sample_limit` bounds it for all of them.
-    on_first_token: called once when the first token has been chosen (latency measurement)."""
-    B, cfg, tok = m.B, m.cfg, m.tok
-    n = 1 if temperature == 0 else opts.best_of
-    initial = initial_tokens(tok, cfg, prompt, sot_seq, opts.without_timestamps)
-    limit = sample_limit(cfg, len(initial))
-    rules = LogitRules(tok, cfg, len(initial), opts)
-    features = B.repeat_batch(audio_features, n) if n > 1 else audio_features
-    cache = net.new_cache(m.params, cfg, B, features, len(initial) + limit - 1)
-    hidden = net.decode(m.params, cfg, B, B.asarray(np.array([initial] * n, dtype=np.int64)), cache)
-    no_speech_prob = _no_speech_prob(m, hidden, initial.index(tok.sot))
-    sampled, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
-    done = np.zeros(n, dtype=bool)
-    for step in range(limit):
-        logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
-        rules(logits, sampled)
-        nxt = _choose(logits, temperature, rng)
-        nxt[done] = tok.eot
-        if on_first_token is not None and step == 0:
-            on_first_token()
-        lp = _log_softmax_at(logits, nxt)
-        for k in np.flatnonzero(~done):
-            sampled[k].append(int(nxt[k]))
-            logprobs[k].append(float(lp[k]))
-        done |= nxt == tok.eot
-        if done.all() or step + 1 == limit:  # the last token is never fed back
-            break
-        hidden = net.decode(m.params, cfg, B, B.asarray(nxt[:, None].astype(np.int64)), cache)
-    return _best(tok, sampled, logprobs, no_speech_prob, temperature)
+def _ranking_score(sum_logprob: float, length: int, length_penalty: float | None) -> float:
+    """The reference's ranking of finished candidates: the log-probability over the length, or over
+    Google NMT's ((5 + length) / 6) ** alpha when a length penalty alpha is given."""
+    penalty = max(length, 1) if length_penalty is None else ((5 + length) / 6) ** length_penalty
+    return sum_logprob / penalty
 
 
-def _no_speech_prob(m, hidden, sot_at: int) -> float:
-    """Probability of <|nospeech|> after <|startoftranscript|>, from the first candidate's prefill."""
-    first = m.B.to_numpy(net.logits(m.params, m.B, hidden[:1, sot_at : sot_at + 1]))[0, 0]
-    return float(np.exp(_log_softmax_at(first[None], np.array([m.tok.no_speech]))[0]))
-
-
-def _best(tok, sampled, logprobs, no_speech_prob, temperature) -> DecodeResult:
-    """Rank candidates by mean log-probability (the reference's ranking without a length penalty)."""
-    scores = []
-    for seq, lps in zip(sampled, logprobs):
-        length = len(seq) - (1 if seq and seq[-1] == tok.eot else 0)
-        scores.append(sum(lps) / max(length, 1))
-    k = int(np.argmax(scores))
-    seq, lps = sampled[k], logprobs[k]
+def _result(tok, seq, lps, sum_logprob, no_speech_prob, temperature) -> DecodeResult:
+    """One window's chosen candidate: `seq` its sampled tokens, ending with <|endoftext|> unless the
+    sample limit cut it; `lps` the log-probability of each."""
     ended = bool(seq) and seq[-1] == tok.eot
-    tokens = seq[:-1] if ended else seq
+    tokens = list(seq[:-1] if ended else seq)
     text = tok.decode(tokens)
     return DecodeResult(
         tokens=tokens,
         text=text,
-        avg_logprob=sum(lps) / (len(tokens) + 1),
+        avg_logprob=float(sum_logprob) / (len(tokens) + 1),
         no_speech_prob=no_speech_prob,
         temperature=temperature,
         compression_ratio=compression_ratio(text.strip()),
-        token_logprobs=lps[: len(tokens)],
+        token_logprobs=list(lps[: len(tokens)]),
         finish="eot" if ended else "length",
     )
+
+
+class _Sampling:
+    """Greedy (temperature 0, one row per window) or best-of-n sampling (n rows per window, each
+    window drawing from its own generator). A row that ended is fed <|endoftext|> until every row
+    of its window has; then the window's rows leave the batch."""
+
+    def __init__(self, tok, n_windows: int, group: int, temperature: float, rngs, length_penalty):
+        self.tok, self.group, self.temperature, self.rngs = tok, group, temperature, rngs
+        self.length_penalty = length_penalty
+        self.windows = list(range(n_windows))  # the window of each group of rows, in cache order
+        self.rows = [[] for _ in range(n_windows * group)]  # tokens sampled per row
+        self.lps = [[] for _ in range(n_windows * group)]
+        self.ended = np.zeros(n_windows * group, dtype=bool)
+        self.no_speech: list[float] = []
+        self.results: dict[int, DecodeResult] = {}
+
+    def step(self, logits: np.ndarray):
+        """logits (rows, vocab) after the rules -> (rows kept, None when all are; next token per row kept)."""
+        g, eot = self.group, self.tok.eot
+        if self.temperature == 0:
+            nxt = logits.argmax(axis=1)
+        else:
+            parts = [logits[k * g : (k + 1) * g] for k in range(len(self.windows))]
+            nxt = np.concatenate([_choose(p, self.temperature, self.rngs[w]) for p, w in zip(parts, self.windows)])
+        nxt[self.ended] = eot
+        lp = _log_softmax_at(logits, nxt)
+        for k in np.flatnonzero(~self.ended):
+            self.rows[k].append(int(nxt[k]))
+            self.lps[k].append(float(lp[k]))
+        self.ended |= nxt == eot
+        done = self.ended.reshape(-1, g).all(axis=1)
+        for k in np.flatnonzero(done):
+            self._finish(k)
+        if not done.any():
+            return None, nxt
+        keep = np.flatnonzero(np.repeat(~done, g))
+        self.windows = [w for w, d in zip(self.windows, done) if not d]
+        self.rows, self.lps = [self.rows[i] for i in keep], [self.lps[i] for i in keep]
+        self.ended = self.ended[keep]
+        return keep, nxt[keep]
+
+    @property
+    def done(self) -> bool:
+        return not self.windows
+
+    def _finish(self, k: int):
+        g = self.group
+        rows, lps = self.rows[k * g : (k + 1) * g], self.lps[k * g : (k + 1) * g]
+        w = self.windows[k]
+        self.results[w] = _best(self.tok, rows, lps, self.no_speech[w], self.temperature, self.length_penalty)
+
+    def finish(self) -> list[DecodeResult]:
+        """Every window's result, those cut at the sample limit included, in window order."""
+        for k in range(len(self.windows)):
+            self._finish(k)
+        return [self.results[w] for w in sorted(self.results)]
+
+
+def _best(tok, sampled, logprobs, no_speech_prob, temperature, length_penalty=None) -> DecodeResult:
+    """The most likely candidate by the reference's ranking (`_ranking_score`); its log-probability
+    counts <|endoftext|>, its length does not."""
+    scores = []
+    for seq, lps in zip(sampled, logprobs):
+        length = len(seq) - (1 if seq and seq[-1] == tok.eot else 0)
+        scores.append(_ranking_score(sum(lps), length, length_penalty))
+    k = int(np.argmax(scores))
+    return _result(tok, sampled[k], logprobs[k], sum(logprobs[k]), no_speech_prob, temperature)
+
+
+class _BeamSearch:
+    """Beam search as openai-whisper runs it: every step, each beam proposes its beam_size + 1 most
+    likely next tokens; of a window's proposals (ranked by summed log-probability, float32) the best
+    beam_size that do not end become its beams, and those that end ranked above the last of them are
+    finished candidates. A window is done when it has round(beam_size * patience) finished ones;
+    its rows then leave the batch. The beams are rows of one KV cache, reordered by index."""
+
+    def __init__(self, tok, n_windows: int, beam_size: int, patience: float | None, length_penalty):
+        self.tok, self.group, self.length_penalty = tok, beam_size, length_penalty
+        self.max_finished = round(beam_size * (patience or 1.0))
+        self.windows = list(range(n_windows))
+        self.rows = [[] for _ in range(n_windows * beam_size)]
+        self.lps = [[] for _ in range(n_windows * beam_size)]
+        self.sums = np.zeros(n_windows * beam_size, dtype=np.float32)
+        self.finished: list[list[tuple]] = [[] for _ in range(n_windows)]  # (score, tokens, lps) per window
+        self.no_speech: list[float] = []
+        self.results: dict[int, DecodeResult] = {}
+
+    def step(self, logits: np.ndarray):
+        """logits (rows, vocab) after the rules -> (source row of each new row, next token of each)."""
+        g, eot, logprobs = self.group, self.tok.eot, _log_softmax(logits)
+        source, nxt, rows, lps, sums, done = [], [], [], [], [], np.zeros(len(self.windows), dtype=bool)
+        for k in range(len(self.windows)):
+            picked, ended = self._extend(logprobs, k)
+            room = self.max_finished - len(self.finished[k])
+            self.finished[k] += [(s, self.rows[r] + [eot], self.lps[r] + [lp]) for s, r, lp in ended[:room]]
+            done[k] = len(self.finished[k]) >= self.max_finished
+            for s, r, t, lp in picked:
+                source.append(r), nxt.append(t), sums.append(s)
+                rows.append(self.rows[r] + [t]), lps.append(self.lps[r] + [lp])
+        self.rows, self.lps, self.sums = rows, lps, np.array(sums, dtype=np.float32)
+        source, nxt = np.array(source, dtype=np.int64), np.array(nxt, dtype=np.int64)
+        if not done.any():
+            return source, nxt
+        for k in np.flatnonzero(done):  # topped up from the beams just chosen, as the reference does
+            self._finish(k)
+        keep = np.flatnonzero(np.repeat(~done, g))
+        self.windows = [w for w, d in zip(self.windows, done) if not d]
+        self.finished = [f for f, d in zip(self.finished, done) if not d]
+        self.rows, self.lps, self.sums = [rows[i] for i in keep], [lps[i] for i in keep], self.sums[keep]
+        return source[keep], nxt[keep]
+
+    def _extend(self, logprobs: np.ndarray, k: int):
+        """Window k's candidates -> (beam_size best that go on: (sum, source row, token, logprob);
+        those that end ranked above the last of them: (sum, source row, logprob)), best first."""
+        g, eot = self.group, self.tok.eot
+        first = not self.rows[k * g]
+        candidates = []
+        for r in range(k * g, k * g + (1 if first else g)):  # at the first step the beams are one prefix
+            row = logprobs[r]
+            top = np.argpartition(-row, g)[: g + 1]
+            top = top[np.lexsort((top, -row[top]))]
+            candidates += [(self.sums[r] + row[t], r, int(t), float(row[t])) for t in top]
+        picked, finished = [], []
+        for score, r, t, lp in sorted(candidates, key=lambda c: -c[0]):
+            if t == eot:
+                finished.append((score, r, lp))
+            else:
+                picked.append((score, r, t, lp))
+                if len(picked) == g:
+                    break
+        return picked, finished
+
+    @property
+    def done(self) -> bool:
+        return not self.windows
+
+    def _finish(self, k: int):
+        """Window k's result: its finished candidates, topped up with its best live beams when fewer
+        than beam_size finished, ranked by `_ranking_score`."""
+        g, candidates = self.group, list(self.finished[k])
+        if len(candidates) < g:  # best first; among equal sums the later beam first (numpy's argsort reversed)
+            for j in np.argsort(self.sums[k * g : (k + 1) * g], kind="stable")[::-1][: g - len(candidates)]:
+                r = k * g + int(j)
+                candidates.append((self.sums[r], self.rows[r], self.lps[r]))
+        eot = self.tok.eot
+        scores = [
+            _ranking_score(float(s), len(seq) - (seq[-1] == eot), self.length_penalty) for s, seq, _ in candidates
+        ]
+        s, seq, lps = candidates[int(np.argmax(scores))]
+        self.results[self.windows[k]] = _result(self.tok, seq, lps, s, self.no_speech[self.windows[k]], 0.0)
+
+    def finish(self) -> list[DecodeResult]:
+        for k in range(len(self.windows)):
+            self._finish(k)
+        return [self.results[w] for w in sorted(self.results)]
+
+
+def _search(tok, n_windows: int, opts, temperature: float, rngs):
+    if temperature == 0 and opts.beam_size > 1:
+        return _BeamSearch(tok, n_windows, opts.beam_size, opts.patience, opts.length_penalty)
+    group = 1 if temperature == 0 else opts.best_of
+    return _Sampling(tok, n_windows, group, temperature, rngs, opts.length_penalty)
+
+
+def decode_batch(m, features, initial: list[list[int]], opts, temperature: float, rngs, on_first_token=None):
+    """Decode N windows' features (N, T, d) together at one temperature -> N DecodeResults.
+
+    initial: each window's given tokens (`initial_tokens`), all of one length; rngs: each window's
+    sampler. A window's rows (beams, best-of candidates) step together with every other window's
+    on one KV cache, and leave it when their window is done; every row's cache grows by one
+    position per step, so `sample_limit` bounds all of them.
+    on_first_token: called once when the first token has been chosen (latency measurement)."""
+    B, cfg, tok = m.B, m.cfg, m.tok
+    n_initial = len(initial[0])
+    limit = sample_limit(cfg, n_initial)
+    rules = LogitRules(tok, cfg, n_initial, opts)
+    search = _search(tok, len(initial), opts, temperature, rngs)
+    cache = net.new_cache(m.params, cfg, B, features, n_initial + limit - 1, search.group)
+    ids = np.repeat(np.array(initial, dtype=np.int64), search.group, axis=0)
+    hidden = net.decode(m.params, cfg, B, B.asarray(ids), cache)
+    search.no_speech = _no_speech_probs(m, hidden, initial[0].index(tok.sot), search.group)
+    for step in range(limit):
+        logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
+        rules(logits, search.rows)
+        rows, nxt = search.step(logits)
+        if on_first_token is not None and step == 0:
+            on_first_token()
+        if search.done or step + 1 == limit:  # the last token is never fed back
+            break
+        if rows is not None and not np.array_equal(rows, np.arange(cache.self_k[0].shape[0])):
+            net.reorder_cache(B, cache, rows)
+        hidden = net.decode(m.params, cfg, B, B.asarray(nxt[:, None].astype(np.int64)), cache)
+    return search.finish()
+
+
+def decode_window(
+    m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None
+) -> DecodeResult:
+    """Decode one window's features (1, T, d) at one temperature: beam search at 0 (greedy with
+    beam_size 1), the best of `opts.best_of` samples above."""
+    initial = initial_tokens(m.tok, m.cfg, prompt, sot_seq, opts.without_timestamps)
+    return decode_batch(m, audio_features, [initial], opts, temperature, [rng], on_first_token)[0]
+
+
+def _no_speech_probs(m, hidden, sot_at: int, group: int) -> list[float]:
+    """Probability of <|nospeech|> after <|startoftranscript|> per window, from its first row's prefill."""
+    first = m.B.to_numpy(net.logits(m.params, m.B, hidden[::group, sot_at : sot_at + 1]))[:, 0]
+    index = np.full(len(first), m.tok.no_speech)
+    return [float(p) for p in np.exp(_log_softmax_at(first.astype(np.float32), index))]
 
 
 def needs_fallback(result: DecodeResult, opts) -> bool:
@@ -214,6 +390,20 @@ def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first
         if not needs_fallback(result, opts):
             break
     return result
+
+
+def decode_batch_with_fallback(m, features, initial: list[list[int]], opts, rngs) -> list[DecodeResult]:
+    """`decode_batch` of N windows, then the windows that `needs_fallback` again, together, at the
+    next temperature; each keeps the last temperature's result as `decode_with_fallback` does."""
+    results, todo = [None] * len(initial), list(range(len(initial)))
+    for t in opts.temperatures:
+        part = features if len(todo) == len(initial) else m.B.take_rows(features, todo)
+        for i, result in zip(todo, decode_batch(m, part, [initial[i] for i in todo], opts, t, [rngs[i] for i in todo])):
+            results[i] = result
+        todo = [i for i in todo if needs_fallback(results[i], opts)]
+        if not todo:
+            break
+    return results
 
 
 def detect_language(m, audio_features) -> tuple[str, float]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from polyasr.models import layers
 from polyasr.models.layers import ParamShapes
 from polyasr.models.layers import layer_norm as _ln
@@ -73,21 +75,27 @@ def encode(params, cfg, B, mel):
 
 @dataclass
 class KVCache:
-    """Preallocated per-layer self-attention keys/values (B, H, max_len, D), and the cross K/V of
-    the audio, computed once per window. `length` is how many positions are filled."""
+    """Preallocated per-layer self-attention keys/values (R, H, max_len, D), one row per sequence,
+    and the cross K/V of the audio (N, H, T, D), one row per audio, computed once per window.
+
+    The sequences of one audio (beams, sampled candidates) are `group` consecutive rows, R = N * group:
+    they share that audio's cross K/V row instead of holding copies of it. `length` is how many
+    positions are filled."""
 
     self_k: list
     self_v: list
     cross_k: list
     cross_v: list
     length: int = 0
+    group: int = 1
 
 
-def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
-    """Empty self-attention cache for `max_len` tokens plus the cross K/V of `audio_features` (B, T, d)."""
+def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1) -> KVCache:
+    """Empty self-attention cache for `group` sequences per audio of `max_len` tokens, plus the
+    cross K/V of `audio_features` (N, T, d)."""
     n, h = audio_features.shape[0], cfg.decoder_attention_heads
-    shape = (n, h, max_len, cfg.d_model // h)
-    cache = KVCache([], [], [], [])
+    shape = (n * group, h, max_len, cfg.d_model // h)
+    cache = KVCache([], [], [], [], group=group)
     for i in range(cfg.decoder_layers):
         cache.self_k.append(B.zeros(shape))
         cache.self_v.append(B.zeros(shape))
@@ -98,8 +106,38 @@ def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
     return cache
 
 
+def reorder_cache(B, cache: KVCache, rows) -> None:
+    """Row i of the cache becomes row rows[i] (host ints; beams within their audio's group). When
+    whole groups are dropped (their audio is done) the cache shrinks to the rows kept, the cross
+    K/V to the audios kept. Only the filled positions move when the row count stays."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_rows, filled = cache.self_k[0].shape[0], cache.length
+    for buffers in (cache.self_k, cache.self_v):
+        for i, buf in enumerate(buffers):
+            if len(rows) == n_rows:  # beams swap places: one gather of what is filled, written back
+                B.cache_write(buf, B.take_rows(buf[:, :, :filled], rows), 0)
+            else:
+                buffers[i] = B.take_rows(buf, rows)
+    if len(rows) != n_rows:
+        audios = rows[:: cache.group] // cache.group
+        cache.cross_k = [B.take_rows(k, audios) for k in cache.cross_k]
+        cache.cross_v = [B.take_rows(v, audios) for v in cache.cross_v]
+
+
+def _cross_attention(params, cfg, B, x, cache: KVCache, i: int):
+    """x (R, t, d) -> (R, t, d). The rows of one audio attend to the same keys, so they are folded
+    into its query axis, (N, group * t, d): one attention per audio, the same values as per row."""
+    r, t, d = x.shape
+    g, h = cache.group, cfg.decoder_attention_heads
+    p = f"decoder.blocks.{i}"
+    q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")
+    q = q.reshape(r // g, g * t, d) if g > 1 else q
+    a = B.merge_heads(B.attention(B.split_heads(q, h), cache.cross_k[i], cache.cross_v[i]))
+    return _lin(params, B, a.reshape(r, t, d) if g > 1 else a, f"{p}.cross_attn.out")
+
+
 def decode(params, cfg, B, tokens, cache: KVCache):
-    """tokens: (B, T) ids following the cache's `length` positions -> hidden states (B, T, d).
+    """tokens: (R, T) ids following the cache's `length` positions -> hidden states (R, T, d).
 
     Writes the new keys/values into the cache and advances `cache.length` by T.
     """
@@ -117,9 +155,7 @@ def decode(params, cfg, B, tokens, cache: KVCache):
         values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, : start + t]
         a = B.attention(B.split_heads(q, h), keys, values, causal=True)
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
-        q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")
-        a = B.attention(B.split_heads(q, h), cache.cross_k[i], cache.cross_v[i])
-        x = x + _lin(params, B, B.merge_heads(a), f"{p}.cross_attn.out")
+        x = x + _cross_attention(params, cfg, B, x, cache, i)
         x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
     cache.length = start + t
     return _ln(params, B, x, "decoder.ln")

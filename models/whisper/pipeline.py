@@ -35,6 +35,7 @@ class WindowLog:
     language_probability: float | None = None
     first_token_secs: float | None = None
     failed: list[float] = field(default_factory=list)  # start (s) of each window that failed every temperature
+    started: float = field(default_factory=time.perf_counter)
 
     def add(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -144,11 +145,14 @@ class WhisperModel(AsrModel):
         self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
         self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
         multilingual = self.tok.multilingual
-        self.capabilities = Capabilities(language_detection=multilingual, translation=multilingual)
+        # batched_inputs: with batch_size > 1 the speech pieces of several files share batches
+        self.capabilities = Capabilities(batched_inputs=True, language_detection=multilingual, translation=multilingual)
         # English-only vocabularies keep the language tokens, but the model was trained on English alone.
         self.languages = tuple(self.tok.languages) if multilingual else ("en",)
 
     def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
+        if opts.batch_size > 1:
+            return self._transcribe_many([audio], opts, progress)[0]
         with self.B.no_grad():
             segments, language, log = transcribe(self, audio, opts, progress)
         return ModelOutput(
@@ -165,6 +169,39 @@ class WhisperModel(AsrModel):
                 "windows_failed": log.failed,
             },
         )
+
+    def batches_inputs(self, opts) -> bool:
+        return opts.batch_size > 1
+
+    def _transcribe_many(self, audios, opts, progress=None) -> list[ModelOutput]:
+        """batch_size 1: one file after another, in 30 s windows. Above: the speech pieces of all
+        files, batch_size at a time (`pieces.py`); the timings are those of the whole call."""
+        if opts.batch_size == 1:
+            return super()._transcribe_many(audios, opts, progress)
+        from polyasr.models.whisper.pieces import transcribe_batched
+
+        log = WindowLog()
+        log.timings["vad"] = 0.0
+        with self.B.no_grad():
+            files = transcribe_batched(self, audios, opts, log, progress)
+        return [
+            ModelOutput(
+                files.segments[i],
+                files.languages[i],
+                checkpoint_format=self.format,
+                chunks=files.pieces[i],
+                language_probability=files.language_probability[i],
+                first_token_latency_secs=log.first_token_secs,
+                timings=dict(log.timings),
+                extra={
+                    "temperature_fallbacks": files.fallbacks[i],
+                    "windows_skipped_no_speech": files.skipped[i],
+                    "windows_failed": files.failed[i],
+                    "speech_pieces": files.pieces[i],
+                },
+            )
+            for i in range(len(audios))
+        ]
 
 
 def load_model(spec, path, B) -> WhisperModel:

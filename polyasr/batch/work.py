@@ -34,7 +34,7 @@ def decode(path: str) -> Decoded:
 
 def group_size(engine, options: TranscribeOptions) -> int:
     """Files handed to the engine together: `batch_size` when the model batches across files, else 1."""
-    return options.batch_size if engine.model.capabilities.batched_inputs else 1
+    return options.batch_size if engine.model.batches_inputs(options) else 1
 
 
 def transcribe_group(engine, items: list[Decoded], options: TranscribeOptions, fmt: str) -> list[tuple[dict, str]]:

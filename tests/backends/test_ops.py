@@ -684,6 +684,13 @@ def case_repeat_batch(B):
         exact(B, B.repeat_batch(B.asarray(x), n), np.repeat(x, n, axis=0), f"repeat_batch {n}")
 
 
+@case("take_rows")
+def case_take_rows(B):
+    x = f32(4, 2, 3)
+    for index in ([2, 0, 0, 3], [1], np.array([3, 2, 1, 0]), [1, 1, 1, 1, 1, 1]):
+        exact(B, B.take_rows(B.asarray(x), index), x[np.asarray(index)], f"take_rows {list(index)}")
+
+
 @case("pad_last")
 def case_pad_last(B):
     x = f32(2, 3)
