@@ -3,8 +3,8 @@ awaits asyncio futures, so the event loop never waits on the model.
 
 A batch is the oldest waiting job plus the jobs behind it with the same decoding options (same
 key), up to `max_batch`; the worker waits for company until the oldest job has waited `max_wait`
-seconds. A model that batches across inputs with the request's options (`model.batches_inputs`) decodes the batch in
-one `AsrEngine.transcribe_many` call, whose results equal each input's alone; any other model
+seconds. A model that batches across inputs with the request's options (`model.batches_inputs`)
+decodes the batch in one `AsrEngine.transcribe_many` call, whose results equal each input's alone; any other model
 decodes the batch's jobs one after another. If a batched call fails, each of its jobs is decoded
 alone, so one bad input answers with its own error and its neighbours with their results.
 """
