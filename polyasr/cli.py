@@ -98,6 +98,7 @@ def _add_decode_args(p: argparse.ArgumentParser):
         default=None,
         help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
     )
+    diarization.add_speaker_args(p, diarize_flag=True)
 
 
 def _quantize_args(args) -> dict:
@@ -121,7 +122,6 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_decode_args(t)
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
-    diarization.add_speaker_args(t, diarize_flag=True)
     _add_model_args(t)
 
     _add_batch_parser(sub)

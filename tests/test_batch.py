@@ -117,6 +117,10 @@ class _BatchingEngine:
     class model:
         capabilities = Capabilities(batched_inputs=True)
 
+        @staticmethod
+        def batches_inputs(options):
+            return True
+
     def __init__(self):
         self.groups = []
 
