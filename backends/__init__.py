@@ -41,13 +41,8 @@ def get_backend(
     kernels: "auto" | "torch" | "triton" | None (= $POLYASR_KERNELS, else "auto"): which
     implementation the hot ops run (`kernel_dispatch`).
     quantize: None, or the bits (4, 8) linear weights are stored in, `group_size` (32, 64, 128)
-    weights per scale; MLX only (`mlx_quant`)."""
+    weights per scale (`mlx_quant` on MLX, `torch_quant` on CPU / CUDA)."""
     device = resolve_device(device)
-    if quantize is not None and device != "mlx":
-        raise BackendError(
-            f"weight quantisation (quantize={quantize}) runs on --device mlx only; "
-            f"device {device!r} runs full-precision weights: drop --quantize or use --device mlx"
-        )
     if device == "mlx":
         if importlib.util.find_spec("mlx") is None:
             raise BackendError("device 'mlx' needs the `mlx` package: pip install 'polyasr[mlx]' (Linux: mlx[cpu])")
@@ -56,4 +51,4 @@ def get_backend(
         return MLXBackend(dtype, quantize, group_size)
     from polyasr.backends.torch import TorchBackend
 
-    return TorchBackend(device, dtype, kernels)
+    return TorchBackend(device, dtype, kernels, quantize, group_size)

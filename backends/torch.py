@@ -5,7 +5,7 @@ Arrays are torch tensors in channels-last layout `(B, T, C)`; attention takes
 same on every backend. Kernels in `polyasr.kernels` replace hot ops on CUDA (issue 7):
 `attention`, `rel_pos_attention` and `glu_dwconv_silu` run a Triton kernel when
 `backends/kernel_dispatch.py` says so (opt-in with `kernels=` / POLYASR_KERNELS until validated on a GPU);
-the model code does not change to pick one.
+the model code does not change to pick one. Optional weight quantisation: `torch_quant.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from polyasr.backends import torch_quant
 from polyasr.backends.kernel_dispatch import resolve_kernels
 from polyasr.errors import BackendError
 
@@ -35,21 +36,39 @@ def _key_mask(mask, batch: int, tk: int):
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, device: str = "cpu", dtype: str | None = None, kernels: str | None = None):
-        """kernels: "auto" | "torch" | "triton" | None (= POLYASR_KERNELS, else "auto"); see kernel_dispatch."""
+    def __init__(
+        self,
+        device: str = "cpu",
+        dtype: str | None = None,
+        kernels: str | None = None,
+        quantize: int | None = None,
+        group_size: int = 64,
+    ):
+        """kernels: "auto" | "torch" | "triton" | None (= POLYASR_KERNELS, else "auto"); see kernel_dispatch.
+        quantize: None, or 8 / 4: linear weights stored in that many bits (`torch_quant`), 4-bit ones in
+        groups of `group_size` (32, 64, 128) input weights."""
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
         self.device = torch.device(device)
-        # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs.
-        dtype = dtype or ("float16" if self.device.type == "cuda" else "float32")
+        # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs (bf16 with
+        # 4-bit weights: the int4 GEMM takes nothing else).
+        cuda_dtype = "bfloat16" if quantize == 4 else "float16"
+        dtype = dtype or (cuda_dtype if self.device.type == "cuda" else "float32")
         if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
         self.dtype_name = dtype
         self.dtype = _DTYPES[dtype]
         self.kernels = resolve_kernels(kernels, self.device.type)  # "torch" | "triton"
+        self.quantizer = None
+        if quantize is not None:
+            self.quantizer = torch_quant.Quantizer(quantize, group_size, self.device, self.dtype)
+        self.quantization = torch_quant.label(quantize, group_size)  # "8bit-channel", "4bit-g64" or None
+        # linear layers `prepare_linear` quantised / kept in full precision (Cin not a multiple of group_size)
+        self.quantized_layers = self.full_precision_layers = 0
 
     def __repr__(self):
-        return f"TorchBackend(device={self.device}, dtype={self.dtype_name}, kernels={self.kernels})"
+        quant = f", quantize={self.quantization}" if self.quantization else ""
+        return f"TorchBackend(device={self.device}, dtype={self.dtype_name}, kernels={self.kernels}{quant})"
 
     # ---- arrays -------------------------------------------------------------------------
     def asarray(self, x, dtype=None) -> torch.Tensor:
@@ -94,11 +113,19 @@ class TorchBackend:
         On CPU that is (Cin, Cout), contiguous: a decoder step is a chain of (1, Cin) GEMVs whose
         weights come from DRAM, and MKL streams the transposed layout 1.7x faster (2.4x for the
         vocabulary projection); the encoder's large GEMMs are indifferent. GPUs keep (Cout, Cin).
+        With `quantize`, a `torch_quant.QuantizedWeight` instead, unless the layer is left in full
+        precision (`Quantizer.selects`); a weight that arrives quantised (a quantised checkpoint) stays so.
         """
+        if isinstance(w, torch_quant.QuantizedWeight) or (self.quantizer and self.quantizer.selects(w)):
+            self.quantized_layers += 1
+            return w if isinstance(w, torch_quant.QuantizedWeight) else self.quantizer.quantize(w)
+        self.full_precision_layers += 1
         return w.t().contiguous() if self.device.type == "cpu" else w
 
     def linear(self, x, w, b=None):
         """x: (..., Cin), w: as `prepare_linear` returned it -> (..., Cout)."""
+        if isinstance(w, torch_quant.QuantizedWeight):
+            return w.linear(x, b)
         if self.device.type != "cpu":
             return F.linear(x, w, b)
         flat = x.reshape(-1, x.shape[-1])
