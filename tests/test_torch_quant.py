@@ -1,0 +1,300 @@
+"""Weight quantisation on the torch backend (`backends/torch_quant.py`): the schemes' error bounds,
+every compute path against its spec, the layer selection and its wiring (`get_backend`, `AsrEngine`,
+the CLI), WER on real Whisper weights, and token agreement on the four model families at random
+weights. The CUDA paths run only where a GPU is (marked `gpu`)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_close
+
+from polyasr import AsrEngine, TranscribeOptions
+from polyasr.audio import load_audio
+from polyasr.backends import get_backend
+from polyasr.backends import torch_quant as tq
+from polyasr.benchmark import word_error_rate
+from polyasr.cli import main
+from polyasr.errors import InvalidOptionError
+
+sys.path.insert(0, str(Path(__file__).parent / "models"))  # the model tests' checkpoint writers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def _layer(cout=96, cin=256, m=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin, generator=g) * 0.05
+    w[3] *= 20  # one loud row: per-channel scales must not let it coarsen the others
+    x = torch.randn(2, m, cin, generator=g)
+    return w, x, torch.randn(cout, generator=g)
+
+
+def _quantizer(bits, group_size=64, compute=None):
+    q = tq.Quantizer(bits, group_size, torch.device("cpu"), torch.float32)
+    if compute is not None:
+        q.compute = compute
+    return q
+
+
+# ---- the schemes ---------------------------------------------------------------------------------
+def test_int8_round_trip_within_half_a_step_per_channel():
+    w, _, _ = _layer()
+    q, s = tq.quantize_int8(w)
+    assert q.dtype == torch.int8 and s.shape == (96,) and int(q.abs().max()) <= 127
+    err = (w - q.float() * s[:, None]).abs()
+    # round-to-nearest: half a step, plus the fp32 rounding of w / s and q * s (a few ulps of |w|)
+    assert (err <= s[:, None] / 2 + 4 * EPS32 * w.abs()).all()
+    assert (q.abs().amax(dim=1) == 127).all()  # each row's largest weight sits on the grid's edge
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int4_round_trip_within_half_a_step_per_group(group_size):
+    w, _, _ = _layer()
+    q, s, lo = tq.quantize_int4(w, group_size)
+    assert q.dtype == torch.uint8 and int(q.max()) <= 15 and s.shape == lo.shape == (96, 256 // group_size)
+    step = s.repeat_interleave(group_size, dim=1)
+    dq = q.float() * step + lo.repeat_interleave(group_size, dim=1)
+    assert ((w - dq).abs() <= step / 2 + 4 * EPS32 * w.abs().amax()).all()
+    assert torch.equal(tq.unpack_int4(tq.pack_int4(q)), q)
+
+
+def test_constant_rows_and_groups_are_exact():
+    w = torch.zeros(4, 64)
+    w[1] = 0.5
+    q8, s8 = tq.quantize_int8(w)
+    assert torch.equal(q8.float() * s8[:, None], w)
+    q4, s4, lo = tq.quantize_int4(w, 32)
+    assert torch.equal(q4.float() * s4.repeat_interleave(32, 1) + lo.repeat_interleave(32, 1), w)
+
+
+# ---- the compute paths against their spec ----------------------------------------------------------
+@pytest.mark.parametrize("bits, compute", [(8, "dequantize"), (4, "dequantize")])
+def test_weight_only_matmul_equals_x_at_dequantized_weight(bits, compute):
+    w, x, b = _layer()
+    qw = _quantizer(bits, compute=compute).quantize(w)
+    ref = tq.quantized_linear_reference(x, qw, b)
+    # fp32 GEMM vs fp32 GEMM of the same operands, K = 256 terms of |x w| <~ 3 * 1: reassociation only
+    assert_close(qw.linear(x, b), ref, atol=256 * EPS32 * 8, what=f"{bits}-bit weight-only")
+
+
+@pytest.mark.parametrize("m", [1, 5, 33])
+def test_int8_dynamic_matmul_equals_its_spec(m):
+    """The int8 GEMM computes exactly x_dq @ dequantize(W)^T, x_dq = each row of x quantised to int8 with
+    its own scale; and its distance from x @ dequantize(W)^T is bounded by half an activation step."""
+    w, x, b = _layer(m=m)
+    qw = _quantizer(8, compute="int8_dynamic").quantize(w)
+    y = qw.linear(x, b)
+    flat = x.reshape(-1, 256)
+    xs = flat.abs().amax(dim=1, keepdim=True) / 127
+    x_dq = torch.round(flat / xs) * xs
+    spec = (x_dq @ qw.dequantize().t() + b).view_as(y)
+    # int32 accumulation is exact; the rescale is two fp32 products: a few ulps of the result
+    assert_close(y, spec, atol=1e-5, rtol=8 * EPS32, what="int8 dynamic vs its spec")
+    bound = (xs / 2) * qw.dequantize().abs().sum(dim=1)[None]  # sum_k |x_k - x_dq_k| |w_nk|
+    ref = tq.quantized_linear_reference(x, qw, b).reshape(-1, 96)
+    assert ((y.reshape(-1, 96) - ref).abs() <= bound * (1 + 1e-5) + 1e-5).all()
+
+
+def test_compute_paths_close_to_full_precision():
+    w, x, b = _layer()
+    full = x @ w.t() + b
+    rel = {}
+    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "dequantize")]:
+        y = _quantizer(bits, compute=compute).quantize(w).linear(x, b)
+        rel[bits, compute] = float((y - full).norm() / (full - b).norm())
+    # 8-bit weights: RMS error step / sqrt(12) = max|w| / 127 / 3.46 ~ 0.9% of a Gaussian row's RMS when
+    # max ~ 4 sigma; per-token activations add the same again. 4-bit: the step is 4.8 sigma / 15 -> ~9%.
+    assert rel[8, "dequantize"] < 0.02 and rel[8, "int8_dynamic"] < 0.03 and rel[4, "dequantize"] < 0.15, rel
+
+
+def test_bfloat16_activations():
+    w, x, b = _layer()
+    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "dequantize")]:
+        qw = _quantizer(bits, compute=compute).quantize(w)
+        y = qw.linear(x.bfloat16(), b.bfloat16())
+        assert y.dtype == torch.bfloat16
+        ref = tq.quantized_linear_reference(x, qw, b)
+        assert_close(y.float(), ref, atol=0.06 * float(ref.abs().max()), what=f"bf16 {bits} {compute}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bits, dtype", [(8, torch.float16), (8, torch.bfloat16), (4, torch.bfloat16)])
+def test_cuda_kernels_equal_x_at_dequantized_weight(bits, dtype):
+    w, x, b = _layer(cout=256, m=9)
+    qw = tq.Quantizer(bits, 64, torch.device("cuda"), dtype).quantize(w.cuda())
+    y = qw.linear(x.cuda().to(dtype), b.cuda().to(dtype)).float().cpu()
+    ref = tq.quantized_linear_reference(x, qw, b).cpu()
+    assert_close(y, ref, atol=0.02 * float(ref.abs().max()), what=f"cuda {bits}-bit {dtype}")
+
+
+# ---- the backend, the engine, the CLI ------------------------------------------------------------
+def test_layer_selection_and_counts():
+    B = get_backend("cpu", quantize=4, group_size=64)
+    w, x, b = _layer(16, 80)  # 80 = 64 + a partial group: stays in full precision, as on MLX
+    kept = B.prepare_linear(w)
+    assert isinstance(kept, torch.Tensor)
+    assert_close(B.linear(x, kept, b), x @ w.t() + b, atol=1e-5)
+    w2, x2, b2 = _layer(16, 128)
+    quantised = B.prepare_linear(w2)
+    assert isinstance(quantised, tq.QuantizedWeight) and quantised.nbytes < w2.nbytes / 4
+    assert torch.equal(B.linear(x2, quantised, b2), quantised.linear(x2, b2))
+    assert B.prepare_linear(quantised) is quantised  # a weight that arrives quantised stays as it is
+    assert (B.quantized_layers, B.full_precision_layers) == (2, 1)
+    assert B.quantization == "4bit-g64" and "quantize=4bit-g64" in repr(B)
+    assert get_backend("cpu", quantize=8).quantization == "8bit-channel"
+    plain = get_backend("cpu")
+    assert plain.quantization is None and isinstance(plain.prepare_linear(w2), torch.Tensor)
+
+
+def test_cpu_path_follows_the_cpu():
+    q = tq.Quantizer(8, 64, torch.device("cpu"), torch.float32)
+    assert q.compute == ("int8_dynamic" if tq.cpu_has_fast_int8() else "dequantize")
+    assert tq.Quantizer(4, 64, torch.device("cpu"), torch.float32).compute == "dequantize"
+
+
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        ({"quantize": 3}, "quantize=3"),
+        ({"quantize": 16}, "quantize=16"),
+        ({"quantize": True}, "quantize=True"),
+        ({"quantize": 4, "group_size": 48}, "group_size=48"),
+        ({"quantize": 8, "group_size": 256}, "group_size=256"),
+    ],
+)
+def test_bad_options_name_the_option(kw, fragment):
+    with pytest.raises(InvalidOptionError, match=fragment):
+        get_backend("cpu", **kw)
+
+
+def test_int4_on_cuda_needs_bfloat16():
+    with pytest.raises(InvalidOptionError, match="bfloat16"):
+        tq.check_quantization(4, 64, "cuda", torch.float16)
+    tq.check_quantization(4, 64, "cuda", torch.bfloat16)
+    tq.check_quantization(8, 64, "cuda", torch.float16)
+
+
+def test_cli_bad_quantize_is_one_line(capsys):
+    audio = str(FIXTURES / "en_short.wav")
+    assert main(["transcribe", audio, "--device", "cpu", "--quantize", "3"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("polyasr: error:") and "quantize=3" in err and "\n" not in err
+    assert main(["transcribe", audio, "--device", "cpu", "--quantize", "4", "--group-size", "100"]) != 0
+    assert "group_size=100" in capsys.readouterr().err
+
+
+# ---- real Whisper weights: WER cost on the English fixtures --------------------------------------------
+WER_SLACK = {8: 0.02, 4: 0.05}
+OPTS = TranscribeOptions(language="en", temperatures=(0.0,))
+
+
+def _wers(engine, names):
+    out = {}
+    for name in names:
+        ref = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
+        out[name] = word_error_rate(ref, engine.transcribe(load_audio(FIXTURES / f"{name}.wav"), OPTS).text)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model_id, dir_fixture", [("whisper-tiny.en", "whisper_tiny_en_dir"), ("whisper-base", "whisper_base_dir")]
+)
+def test_real_whisper_wer_cost(request, model_id, dir_fixture):
+    path = request.getfixturevalue(dir_fixture)
+    names = ["en_short", "en_medium"]
+    base = _wers(AsrEngine.from_model(model_id, path, device="cpu"), names)
+    for bits in (8, 4):
+        engine = AsrEngine.from_model(model_id, path, device="cpu", quantize=bits)
+        wers = _wers(engine, names)
+        for name in names:
+            assert wers[name] <= base[name] + WER_SLACK[bits], f"{model_id} {bits}-bit {name}: {wers} vs fp32 {base}"
+        result = engine.transcribe(load_audio(FIXTURES / "en_short.wav")[:16000], OPTS)
+        assert result.info["quantize"] == tq.label(bits, 64)
+        # Whisper's linears: 4 x attention + 2 MLP per encoder block, 5 + 2 per decoder block, the output projection
+        assert result.info["quantized_layers"] > 0 and result.info["full_precision_layers"] == 0
+
+
+# ---- the four families at random weights: tokens mostly equal to fp32 ---------------------------------
+# Random weights give nearly flat logits, so a quantisation error can flip an argmax that a trained model
+# would not; in the autoregressive decoders (Qwen3-ASR, Whisper) one flipped token then changes every
+# later one, so their agreement at random weights says little (the real-weight WER test above is their
+# proof). Measured here (group 32, en_short's first 3 s): GigaAM 1.00 / 0.75, Parakeet 0.88 / 0.88,
+# Qwen3-ASR 0.36 / 0.20, Whisper 1.00 / 0.06 (8 / 4 bits); the floors sit under them.
+AGREEMENT_FLOOR = {
+    ("gigaam-v3-ctc", 8): 0.8,
+    ("gigaam-v3-ctc", 4): 0.6,
+    ("parakeet-tdt-v3", 8): 0.8,
+    ("parakeet-tdt-v3", 4): 0.6,
+    ("qwen3-asr-0.6b", 8): 0.25,
+    ("qwen3-asr-0.6b", 4): 0.1,
+    ("whisper", 8): 0.8,
+    ("whisper", 4): 0.03,
+}
+
+
+def _tokens(engine, audio, opts):
+    return [t for s in engine.transcribe(audio, opts).segments for t in s.tokens]
+
+
+def _agreement(a, b) -> float:
+    return difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() if a or b else 1.0
+
+
+@pytest.fixture(scope="module")
+def random_checkpoints(tmp_path_factory, random_whisper_dir):
+    pytest.importorskip("omegaconf")
+    pytest.importorskip("transformers.models.qwen3_asr")
+    from parakeet_refs import feature_extractor, random_model, tiny_config, train_sentencepiece, write_hf_dir
+    from qwen3_asr_refs import build_reference, make_tokenizer, save_checkpoint, small_config
+    from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
+
+    torch.manual_seed(0)
+    gcfg = tiny_cfg(d_model=32)
+    gigaam = save_ckpt(tmp_path_factory.mktemp("gigaam") / "v3_ctc.ckpt", gcfg, v3_state_dict(gcfg, bf16_window=True))
+    pcfg = tiny_config(48)
+    parakeet = write_hf_dir(
+        random_model(pcfg, seed=3), feature_extractor(pcfg), train_sentencepiece(48), tmp_path_factory.mktemp("pk")
+    )
+    tok = make_tokenizer()
+    qcfg = small_config(tok)
+    qwen = save_checkpoint(build_reference(qcfg, seed=5), qcfg, tok, tmp_path_factory.mktemp("qwen") / "q", "qwen")
+    return {
+        "gigaam-v3-ctc": gigaam,
+        "parakeet-tdt-v3": parakeet,
+        "qwen3-asr-0.6b": qwen,
+        "whisper": random_whisper_dir,
+    }
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("model_id", ["gigaam-v3-ctc", "parakeet-tdt-v3", "qwen3-asr-0.6b", "whisper"])
+def test_random_weight_models_agree_with_fp32(random_checkpoints, model_id, bits):
+    path = random_checkpoints[model_id]
+    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
+    opts = TranscribeOptions(language="en", temperatures=(0.0,)) if model_id == "whisper" else None
+    ref = _tokens(AsrEngine.from_model(model_id, path, device="cpu"), audio, opts)
+    engine = AsrEngine.from_model(model_id, path, device="cpu", quantize=bits, group_size=32)
+    ours = _tokens(engine, audio, opts)
+    assert ref, "the random model emits nothing: agreement would prove little"
+    assert engine.backend.quantized_layers > 0
+    rate = _agreement(ref, ours)
+    assert rate >= AGREEMENT_FLOOR[model_id, bits], (
+        f"{model_id} {bits}-bit: token agreement {rate:.3f} ({len(ref)} tokens)"
+    )
+    print(f"{model_id} {bits}-bit: token agreement {rate:.3f} over {len(ref)} tokens")  # noqa: T201
+
+
+def test_int8_weights_shrink(random_checkpoints):
+    engine = AsrEngine.from_model("whisper", random_checkpoints["whisper"], device="cpu", quantize=8)
+    qws = [v for v in engine.model.params.values() if isinstance(v, tq.QuantizedWeight)]
+    assert qws and all(v.nbytes < v.in_features * v.out_features * 4 / 3.5 for v in qws)
+    np.testing.assert_equal(engine.backend.quantized_layers, len(qws))
