@@ -46,6 +46,9 @@ class MLXBackend:
         self.quantization = mlx_quant.label(quantize, group_size)  # "8bit-g64" or None, for results' info
         # linear layers `prepare_linear` quantised / kept in full precision (Cin not a multiple of group_size)
         self.quantized_layers = self.full_precision_layers = 0
+        # "mlx": mx.quantize; "polyasr": the torch backend's schemes, set when a quantised checkpoint
+        # (models/quantized_checkpoint.py) is loaded, so the layers quantised on load match the stored ones
+        self.scheme = "mlx"
 
     def __repr__(self):
         quant = f", quantize={self.quantization}" if self.quantization else ""
@@ -59,7 +62,10 @@ class MLXBackend:
         return a.astype(dtype) if dtype is not None else a
 
     def param(self, x: np.ndarray, dtype_name: str | None = None):
-        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits."""
+        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits. A quantised
+        checkpoint's weight (`quantized_checkpoint.QuantizedArray`) becomes a QuantizedWeight as stored."""
+        if hasattr(x, "qweight"):
+            return mlx_quant.from_stored(x)
         a = mx.array(np.ascontiguousarray(x))
         if dtype_name == "bfloat16":
             a = a.view(mx.bfloat16)
@@ -94,7 +100,18 @@ class MLXBackend:
         """(Cout, Cin) -> (Cin, Cout): `linear` is then one plain matmul. With `quantize`, a
         `mlx_quant.QuantizedWeight` instead, unless the layer cannot be quantised (Cin not a multiple
         of group_size), which stays (Cin, Cout) in full precision."""
-        if self.quantize is not None:
+        if isinstance(w, mlx_quant.QuantizedWeight):  # read quantised from a checkpoint
+            self.quantized_layers += 1
+            return w
+        if self.quantize is not None and self.scheme == "polyasr":
+            if w.ndim == 2 and mx.issubdtype(w.dtype, mx.floating) and w.shape[1] % self.group_size == 0:
+                from polyasr.models.quantized_checkpoint import quantize_host
+
+                self.quantized_layers += 1
+                return mlx_quant.from_stored(
+                    quantize_host(np.array(w.astype(mx.float32)), self.quantize, self.group_size)
+                )
+        elif self.quantize is not None:
             qw = mlx_quant.quantize_linear(w, self.quantize, self.group_size)
             if qw is not None:
                 self.quantized_layers += 1

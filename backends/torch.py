@@ -79,7 +79,10 @@ class TorchBackend:
         return t.to(device=self.device, dtype=dtype)
 
     def param(self, x: np.ndarray, dtype_name: str | None = None) -> torch.Tensor:
-        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits."""
+        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits. A quantised
+        checkpoint's weight (`quantized_checkpoint.QuantizedArray`) becomes a QuantizedWeight as stored."""
+        if hasattr(x, "qweight") and self.quantizer is not None:
+            return self.quantizer.from_stored(x)
         with warnings.catch_warnings():
             # Checkpoint arrays are read-only memory maps; parameters are never written, so
             # sharing the pages (no copy) is what we want, and torch's warning is noise.

@@ -31,6 +31,7 @@ import functools
 import platform
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from polyasr.errors import InvalidOptionError
@@ -209,6 +210,26 @@ class Quantizer:
             return self.wrap(q, s, None)
         q, s, lo = quantize_int4(w, self.group_size)
         return self.wrap(pack_int4(q), s, lo)
+
+    def from_stored(self, qa) -> QuantizedWeight:
+        """A `quantized_checkpoint.QuantizedArray` (the shared unsigned affine layout) -> QuantizedWeight."""
+        from polyasr.errors import CheckpointError
+
+        if (qa.bits, qa.group_size) != (self.bits, self.group_size):
+            raise CheckpointError(
+                f"quantised tensor {qa.name!r} is {qa.bits}-bit in groups of {qa.group_size}, the backend "
+                f"quantises to {self.bits} bits in groups of {self.group_size}"
+            )
+        q, s, b = (torch.from_numpy(np.array(a)) for a in (qa.qweight, qa.scales, qa.biases))
+        if self.bits == 4:
+            return self.wrap(q, s, b)
+        # torch's 8 bits: one scale per output channel, symmetric (q + 128 stored, bias = -128 scale)
+        if not (torch.equal(s, s[:, :1].expand_as(s)) and torch.allclose(b, -128 * s, rtol=1e-6, atol=0)):
+            raise CheckpointError(
+                f"quantised tensor {qa.name!r}: 8-bit scales must be one per output channel with "
+                "biases = -128 x scales (the symmetric int8 scheme torch multiplies in); re-convert it"
+            )
+        return self.wrap((q.to(torch.int16) - 128).to(torch.int8), s[:, 0], None)
 
     def wrap(self, qweight, scales, biases) -> QuantizedWeight:
         """Stored parts (as `quantize` makes them, or read from a quantised checkpoint) -> a QuantizedWeight

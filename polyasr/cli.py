@@ -51,7 +51,7 @@ def _add_model_args(p: argparse.ArgumentParser):
         type=int,
         default=None,
         metavar="{4,8}",
-        help="store linear weights in 4 or 8 bits (--device mlx only; default: full precision)",
+        help="store linear weights in 8 or 4 bits (default: full precision; a quantised checkpoint's own)",
     )
     p.add_argument(
         "--group-size",
@@ -128,6 +128,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
+    c.add_argument(
+        "--quantize",
+        type=int,
+        default=None,
+        metavar="{4,8}",
+        help="write a quantised checkpoint (any model): linear weights in 8 or 4 bits, loadable on torch and MLX",
+    )
+    c.add_argument(
+        "--group-size", type=int, default=None, metavar="{32,64,128}", help="weights per 4-bit scale (default 64)"
+    )
     return parser
 
 
@@ -270,6 +280,8 @@ def cmd_convert(args) -> int:
     GigaAM (.ckpt / hub layout) -> model.safetensors + config.json (+ tokenizer.model); Parakeet (.nemo)
     -> model.safetensors + model_config.yaml + tokenizer.model."""
     spec = get_spec(args.model)
+    if args.quantize is not None or args.group_size is not None:
+        return _convert_quantized(spec, args)
     if spec.family not in ("gigaam", "parakeet"):
         raise InvalidOptionError(
             f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
@@ -293,6 +305,35 @@ def cmd_convert(args) -> int:
     check_variant(ckpt, spec.id)
     write_safetensors_dir(ckpt, out)
     print(f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}")
+    return 0
+
+
+def _convert_quantized(spec, args) -> int:
+    """`convert --quantize`: any checkpoint polyasr reads -> the quantised layout (models/quantized_checkpoint.py).
+    Torch pickles (GigaAM .ckpt, Parakeet .nemo) go through the plain conversion first, into a temporary
+    directory."""
+    import tempfile
+
+    from polyasr.backends import torch_quant
+    from polyasr.models.quantized_checkpoint import write_quantized
+
+    quant = _quantize_args(args)
+    torch_quant.check_quantization(quant["quantize"], quant["group_size"])
+    src, out = Path(args.model_path), Path(args.output)
+    if not src.exists():
+        raise ModelNotFoundError(f"--model-path {src} does not exist")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
+    with tempfile.TemporaryDirectory(prefix="polyasr-convert-") as tmp:
+        if spec.family in ("gigaam", "parakeet") and not (src.is_dir() and (src / "model.safetensors").is_file()):
+            plain = argparse.Namespace(
+                model=args.model, model_path=str(src), output=tmp, quantize=None, group_size=None
+            )
+            cmd_convert(plain)
+            src = Path(tmp)
+        meta = write_quantized(spec, src, out, quant["quantize"], quant["group_size"])
+    n, kept = len(meta["quantized"]), len(meta["full_precision"])
+    print(f"{args.model_path} -> {out} ({meta['scheme']}: {n} linear weights quantised, {kept} kept full precision)")
     return 0
 
 

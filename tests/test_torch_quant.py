@@ -298,3 +298,116 @@ def test_int8_weights_shrink(random_checkpoints):
     qws = [v for v in engine.model.params.values() if isinstance(v, tq.QuantizedWeight)]
     assert qws and all(v.nbytes < v.in_features * v.out_features * 4 / 3.5 for v in qws)
     np.testing.assert_equal(engine.backend.quantized_layers, len(qws))
+
+
+# ---- quantised checkpoints (`polyasr convert --quantize`) -----------------------------------------------
+@pytest.mark.parametrize("bits, group_size", [(8, 64), (4, 32), (4, 128)])
+def test_host_scheme_equals_torch_scheme(bits, group_size):
+    from polyasr.models.quantized_checkpoint import quantize_host
+
+    w, _, _ = _layer()
+    qa = quantize_host(w.numpy(), bits, group_size, "w")
+    stored = _quantizer(bits, group_size).from_stored(qa)
+    on_load = _quantizer(bits, group_size).quantize(w)
+    assert torch.equal(stored.qweight, on_load.qweight) and torch.equal(stored.scales, on_load.scales)
+    assert torch.equal(stored.dequantize(), on_load.dequantize())
+    # the layout's formula q_u * s + bias (bias = -128 s at 8 bits) rounds differently from q * s: ulps of 128 s
+    assert_close(np.asarray(qa), on_load.dequantize(), atol=256 * EPS32 * float(on_load.scales.max()))
+
+
+def _convert(model_id, src, out, bits, group_size=32):
+    assert main(["convert", "--model", model_id, "--model-path", str(src), "-o", str(out), "--quantize", str(bits),
+                 "--group-size", str(group_size)]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("model_id", ["gigaam-v3-ctc", "parakeet-tdt-v3", "qwen3-asr-0.6b", "whisper"])
+def test_converted_checkpoint_equals_quantising_on_load(random_checkpoints, tmp_path, model_id, bits):
+    from polyasr.models.quantized_checkpoint import read_metadata
+
+    src = random_checkpoints[model_id]
+    out = _convert(model_id, src, tmp_path / "q", bits)
+    meta = read_metadata(out)
+    assert meta["bits"] == bits and meta["quantized"] and not list(out.glob("*.ckpt")) + list(out.glob("*.nemo"))
+    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
+    opts = TranscribeOptions(language="en", temperatures=(0.0,)) if model_id == "whisper" else None
+    on_load = AsrEngine.from_model(model_id, src, device="cpu", quantize=bits, group_size=32)
+    stored = AsrEngine.from_model(model_id, out, device="cpu")
+    a, b = on_load.transcribe(audio, opts), stored.transcribe(audio, opts)
+    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments] and a.text == b.text
+    assert b.info["quantize"] == a.info["quantize"]
+    assert b.info["quantized_layers"] == a.info["quantized_layers"]
+    assert b.info["full_precision_layers"] == a.info["full_precision_layers"]
+
+
+@pytest.mark.mlx
+@pytest.mark.parametrize("bits", [8, 4])
+def test_converted_checkpoint_on_mlx(random_whisper_dir, tmp_path, bits):
+    """MLX multiplies by exactly the stored weights (repacked, not requantised) and quantises the tied
+    output projection with the same scheme, so it gives torch's tokens (weight-only on both)."""
+    mx = pytest.importorskip("mlx.core")
+    from polyasr.backends.mlx_quant import QuantizedWeight as MLXQuantizedWeight
+
+    out = _convert("whisper", random_whisper_dir, tmp_path / "q", bits)
+    opts = TranscribeOptions(language="en", temperatures=(0.0,))
+    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
+    ours = AsrEngine.from_model("whisper", out, device="cpu")
+    for v in ours.model.params.values():
+        if isinstance(v, tq.QuantizedWeight):
+            v.compute = "dequantize"  # weight-only, as on MLX
+    mlx = AsrEngine.from_model("whisper", out, device="mlx")
+    name = "decoder.blocks.0.mlp1.weight"
+    w_mlx = mlx.model.params[name]
+    assert isinstance(w_mlx, MLXQuantizedWeight)
+    dq = mx.dequantize(w_mlx.weight, w_mlx.scales, w_mlx.biases, group_size=32, bits=bits)
+    assert_close(np.array(dq), ours.model.params[name].dequantize(), atol=1e-6, what="MLX's copy of the weight")
+    a, b = ours.transcribe(audio, opts), mlx.transcribe(audio, opts)
+    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
+    assert b.info["quantize"] == a.info["quantize"] and b.info["quantized_layers"] == a.info["quantized_layers"]
+
+
+def _write_copy(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    from polyasr.models.checkpoint_io import read_safetensors, write_safetensors
+    from polyasr.models.quantized_checkpoint import META_KEY, read_metadata
+
+    shutil.copytree(src, dst)
+    arrays, tags = read_safetensors(src / "model.safetensors")
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    edit(arrays)
+    import json
+
+    write_safetensors(arrays, tags, dst / "model.safetensors", {META_KEY: json.dumps(read_metadata(src))})
+    return dst
+
+
+def test_bad_quantized_checkpoints_name_the_tensor(random_whisper_dir, tmp_path):
+    from polyasr.errors import CheckpointError
+
+    good = _convert("whisper", random_whisper_dir, tmp_path / "q8", 8)
+    name = "decoder.blocks.0.mlp1.weight"
+
+    def short_scales(a):
+        a[f"{name}.scales"] = a[f"{name}.scales"][:, :1].copy()
+
+    bad = _write_copy(good, tmp_path / "bad1", short_scales)
+    with pytest.raises(CheckpointError, match=rf"{name}.*scales has shape"):
+        AsrEngine.from_model("whisper", bad, device="cpu")
+
+    def uneven_scales(a):
+        a[f"{name}.scales"][:, 0] *= 2
+
+    bad = _write_copy(good, tmp_path / "bad2", uneven_scales)
+    with pytest.raises(CheckpointError, match=rf"{name}.*one per output channel"):
+        AsrEngine.from_model("whisper", bad, device="cpu")
+
+    def lost_biases(a):
+        del a[f"{name}.biases"]
+
+    bad = _write_copy(good, tmp_path / "bad3", lost_biases)
+    with pytest.raises(CheckpointError, match=rf"{name}.*lacks {name}.biases"):
+        AsrEngine.from_model("whisper", bad, device="cpu")
+    with pytest.raises(InvalidOptionError, match="holds 8-bit weights"):
+        AsrEngine.from_model("whisper", good, device="cpu", quantize=4, group_size=32)
