@@ -14,10 +14,14 @@ How `linear` computes (`QuantizedWeight.linear`):
 * CPU, 8 bits, the CPU has int8 dot-product instructions (x86 AVX512-VNNI / AVX-VNNI / AMX, Arm's
   dot-product extension): dynamic per-token int8 activations, x_q = round(x * 127 / max|x_row|), the
   product on `torch._int_mm` (int8 x int8 -> int32, oneDNN), rescaled by both scales.
-* CPU otherwise (8 bits without fast int8; 4 bits): weight-only, the weight dequantised to the compute
-  dtype inside the call and multiplied by the dense GEMM. torch's own weight-only kernels
-  (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) and torchao 0.18's CPU int8/int4 layouts were
-  slower than that on the CPUs measured (`bench/bench_torch_quant.py`, docs/architecture.md).
+* CPU, 4 bits, fast int8: the values held one a byte (int8 0..15; the checkpoint stays packed), per-token
+  int8 activations, and for few rows (decoding steps) one `torch._int_mm` over a block-diagonal expansion
+  of the activations by group, so each group's dot product gets its own scale and bias; for many rows
+  (encoders) the weight is dequantised once per call and the dense fp GEMM runs.
+* CPU without fast int8 (both widths): weight-only, the weight dequantised to the compute dtype inside
+  the call and multiplied by the dense GEMM. torch's own weight-only kernels (`_weight_int8pack_mm`,
+  `_weight_int4pack_mm_for_cpu`) and torchao 0.18's CPU int8 / int4 layouts were slower than these
+  paths on the CPU measured (docs/architecture.md).
 * CUDA: weight-only, torch's own fused dequantising GEMMs: `_weight_int8pack_mm` (8 bits) and
   tinygemm's `_weight_int4pack_mm` (4 bits, bfloat16 activations), the kernels torchao's int8 / int4
   weight-only tensors dispatch to.
@@ -120,12 +124,12 @@ class QuantizedWeight:
 
     qweight: int8 (Cout, Cin) for 8 bits; uint8 (Cout, Cin / 2), two 4-bit values a byte, for 4 bits.
     scales: fp32 (Cout,) for 8 bits; (Cout, Cin / group_size) for 4 bits. biases: None | like scales.
-    compute: "int8_dynamic" | "dequantize" | "cuda_int8" | "cuda_int4" (how `linear` runs).
-    packed, packed_scales: a kernel's own copy of the weight and its scales (tinygemm's layout on CUDA),
-    or None.
+    compute: "int8_dynamic" | "int4_dynamic" | "dequantize" | "cuda_int8" | "cuda_int4" (how `linear` runs).
+    packed, packed_scales: a kernel's own copy of the weight and its scales (tinygemm's layout on CUDA;
+    on a CPU with fast int8, 4-bit values one per int8 byte with qweight None), or None.
     """
 
-    qweight: torch.Tensor
+    qweight: torch.Tensor | None
     scales: torch.Tensor
     biases: torch.Tensor | None
     bits: int
@@ -149,6 +153,10 @@ class QuantizedWeight:
         """The (Cout, Cin) weight the quantised one stands for."""
         if self.bits == 8:
             return (self.qweight.to(torch.float32) * self.scales[:, None]).to(dtype)
+        if self.compute == "int4_dynamic":  # the values are held one a byte
+            g = self.packed.view(self.out_features, -1, self.group_size).to(dtype)
+            g.mul_(self.scales[..., None].to(dtype)).add_(self.biases[..., None].to(dtype))
+            return g.view(self.out_features, self.in_features)
         # nibbles straight into one float buffer, scaled and shifted in place: the 4-bit CPU path runs
         # this on every call, so it makes no intermediate copies of the whole weight
         w = torch.empty(self.out_features, self.in_features, dtype=dtype, device=self.qweight.device)
@@ -163,6 +171,8 @@ class QuantizedWeight:
         flat = x.reshape(-1, self.in_features)
         if self.compute == "int8_dynamic":
             y = _int8_dynamic_mm(flat, self.qweight, self.scales)
+        elif self.compute == "int4_dynamic" and flat.shape[0] * (self.in_features // self.group_size) <= _GROUPED_ROWS:
+            y = _int4_dynamic_mm(flat, self.packed, self.scales, self.biases)
         elif self.compute == "cuda_int8":
             y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales.to(flat.dtype))
         elif self.compute == "cuda_int4":
@@ -184,6 +194,28 @@ def _int8_dynamic_mm(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch
     return acc.to(torch.float32).mul_(amax * (1.0 / _Q8_MAX)).mul_(s).to(x.dtype)
 
 
+# Below this many (rows x groups), 4-bit weights multiply as a grouped int8 GEMM; above it, dequantising the
+# weight once per call costs less than the group-expanded GEMM (bench/bench_torch_quant.py).
+_GROUPED_ROWS = 256
+
+
+def _int4_dynamic_mm(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x (M, K) float, q (N, K) int8 values 0..15, s / b (N, K / G) -> x @ (q s + b)^T, (M, N) in x's dtype,
+    x quantised per row to int8. Per group g: s_g (x_q,g . q_g) + b_g sum(x_q,g), the dot products as one
+    int8 GEMM of a block-diagonal (M * K / G, K) expansion of x_q (each row one group of one token)."""
+    m, k = x.shape
+    n, ng = q.shape[0], s.shape[1]
+    xf = x.float()
+    amax = xf.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
+    xq = torch.round(xf * (_Q8_MAX / amax)).to(torch.int8).view(m, ng, k // ng)
+    blocks = torch.zeros(m, ng, ng, k // ng, dtype=torch.int8, device=x.device)
+    diag = torch.arange(ng, device=x.device)
+    blocks[:, diag, diag] = xq
+    dots = torch._int_mm(blocks.view(m * ng, k), q.t()).view(m, ng, n).to(torch.float32)
+    y = torch.einsum("mgn,ng->mn", dots, s) + xq.sum(dim=-1, dtype=torch.int32).to(torch.float32) @ b.t()
+    return y.mul_(amax * (1.0 / _Q8_MAX)).to(x.dtype)
+
+
 class Quantizer:
     """What `TorchBackend.prepare_linear` calls: the layer selection and the scheme for one device."""
 
@@ -193,7 +225,8 @@ class Quantizer:
         if device.type == "cuda":
             self.compute = "cuda_int8" if bits == 8 else "cuda_int4"
         else:
-            self.compute = "int8_dynamic" if bits == 8 and cpu_has_fast_int8() else "dequantize"
+            fast = cpu_has_fast_int8()
+            self.compute = ("int8_dynamic" if bits == 8 else "int4_dynamic") if fast else "dequantize"
 
     def selects(self, w) -> bool:
         """Whether a (Cout, Cin) weight is quantised: a 2-D float matrix whose Cin is a multiple of the
@@ -249,6 +282,8 @@ class Quantizer:
         )
         if self.compute == "cuda_int4":
             _pack_tinygemm(qw, self.dtype)
+        elif self.compute == "int4_dynamic":  # the int8 GEMM reads one value a byte: unpack once, drop the nibbles
+            qw.packed, qw.qweight = unpack_int4(qw.qweight).to(torch.int8), None
         return qw
 
 

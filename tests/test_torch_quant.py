@@ -84,16 +84,17 @@ def test_weight_only_matmul_equals_x_at_dequantized_weight(bits, compute):
     assert_close(qw.linear(x, b), ref, atol=256 * EPS32 * 8, what=f"{bits}-bit weight-only")
 
 
-@pytest.mark.parametrize("m", [1, 5, 33])
-def test_int8_dynamic_matmul_equals_its_spec(m):
-    """The int8 GEMM computes exactly x_dq @ dequantize(W)^T, x_dq = each row of x quantised to int8 with
-    its own scale; and its distance from x @ dequantize(W)^T is bounded by half an activation step."""
+@pytest.mark.parametrize("bits, m", [(8, 1), (8, 5), (8, 33), (4, 1), (4, 5), (4, 40)])
+def test_int8_dynamic_matmul_equals_its_spec(bits, m):
+    """The int8 GEMMs compute exactly x_dq @ dequantize(W)^T, x_dq = each row of x quantised to int8 with
+    its own scale; and their distance from x @ dequantize(W)^T is bounded by half an activation step.
+    4 bits, 40 rows: past the grouped GEMM's size, the dequantising path (no activation rounding)."""
     w, x, b = _layer(m=m)
-    qw = _quantizer(8, compute="int8_dynamic").quantize(w)
+    qw = _quantizer(bits, compute=f"int{bits}_dynamic").quantize(w)
     y = qw.linear(x, b)
     flat = x.reshape(-1, 256)
     xs = flat.abs().amax(dim=1, keepdim=True) / 127
-    x_dq = torch.round(flat / xs) * xs
+    x_dq = torch.round(flat / xs) * xs if (bits, m) != (4, 40) else flat
     spec = (x_dq @ qw.dequantize().t() + b).view_as(y)
     # int32 accumulation is exact; the rescale is two fp32 products: a few ulps of the result
     assert_close(y, spec, atol=1e-5, rtol=8 * EPS32, what="int8 dynamic vs its spec")
@@ -106,17 +107,18 @@ def test_compute_paths_close_to_full_precision():
     w, x, b = _layer()
     full = x @ w.t() + b
     rel = {}
-    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "dequantize")]:
+    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "int4_dynamic"), (4, "dequantize")]:
         y = _quantizer(bits, compute=compute).quantize(w).linear(x, b)
         rel[bits, compute] = float((y - full).norm() / (full - b).norm())
     # 8-bit weights: RMS error step / sqrt(12) = max|w| / 127 / 3.46 ~ 0.9% of a Gaussian row's RMS when
     # max ~ 4 sigma; per-token activations add the same again. 4-bit: the step is 4.8 sigma / 15 -> ~9%.
-    assert rel[8, "dequantize"] < 0.02 and rel[8, "int8_dynamic"] < 0.03 and rel[4, "dequantize"] < 0.15, rel
+    assert rel[8, "dequantize"] < 0.02 and rel[8, "int8_dynamic"] < 0.03, rel
+    assert rel[4, "dequantize"] < 0.15 and rel[4, "int4_dynamic"] < 0.15, rel
 
 
 def test_bfloat16_activations():
     w, x, b = _layer()
-    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "dequantize")]:
+    for bits, compute in [(8, "int8_dynamic"), (8, "dequantize"), (4, "int4_dynamic"), (4, "dequantize")]:
         qw = _quantizer(bits, compute=compute).quantize(w)
         y = qw.linear(x.bfloat16(), b.bfloat16())
         assert y.dtype == torch.bfloat16
@@ -144,7 +146,7 @@ def test_layer_selection_and_counts():
     assert_close(B.linear(x, kept, b), x @ w.t() + b, atol=1e-5)
     w2, x2, b2 = _layer(16, 128)
     quantised = B.prepare_linear(w2)
-    assert isinstance(quantised, tq.QuantizedWeight) and quantised.nbytes < w2.nbytes / 4
+    assert isinstance(quantised, tq.QuantizedWeight) and quantised.nbytes < w2.nbytes * 0.3  # <= 1 B / weight
     assert torch.equal(B.linear(x2, quantised, b2), quantised.linear(x2, b2))
     assert B.prepare_linear(quantised) is quantised  # a weight that arrives quantised stays as it is
     assert (B.quantized_layers, B.full_precision_layers) == (2, 1)
@@ -157,7 +159,8 @@ def test_layer_selection_and_counts():
 def test_cpu_path_follows_the_cpu():
     q = tq.Quantizer(8, 64, torch.device("cpu"), torch.float32)
     assert q.compute == ("int8_dynamic" if tq.cpu_has_fast_int8() else "dequantize")
-    assert tq.Quantizer(4, 64, torch.device("cpu"), torch.float32).compute == "dequantize"
+    four = tq.Quantizer(4, 64, torch.device("cpu"), torch.float32).compute
+    assert four == ("int4_dynamic" if tq.cpu_has_fast_int8() else "dequantize")
 
 
 @pytest.mark.parametrize(
@@ -309,7 +312,9 @@ def test_host_scheme_equals_torch_scheme(bits, group_size):
     qa = quantize_host(w.numpy(), bits, group_size, "w")
     stored = _quantizer(bits, group_size).from_stored(qa)
     on_load = _quantizer(bits, group_size).quantize(w)
-    assert torch.equal(stored.qweight, on_load.qweight) and torch.equal(stored.scales, on_load.scales)
+    for part in ("qweight", "packed", "scales", "biases"):
+        a, b = getattr(stored, part), getattr(on_load, part)
+        assert (a is None and b is None) or torch.equal(a, b), part
     assert torch.equal(stored.dequantize(), on_load.dequantize())
     # the layout's formula q_u * s + bias (bias = -128 s at 8 bits) rounds differently from q * s: ulps of 128 s
     assert_close(np.asarray(qa), on_load.dequantize(), atol=256 * EPS32 * float(on_load.scales.max()))
