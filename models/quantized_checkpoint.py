@@ -16,8 +16,8 @@ into its uint32 words). torch's 8-bit scheme (symmetric, one scale per output ch
 q + 128 with every group of a row sharing the scale and bias = -128 * scale. The safetensors
 metadata key `polyasr.quantization` holds JSON: {"format": 1, "bits", "group_size", "scheme",
 "model": id, "quantized": [names], "full_precision": [linear weights left in full precision]}.
-Every other tensor is stored as the source had it, and so are the source tensors the family's weight
-table drops but reads beside it (GigaAM's STFT window and mel bank), under their source names.
+Every other tensor is stored as the source had it, and so are the small source tensors (<= 1 MiB) the
+family's weight table drops but reads beside it (GigaAM's STFT window and mel bank), under their names.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def group_quantized(arrays: dict, tags: dict, meta: dict, source: str) -> tuple[
 
 
 # ---- writing (`polyasr convert --quantize`) ---------------------------------------------------------------
+_KEEP_DROPPED_BYTES = 1 << 20
 _WEIGHT_FILES = (".safetensors", ".bin", ".ckpt", ".nemo", ".pt", ".pth")
 
 
@@ -188,7 +189,13 @@ def write_quantized(spec, source: Path, out: Path, bits: int, group_size: int) -
     quantised = sorted(n for n, ref in linears.items() if ref() is None and quantizer.selects(_host(canonical[n])))
     kept = sorted(set(linears) - set(quantised))
     tensors, dtypes = {}, {}
-    for name, (arr, tag) in {**dropped, **canonical}.items():
+    # dropped source tensors a family reads beside its table are small frontend buffers (GigaAM's window and
+    # mel bank); large ones are duplicates a table drops on purpose. Only a safetensors source is read back
+    # with the same table (a CTranslate2 directory comes back in the transformers layout), so only its count.
+    src_dir = source if source.is_dir() else source.parent
+    same_table = (src_dir / "model.safetensors").is_file() or (src_dir / "model.safetensors.index.json").is_file()
+    small = {k: v for k, v in dropped.items() if same_table and np.asarray(v[0]).nbytes <= _KEEP_DROPPED_BYTES}
+    for name, (arr, tag) in {**small, **canonical}.items():
         if name not in quantised:
             tensors[name], dtypes[name] = np.asarray(arr), tag or np.asarray(arr).dtype.name
             continue
@@ -205,7 +212,6 @@ def write_quantized(spec, source: Path, out: Path, bits: int, group_size: int) -
         "full_precision": kept,
     }
     out.mkdir(parents=True, exist_ok=True)
-    src_dir = source if source.is_dir() else source.parent
     for f in src_dir.iterdir():
         if f.is_file() and not f.name.endswith(_WEIGHT_FILES) and not f.name.endswith(".index.json"):
             shutil.copy(f, out / f.name)

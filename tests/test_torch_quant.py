@@ -416,3 +416,15 @@ def test_bad_quantized_checkpoints_name_the_tensor(random_whisper_dir, tmp_path)
         AsrEngine.from_model("whisper", bad, device="cpu")
     with pytest.raises(InvalidOptionError, match="holds 8-bit weights"):
         AsrEngine.from_model("whisper", good, device="cpu", quantize=4, group_size=32)
+
+
+@pytest.mark.slow
+def test_converted_ctranslate2_whisper(whisper_tiny_en_dir, tmp_path):
+    """A CTranslate2 directory (real tiny.en) comes back in the transformers layout with our names."""
+    out = _convert("whisper-tiny.en", whisper_tiny_en_dir, tmp_path / "q", 4, 64)
+    assert (out / "config.json").is_file() and not (out / "model.bin").exists()
+    assert (out / "model.safetensors").stat().st_size < (whisper_tiny_en_dir / "model.bin").stat().st_size
+    audio = load_audio(FIXTURES / "en_short.wav")
+    a = AsrEngine.from_model("whisper-tiny.en", whisper_tiny_en_dir, device="cpu", quantize=4).transcribe(audio, OPTS)
+    b = AsrEngine.from_model("whisper-tiny.en", out, device="cpu").transcribe(audio, OPTS)
+    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
