@@ -153,7 +153,7 @@ class QuantizedWeight:
         """The (Cout, Cin) weight the quantised one stands for."""
         if self.bits == 8:
             return (self.qweight.to(torch.float32) * self.scales[:, None]).to(dtype)
-        if self.compute == "int4_dynamic":  # the values are held one a byte
+        if self.qweight is None:  # the values are held one a byte (`int4_dynamic`)
             g = self.packed.view(self.out_features, -1, self.group_size).to(dtype)
             g.mul_(self.scales[..., None].to(dtype)).add_(self.biases[..., None].to(dtype))
             return g.view(self.out_features, self.in_features)
