@@ -28,10 +28,6 @@ AUTO_USES_TRITON = False
 ENV_VAR = "POLYASR_KERNELS"
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _requested(choice: str | None) -> str:
     source = "kernels"
     if choice is None:
@@ -59,7 +55,9 @@ def resolve_kernels(choice: str | None, device_type: str) -> str:
             "kernels='triton' was asked for but the `triton` package is not installed; "
             "install it (it ships with CUDA builds of torch) or use kernels='torch'"
         )
-    if device_type != "cuda" and not _interpreting():
+    from polyasr.kernels._triton import interpreting  # triton is installed: importing it is fine now
+
+    if device_type != "cuda" and not interpreting():
         raise BackendError(
             f"kernels='triton' on device {device_type!r} runs only in the Triton interpreter: set "
             "TRITON_INTERPRET=1 in the environment before starting (slow; for tests), use a CUDA "

@@ -1,15 +1,13 @@
-"""The MLX backend (Apple Silicon; `mlx[cpu]` on Linux): the op set on `mlx.core` / `mlx.fast`.
+"""The MLX backend (Apple Silicon; `mlx[cpu]` on Linux): `backends/protocol.py`'s op set on
+`mlx.core` / `mlx.fast`.
 
-Arrays are `mx.array`s in the same layouts as the torch backend (channels-last `(B, T, C)`,
-attention `(B, H, T, D)`), so model code runs unchanged. MLX is lazy: nothing is computed until a
-value is read on the host (`to_numpy`), which the decoding loops do once per step.
-
-Every model family runs here (issue 8); `docs/architecture.md` lists how each op maps onto MLX.
-Lazy evaluation is used as it is meant to be: the decoding loops read one step's result on the
-host per step (Whisper, Qwen3), or evaluate once per few steps (`evaluate`, the TDT loop), and
-the models call `evaluate` after the encoder so stage timings are honest. Nothing here imports
-torch: weights arrive as numpy views of the checkpoint files, the frontend's tables come from
-`kernels/mel_tables.py` (numpy). Optional weight quantisation: `mlx_quant.py`.
+Each op is documented once, in the protocol; what is written here is how MLX computes it, where
+that is not obvious. Arrays are `mx.array`s in the protocol's layouts, so model code runs
+unchanged. MLX is lazy: nothing is computed until a value is read on the host (`to_numpy`, `any`)
+or `evaluate` is called, which the decoding loops do once per step or per few steps.
+Nothing here imports torch: weights arrive as numpy views of the checkpoint files, the
+frontend's tables come from `kernels/mel_tables.py` (numpy). Optional weight quantisation:
+`mlx_quant.py`. `docs/architecture.md` lists how each op maps onto MLX.
 """
 
 from __future__ import annotations
@@ -22,19 +20,31 @@ import mlx.core as mx
 import numpy as np
 
 from polyasr.backends import mlx_quant
+from polyasr.backends.composed import ComposedOps
+from polyasr.backends.quant_layout import QuantizedArray, quantize_host
 from polyasr.errors import BackendError
 from polyasr.kernels.mel_tables import NORM_STD_EPS, frame_counts, tables
 
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
-class MLXBackend:
+class MLXBackend(ComposedOps):
     name = "mlx"
     kernels = "mlx"
+    # the batched device loop evaluates a few steps at a time; no host copies
+    decode_on_host = False
 
-    def __init__(self, dtype: str | None = None, quantize: int | None = None, group_size: int = 64):
-        """quantize: None, or the bits (4, 8; `mlx_quant.BITS`) linear weights are stored in, in
-        groups of `group_size` input weights (32, 64, 128) sharing one scale and bias."""
+    def __init__(
+        self,
+        dtype: str | None = None,
+        quantize: int | None = None,
+        group_size: int = 64,
+        checkpoint_scheme: str | None = None,
+    ):
+        """quantize: None, or the bits (4, 8) linear weights are stored in, in groups of `group_size`
+        input weights (32, 64, 128) sharing one scale and bias: `mx.quantize`'s scheme, or with
+        `checkpoint_scheme` (a quantised checkpoint's label, `get_backend`) the checkpoint's own
+        (`quant_layout.quantize_host`), so layers quantised here match the stored ones."""
         dtype = dtype or "float32"
         if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
@@ -43,12 +53,11 @@ class MLXBackend:
         self.device = "mlx:" + str(mx.default_device()).removeprefix("Device(").removesuffix(")").replace(", ", ":")
         self.dtype_name, self.dtype = dtype, _DTYPES[dtype]
         self.quantize, self.group_size = quantize, group_size
-        self.quantization = mlx_quant.label(quantize, group_size)  # "8bit-g64" or None, for results' info
+        self.checkpoint_scheme = checkpoint_scheme
+        # "8bit-g64" (or the checkpoint's "8bit-channel") or None, for results' info
+        self.quantization = checkpoint_scheme or mlx_quant.label(quantize, group_size)
         # linear layers `prepare_linear` quantised / kept in full precision (Cin not a multiple of group_size)
         self.quantized_layers = self.full_precision_layers = 0
-        # "mlx": mx.quantize; "polyasr": the torch backend's schemes, set when a quantised checkpoint
-        # (models/quantized_checkpoint.py) is loaded, so the layers quantised on load match the stored ones
-        self.scheme = "mlx"
 
     def __repr__(self):
         quant = f", quantize={self.quantization}" if self.quantization else ""
@@ -62,9 +71,8 @@ class MLXBackend:
         return a.astype(dtype) if dtype is not None else a
 
     def param(self, x: np.ndarray, dtype_name: str | None = None):
-        """A weight from a checkpoint array; `dtype_name="bfloat16"` marks raw uint16 bf16 bits. A quantised
-        checkpoint's weight (`quantized_checkpoint.QuantizedArray`) becomes a QuantizedWeight as stored."""
-        if hasattr(x, "qweight"):
+        # a quantised checkpoint's weight: a QuantizedWeight of exactly the stored values
+        if isinstance(x, QuantizedArray):
             return mlx_quant.from_stored(x)
         a = mx.array(np.ascontiguousarray(x))
         if dtype_name == "bfloat16":
@@ -84,6 +92,10 @@ class MLXBackend:
         return mx.zeros(shape, dtype=dtype or self.dtype)
 
     @staticmethod
+    def contiguous(x):
+        return mx.contiguous(x)
+
+    @staticmethod
     def synchronize():
         mx.synchronize()
 
@@ -92,44 +104,54 @@ class MLXBackend:
         return contextlib.nullcontext()  # MLX records no graph for gradients unless asked
 
     @staticmethod
-    def contiguous(x):
-        return mx.contiguous(x)
+    def evaluate(*xs):
+        mx.eval(*xs)
 
     # ---- layers ---------------------------------------------------------------------------
     def prepare_linear(self, w):
         """(Cout, Cin) -> (Cin, Cout): `linear` is then one plain matmul. With `quantize`, a
         `mlx_quant.QuantizedWeight` instead, unless the layer cannot be quantised (Cin not a multiple
-        of group_size), which stays (Cin, Cout) in full precision."""
-        if isinstance(w, mlx_quant.QuantizedWeight):  # read quantised from a checkpoint
+        of group_size), which stays (Cin, Cout) in full precision; a weight read quantised from a
+        checkpoint (`param`) stays as it is."""
+        qw = w if isinstance(w, mlx_quant.QuantizedWeight) else self._quantize(w)
+        if qw is not None:
             self.quantized_layers += 1
-            return w
-        if self.quantize is not None and self.scheme == "polyasr":
-            if w.ndim == 2 and mx.issubdtype(w.dtype, mx.floating) and w.shape[1] % self.group_size == 0:
-                from polyasr.models.quantized_checkpoint import quantize_host
-
-                self.quantized_layers += 1
-                return mlx_quant.from_stored(
-                    quantize_host(np.array(w.astype(mx.float32)), self.quantize, self.group_size)
-                )
-        elif self.quantize is not None:
-            qw = mlx_quant.quantize_linear(w, self.quantize, self.group_size)
-            if qw is not None:
-                self.quantized_layers += 1
-                return qw
+            return qw
         self.full_precision_layers += 1
         return mx.contiguous(w.T)
 
+    def _quantize(self, w) -> mlx_quant.QuantizedWeight | None:
+        if self.quantize is None:
+            return None
+        if self.checkpoint_scheme is None:
+            return mlx_quant.quantize_linear(w, self.quantize, self.group_size)
+        if w.ndim != 2 or not mx.issubdtype(w.dtype, mx.floating) or w.shape[1] % self.group_size:
+            return None
+        return mlx_quant.from_stored(quantize_host(np.array(w.astype(mx.float32)), self.quantize, self.group_size))
+
     @staticmethod
     def linear(x, w, b=None):
-        """x (..., Cin), w as `prepare_linear` returned it (an array or a QuantizedWeight) -> (..., Cout)."""
         if isinstance(w, mx.array):
             return mx.addmm(b, x, w) if b is not None else x @ w
         return mlx_quant.quantized_linear(x, w, b)
 
     @staticmethod
     def conv1d(x, w, b=None, stride: int = 1, padding: int = 0):
-        """Channels-last conv: x (B, T, Cin), w (Cout, Cin, K) (torch layout) -> (B, T', Cout)."""
+        # MLX weights are (Cout, K, Cin): the torch-layout weight is transposed per call
         y = mx.conv1d(x, w.transpose(0, 2, 1), stride=stride, padding=padding)
+        return y + b if b is not None else y
+
+    @staticmethod
+    def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, groups: int = 1):
+        # MLX convolves channels-last: the image and the weight are transposed in, the result out
+        y = mx.conv2d(
+            mx.transpose(x, (0, 2, 3, 1)), mx.transpose(w, (0, 2, 3, 1)), stride=stride, padding=padding, groups=groups
+        )
+        return mx.transpose(y + b if b is not None else y, (0, 3, 1, 2))
+
+    @staticmethod
+    def depthwise_conv1d(x, w, b=None, padding: int = 0):
+        y = mx.conv1d(x, w[:, :, None], padding=padding, groups=w.shape[0])
         return y + b if b is not None else y
 
     @staticmethod
@@ -137,18 +159,38 @@ class MLXBackend:
         return mx.fast.layer_norm(x, w, b, eps)
 
     @staticmethod
-    def gelu(x):
-        """Exact (erf) GELU, as torch's default."""
-        return x * 0.5 * (1.0 + mx.erf(x * (1.0 / math.sqrt(2.0))))
+    def rms_norm(x, w, eps: float = 1e-6):
+        return mx.fast.rms_norm(x, w, eps)  # accumulates in fp32 for any input dtype
 
     @staticmethod
     def embedding(ids, table):
         return table[ids]
 
+    # ---- elementwise (silu, glu, silu_mul: ComposedOps) --------------------------------------------
+    @staticmethod
+    def gelu(x):
+        return x * 0.5 * (1.0 + mx.erf(x * (1.0 / math.sqrt(2.0))))
+
+    @staticmethod
+    def relu(x):
+        return mx.maximum(x, 0)
+
+    @staticmethod
+    def sigmoid(x):
+        return mx.sigmoid(x)
+
+    @staticmethod
+    def tanh(x):
+        return mx.tanh(x)
+
+    @staticmethod
+    def log_softmax(x, axis: int = -1):
+        return x - mx.logsumexp(x, axis=axis, keepdims=True)
+
+    # ---- attention and positions (rope, qk_norm_rope, rope_tables: ComposedOps) ----------------------
     @staticmethod
     def attention(q, k, v, *, mask=None, causal: bool = False):
-        """q (B, H, Tq, D), k/v (B, H, Tk, D); mask: additive or bool (True = keep); causal: queries
-        are the last Tq positions."""
+        """Boolean and causal masks become one additive mask for the fused SDPA (which does GQA)."""
         tq, tk = q.shape[2], k.shape[2]
         if mask is not None and mask.dtype == mx.bool_:
             mask = mx.where(mask, 0.0, -mx.inf).astype(q.dtype)
@@ -158,17 +200,23 @@ class MLXBackend:
             mask = causal_mask if mask is None else mask + causal_mask
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
 
-    # ---- shapes ---------------------------------------------------------------------------
-    @staticmethod
-    def split_heads(x, n_heads: int):
-        b, t, c = x.shape
-        return x.reshape(b, t, n_heads, c // n_heads).transpose(0, 2, 1, 3)
+    def rel_pos_attention(self, q, k, v, pos, bias_u, bias_v, *, mask=None):
+        """The positional term is computed for all 2T-1 distances, then shifted into place by slicing
+        its flattened rows ([i, j] of the result is [i, T-1-i+j] of the full matrix: flat offset
+        T-1 + i (2T-2) + j), and handed to the fused SDPA as its additive mask."""
+        b, h, t, d = q.shape
+        full = (q + bias_v) @ mx.swapaxes(pos, -1, -2)  # (B, H, T, 2T-1)
+        if t == 1:
+            shifted = full
+        else:
+            flat = full.reshape(b, h, t * (2 * t - 1))[..., t - 1 : t - 1 + t * (2 * t - 2)]
+            shifted = flat.reshape(b, h, t, 2 * t - 2)[..., :t]
+        bias = shifted * (d**-0.5)
+        if mask is not None:
+            bias = mx.where(mask, bias, -mx.inf)
+        return mx.fast.scaled_dot_product_attention(q + bias_u, k, v, scale=d**-0.5, mask=bias.astype(q.dtype))
 
-    @staticmethod
-    def merge_heads(x):
-        b, h, t, d = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
-
+    # ---- shapes (split_heads, merge_heads, cache_write: ComposedOps) -------------------------------
     @staticmethod
     def split(x, sizes, axis: int = -1):
         return mx.split(x, list(np.cumsum(sizes)[:-1]), axis=axis)
@@ -178,33 +226,56 @@ class MLXBackend:
         return x.transpose(*axes)
 
     @staticmethod
+    def concat(xs, axis: int = 0):
+        return mx.concatenate(list(xs), axis=axis)
+
+    @staticmethod
+    def stack(xs, axis: int = 0):
+        return mx.stack(list(xs), axis=axis)
+
+    @staticmethod
     def repeat_batch(x, n: int):
         return mx.repeat(x, n, axis=0)
 
     @staticmethod
-    def cache_write(cache, value, pos: int):
-        """Write value (B, H, n, D) into cache (B, H, Tmax, D) at pos..pos+n; the cache object is
-        updated in place (MLX slice assignment), as the torch backend's is."""
-        cache[:, :, pos : pos + value.shape[2]] = value
-        return cache
+    def pad_last(x, n: int, value: float = 0.0):
+        return mx.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n)], constant_values=value)
+
+    @staticmethod
+    def masked_scatter(x, where, rows):
+        # row i of the result takes rows[number of True before it]: a cumulative sum, then a gather
+        if rows.shape[0] == 0:  # nothing to place (mx cannot gather from an empty array)
+            return x
+        flat = where.reshape(-1)
+        index = mx.maximum(mx.cumsum(flat.astype(mx.int32)) - 1, 0)
+        picked = rows.astype(x.dtype)[index].reshape(x.shape)
+        return mx.where(where[..., None], picked, x)
+
+    # ---- masks, selection, reductions (length_mask: ComposedOps) -----------------------------------
+    @staticmethod
+    def zero_masked(x, keep):
+        return mx.where(keep, x, mx.zeros((), dtype=x.dtype))
+
+    @staticmethod
+    def where(cond, a, b):
+        return mx.where(cond, a, b)
+
+    @staticmethod
+    def argmax(x, axis: int = -1):
+        return mx.argmax(x, axis=axis)
+
+    @staticmethod
+    def max(x, axis: int = -1):
+        return mx.max(x, axis=axis)
+
+    @staticmethod
+    def any(x) -> bool:
+        return bool(mx.any(x).item())
 
     # ---- audio frontend ---------------------------------------------------------------------
-    def mel_power(self, samples: np.ndarray, cfg):
-        """Mel power frames of host samples (N,), no centring: (1, n_mels, 1 + (N - n_fft) // hop), one
-        fewer with `drop_last_frame` (as `kernels.mel.mel_power`)."""
-        n_frames = max(0, 1 + (len(samples) - cfg.n_fft) // cfg.hop_length - int(cfg.drop_last_frame))
-        x = mx.array(np.ascontiguousarray(samples, dtype=np.float32))[None]
-        return mx.transpose(_mel_spectrogram(x, n_frames, cfg, *_frontend_tables(cfg)), (0, 2, 1))
-
     def log_mel(self, batch: np.ndarray, lengths: np.ndarray, cfg, tables=None):
-        """Log-mel features of a zero-padded batch of host signals, each item as if alone: batch (B, N)
-        float32, lengths (B,) valid samples -> (features (B, n_mels, T) fp32, zero past each item's
-        frames; frame counts (B,) int64 numpy). As the torch backend's `log_mel` (`kernels.mel`'s
-        contract); tables: the checkpoint's own (window, filter bank), or None for the config's.
-
-        Pre-emphasis and the per-item centre padding are O(N) host work in numpy; the STFT, mel
-        projection, log and normalisation run in MLX.
-        """
+        """Pre-emphasis and the per-item centre padding are O(N) host work in numpy; the STFT, mel
+        projection, log and normalisation run in MLX."""
         lengths = np.asarray(lengths, dtype=np.int64)
         frames = frame_counts(lengths, cfg)
         n_out = int(frame_counts([batch.shape[1]], cfg)[0])
@@ -227,171 +298,54 @@ class MLXBackend:
             feats = (feats - mean) / (mx.nan_to_num(mx.sqrt(var), nan=0.0) + NORM_STD_EPS)
         return mx.transpose(mx.where(valid[:, :, None], feats, 0.0), (0, 2, 1)), frames
 
+    def mel_power(self, samples: np.ndarray, cfg):
+        n_frames = max(0, 1 + (len(samples) - cfg.n_fft) // cfg.hop_length - int(cfg.drop_last_frame))
+        x = np.asarray(samples, dtype=np.float32)
+        if cfg.preemphasis is not None and len(x):
+            x = np.concatenate([x[:1], x[1:] - np.float32(cfg.preemphasis) * x[:-1]])
+        x = mx.array(np.ascontiguousarray(x))[None]
+        return mx.transpose(_mel_spectrogram(x, n_frames, cfg, *_frontend_tables(cfg)), (0, 2, 1))
+
     @staticmethod
     def whisper_log(mel, log_max, guard: float = 1e-10):
-        """log10(max(mel, guard)) floored at log_max - 8, then (x + 4) / 4; log_max a scalar or broadcastable."""
+        # log_max may also be an array broadcastable to mel (log_mel's per-item maxima)
         x = mx.log10(mx.maximum(mel, guard))
         return (mx.maximum(x, log_max - 8.0) + 4.0) / 4.0
 
+    # ---- sequence ops (Silero VAD) --------------------------------------------------------------
     @staticmethod
-    def pad_last(x, n: int, value: float = 0.0):
-        return mx.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n)], constant_values=value)
-
-    # ---- Conformer ops (GigaAM, Parakeet; Qwen3-ASR's audio encoder) -------------------------------
-    @staticmethod
-    def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, groups: int = 1):
-        """Image-layout conv as the torch backend's: x (B, Cin, H, W), w (Cout, Cin / groups, kh, kw) ->
-        (B, Cout, H', W'). MLX convolves channels-last, so the image is transposed in and out."""
-        y = mx.conv2d(
-            mx.transpose(x, (0, 2, 3, 1)), mx.transpose(w, (0, 2, 3, 1)), stride=stride, padding=padding, groups=groups
+    def stft_magnitude(x, window, hop: int):
+        """|rfft(frame * window)| of the frames of each row, not centred: x (N, L), window (n_fft,) ->
+        (N, 1 + (L - n_fft) // hop, n_fft // 2 + 1), as the torch backend's op."""
+        n, length = x.shape
+        frames = mx.as_strided(
+            mx.contiguous(x), (n, 1 + (length - window.shape[0]) // hop, window.shape[0]), (length, hop, 1)
         )
-        y = mx.transpose(y + b if b is not None else y, (0, 3, 1, 2))
-        return y
+        return mx.abs(mx.fft.rfft(frames * window))
 
     @staticmethod
-    def depthwise_conv1d(x, w, b=None, padding: int = 0):
-        """Per-channel conv along time: x (B, T, C), w (C, K) -> (B, T + 2 * padding - K + 1, C)."""
-        y = mx.conv1d(x, w[:, :, None], padding=padding, groups=w.shape[0])
-        return y + b if b is not None else y
+    def lstm(x, w_ih, w_hh, b_ih, b_hh, state=None):
+        """One LSTM layer over a sequence, as the torch backend's op (torch.nn.LSTM's equations, gates in
+        the order input, forget, cell, output): x (B, T, Cin), w_ih (4H, Cin), w_hh (4H, H), b_ih / b_hh
+        (4H,), state (h, c) each (B, H) or None for zeros -> (outputs (B, T, H), (h_T, c_T)).
 
-    def glu_dwconv_silu(self, x, w, b=None, keep=None, ln=None, eps: float = 1e-5):
-        """GLU -> zero frames outside `keep` -> depthwise conv ('same') -> LayerNorm (ln) -> SiLU, as the
-        torch backend's op; lazy evaluation lets MLX fuse the elementwise steps."""
-        x = self.glu(x)
-        if keep is not None:
-            x = self.zero_masked(x, keep[:, :, None])
-        x = self.depthwise_conv1d(x, w, b, padding=(w.shape[1] - 1) // 2)
-        if ln is not None:
-            x = self.layer_norm(x, ln[0], ln[1], eps)
-        return self.silu(x)
-
-    def rel_pos_attention(self, q, k, v, pos, bias_u, bias_v, *, mask=None):
-        """Transformer-XL relative-position attention, as the torch backend's: q, k, v (B, H, T, D),
-        pos (H, 2T-1, D) for distances T-1 .. -(T-1), bias_u / bias_v (H, 1, D), mask bool (B, 1, 1, T).
-
-        The positional term is computed for all 2T-1 distances, then shifted into place by slicing
-        its flattened rows ([i, j] of the result is [i, T-1-i+j] of the full matrix: flat offset
-        T-1 + i (2T-2) + j), and handed to the fused SDPA as its additive mask.
+        The input projection of all T steps is one matmul; the steps run one compiled cell each, and
+        the graph is evaluated every `_LSTM_EVAL_EVERY` steps so it never spans the whole sequence.
         """
-        b, h, t, d = q.shape
-        full = (q + bias_v) @ mx.swapaxes(pos, -1, -2)  # (B, H, T, 2T-1)
-        if t == 1:
-            shifted = full
+        b, t, _ = x.shape
+        xp = x @ w_ih.T + (b_ih + b_hh)
+        w_hh_t = mx.contiguous(w_hh.T)
+        if state is None:
+            h = c = mx.zeros((b, w_hh.shape[1]), dtype=x.dtype)
         else:
-            flat = full.reshape(b, h, t * (2 * t - 1))[..., t - 1 : t - 1 + t * (2 * t - 2)]
-            shifted = flat.reshape(b, h, t, 2 * t - 2)[..., :t]
-        bias = shifted * (d**-0.5)
-        if mask is not None:
-            bias = mx.where(mask, bias, -mx.inf)
-        return mx.fast.scaled_dot_product_attention(q + bias_u, k, v, scale=d**-0.5, mask=bias.astype(q.dtype))
-
-    @staticmethod
-    def relu(x):
-        return mx.maximum(x, 0)
-
-    @staticmethod
-    def silu(x):
-        return x * mx.sigmoid(x)
-
-    @staticmethod
-    def glu(x, axis: int = -1):
-        a, g = mx.split(x, 2, axis=axis)
-        return a * mx.sigmoid(g)
-
-    @staticmethod
-    def log_softmax(x, axis: int = -1):
-        return x - mx.logsumexp(x, axis=axis, keepdims=True)
-
-    @staticmethod
-    def argmax(x, axis: int = -1):
-        return mx.argmax(x, axis=axis)
-
-    @staticmethod
-    def max(x, axis: int = -1):
-        return mx.max(x, axis=axis)
-
-    def rope_tables(self, length: int, dim: int, base: float):
-        """cos, sin (length, dim) in the rotate-half layout, computed in fp32 (as the torch backend's)."""
-        inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-        freqs = np.outer(np.arange(length, dtype=np.float32), inv_freq)
-        emb = mx.array(np.concatenate([freqs, freqs], axis=-1))
-        return mx.cos(emb).astype(self.dtype), mx.sin(emb).astype(self.dtype)
-
-    @staticmethod
-    def rope(x, cos, sin):
-        """x * cos + rotate_half(x) * sin per head of D = cos.shape[-1] channels; x (B, T, H*D) or
-        (B, H, T, D), cos / sin (T, D) or broadcastable to x's (B, H, T, D) form."""
-        d = cos.shape[-1]
-        y = x.reshape(*x.shape[:-1], -1, d) if x.ndim == 3 else x
-        c, s = (cos[:, None], sin[:, None]) if x.ndim == 3 else (cos, sin)
-        y1, y2 = y[..., : d // 2], y[..., d // 2 :]
-        out = y * c + mx.concatenate([-y2, y1], axis=-1) * s
-        return out.reshape(x.shape) if x.ndim == 3 else out
-
-    def qk_norm_rope(self, x, w, cos, sin, eps: float = 1e-6):
-        """`rope(rms_norm(x, w, eps), cos, sin)` (w None: `rope` alone), as the torch backend's op."""
-        return self.rope(x if w is None else self.rms_norm(x, w, eps), cos, sin)
-
-    @staticmethod
-    def length_mask(lengths, size: int):
-        """(B,) valid lengths (host ints) -> (B, size) bool, True on valid frames."""
-        return mx.arange(size)[None, :] < mx.array(np.asarray(lengths, dtype=np.int64))[:, None]
-
-    @staticmethod
-    def zero_masked(x, keep):
-        return mx.where(keep, x, mx.zeros((), dtype=x.dtype))
-
-    # ---- LLM decoder ops (Qwen3-ASR) -------------------------------------------------------------
-    @staticmethod
-    def rms_norm(x, w, eps: float = 1e-6):
-        """x / sqrt(mean(x^2) + eps) * w; mx.fast.rms_norm accumulates in fp32 for any input dtype."""
-        return mx.fast.rms_norm(x, w, eps)
-
-    @staticmethod
-    def silu_mul(gate_up):
-        gate, up = mx.split(gate_up, 2, axis=-1)
-        return gate * mx.sigmoid(gate) * up
-
-    @staticmethod
-    def masked_scatter(x, where, rows):
-        """x (B, T, C) with the positions where `where` (B, T) is True replaced, in row-major order, by the
-        rows of `rows` (N, C); returns a new array."""
-        flat = where.reshape(-1)
-        index = mx.maximum(mx.cumsum(flat.astype(mx.int32)) - 1, 0)
-        picked = rows.astype(x.dtype)[index].reshape(x.shape)
-        return mx.where(where[..., None], picked, x)
-
-    @staticmethod
-    def concat(xs, axis: int = 0):
-        return mx.concatenate(list(xs), axis=axis)
-
-    @staticmethod
-    def stack(xs, axis: int = 0):
-        return mx.stack(list(xs), axis=axis)
-
-    # ---- decoding-loop ops (the batched TDT loop in models/parakeet/decode.py) ---------------------
-    @staticmethod
-    def where(cond, a, b):
-        return mx.where(cond, a, b)
-
-    @staticmethod
-    def sigmoid(x):
-        return mx.sigmoid(x)
-
-    @staticmethod
-    def tanh(x):
-        return mx.tanh(x)
-
-    @staticmethod
-    def any(x) -> bool:
-        """Whether any element is true, on the host: evaluates what `x` depends on."""
-        return bool(mx.any(x).item())
-
-    @staticmethod
-    def evaluate(*xs):
-        """Compute the graphs behind `xs` now, in one pass (decoding loops call this once per few steps,
-        so the lazy graph never spans the whole decode)."""
-        mx.eval(*xs)
+            h, c = state
+        outs = []
+        for i in range(t):
+            h, c = _lstm_cell(xp[:, i], h, c, w_hh_t)
+            outs.append(h)
+            if (i + 1) % _LSTM_EVAL_EVERY == 0:
+                mx.eval(h, c)
+        return mx.stack(outs, axis=1) if outs else mx.zeros((b, 0, w_hh.shape[1]), dtype=x.dtype), (h, c)
 
 
 def _padded_signals(batch: np.ndarray, lengths: np.ndarray, cfg) -> np.ndarray:
@@ -429,3 +383,15 @@ def _mel_spectrogram(x, n_frames: int, cfg, window, bank):
 def _frontend_tables(cfg):
     """The analysis window (n_fft,) and mel bank (n_mels, F) of `cfg`, as fp32 MLX arrays."""
     return tuple(mx.array(t) for t in tables(cfg))
+
+
+# The compiled LSTM step of MLXBackend.lstm.
+_LSTM_EVAL_EVERY = 128
+
+
+@mx.compile
+def _lstm_cell(xp, h, c, w_hh_t):
+    """One LSTM step from the step's input projection xp (B, 4H) (biases included): -> (h, c)."""
+    i, f, g, o = mx.split(xp + h @ w_hh_t, 4, axis=-1)
+    c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
+    return mx.sigmoid(o) * mx.tanh(c), c

@@ -1,13 +1,13 @@
-"""Weight-only quantisation of linear layers on MLX (issue 8): `mx.quantize`'s affine mode.
+"""Weight-only quantisation of linear layers on MLX: `mx.quantize`'s affine mode.
 
 A (Cout, Cin) weight becomes `bits`-bit integers packed into uint32 words, with one scale and one
 bias (in the weight's dtype) per `group_size` consecutive input weights of each output row;
 `quantized_linear` multiplies by it without unpacking it in Python (`mx.quantized_matmul`).
 Activations stay in the backend's dtype: only the weights' storage (and read bandwidth) shrinks.
 
-Bits: mlx 0.32's affine mode takes 1, 2, 3, 4, 5, 6 and 8 bits and group sizes 32, 64 and 128
-(checked against the installed mlx); polyasr accepts 2, 3, 4, 6 and 8 bits. 4 and 8 are the useful
-ones for speech models (`bench/bench_mlx_quant.py` measures the WER each costs).
+Bits: mlx 0.32's affine mode takes 1, 2, 3, 4, 5, 6 and 8 bits and group sizes 32, 64 and 128;
+polyasr offers 4 and 8 (`polyasr.backends.QUANTIZE_BITS`, what the CLI and README document): the
+widths whose WER cost `bench/bench_mlx_quant.py` measures. Anything else is an InvalidOptionError.
 """
 
 from __future__ import annotations
@@ -17,23 +17,7 @@ from typing import NamedTuple
 import mlx.core as mx
 import numpy as np
 
-from polyasr.errors import InvalidOptionError
-
-BITS = (2, 3, 4, 6, 8)
-GROUP_SIZES = (32, 64, 128)
-
-
-def check_quantization(bits: int, group_size: int) -> None:
-    """Raise InvalidOptionError (one line, says what to pass) unless mx.quantize takes these values."""
-    if isinstance(bits, bool) or bits not in BITS:
-        raise InvalidOptionError(
-            f"quantize={bits!r} is not a weight width MLX quantises to; "
-            f"use one of {', '.join(map(str, BITS))} bits (4 or 8 are the useful ones)"
-        )
-    if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
-        raise InvalidOptionError(
-            f"group_size={group_size!r} is not supported by mx.quantize; use one of {', '.join(map(str, GROUP_SIZES))}"
-        )
+from polyasr.backends import check_quantization
 
 
 def label(bits: int | None, group_size: int) -> str | None:

@@ -38,22 +38,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from polyasr.errors import InvalidOptionError
+from polyasr.backends import check_quantization as check_options
+from polyasr.backends.quant_layout import QuantizedArray
+from polyasr.errors import CheckpointError, InvalidOptionError
 
-BITS = (4, 8)
-GROUP_SIZES = (32, 64, 128)
 _Q8_MAX = 127
 _Q4_MAX = 15
 
 
 def check_quantization(bits, group_size, device_type: str = "cpu", dtype: torch.dtype | None = None) -> None:
-    """Raise InvalidOptionError (one line, says what to pass) unless the torch backend quantises so."""
-    if isinstance(bits, bool) or bits not in BITS:
-        raise InvalidOptionError(f"quantize={bits!r} is not a weight width the torch backend stores; use 8 or 4 bits")
-    if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
-        raise InvalidOptionError(
-            f"group_size={group_size!r} is not supported; use one of {', '.join(map(str, GROUP_SIZES))}"
-        )
+    """Raise InvalidOptionError (one line, says what to pass) unless the torch backend quantises so:
+    the options every backend takes, and bfloat16 activations for 4 bits on CUDA."""
+    check_options(bits, group_size)
     if device_type == "cuda" and bits == 4 and dtype is not None and dtype != torch.bfloat16:
         raise InvalidOptionError(
             f"quantize=4 on CUDA runs tinygemm's int4 GEMM, which takes bfloat16 activations, not "
@@ -244,10 +240,8 @@ class Quantizer:
         q, s, lo = quantize_int4(w, self.group_size)
         return self.wrap(pack_int4(q), s, lo)
 
-    def from_stored(self, qa) -> QuantizedWeight:
-        """A `quantized_checkpoint.QuantizedArray` (the shared unsigned affine layout) -> QuantizedWeight."""
-        from polyasr.errors import CheckpointError
-
+    def from_stored(self, qa: QuantizedArray) -> QuantizedWeight:
+        """A `quant_layout.QuantizedArray` (the layout both backends load) -> QuantizedWeight."""
         if (qa.bits, qa.group_size) != (self.bits, self.group_size):
             raise CheckpointError(
                 f"quantised tensor {qa.name!r} is {qa.bits}-bit in groups of {qa.group_size}, the backend "

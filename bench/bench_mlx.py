@@ -279,7 +279,7 @@ def _mlx_whisper_weights(model_id: str, path, tmp: Path) -> str:
     )
     from whisper_refs import openai_whisper_model
 
-    from polyasr.models.whisper.weights import load_checkpoint
+    from polyasr.models.whisper.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(Path(path))
     model = openai_whisper_model(ckpt.params, ckpt.cfg)

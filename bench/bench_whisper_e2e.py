@@ -61,7 +61,7 @@ def test_openai_whisper(benchmark, audio, whisper_base_dir):
     sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "models"))
     from whisper_refs import openai_whisper_model
 
-    from polyasr.models.whisper.weights import load_checkpoint
+    from polyasr.models.whisper.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(whisper_base_dir)
     model = openai_whisper_model(ckpt.params, ckpt.cfg)

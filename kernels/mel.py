@@ -47,7 +47,6 @@ __all__ = [
     "mel_filterbank",
     "mel_power",
     "num_frames",
-    "stft_power",
     "whisper_log",
     "window_tensor",
 ]
@@ -161,9 +160,9 @@ def _magnitude(spec: torch.Tensor, power: float) -> torch.Tensor:
 
 
 def _spectrogram(
-    frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor | None, window: torch.Tensor | None = None
+    frames: torch.Tensor, cfg: MelConfig, fb: torch.Tensor, window: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """frames (B, T, n_fft) -> |rfft(frames * w)| ** power, (B, F, T), or fb @ that, (B, n_mels, T).
+    """frames (B, T, n_fft) -> fb @ |rfft(frames * w)| ** power, (B, n_mels, T).
 
     Works on about ``_CHUNK_FRAMES`` frames at a time (a slice of one item, or several short
     items): intermediates of ~10 MB are reused by the allocator instead of being paged in
@@ -172,30 +171,21 @@ def _spectrogram(
     """
     batch, n_frames, _ = frames.shape
     window = _cached_window(cfg, frames.device, frames.dtype) if window is None else window
-    out = frames.new_empty(batch, cfg.n_fft // 2 + 1 if fb is None else fb.shape[0], n_frames)
+    out = frames.new_empty(batch, fb.shape[0], n_frames)
     step = max(1, min(n_frames, _CHUNK_FRAMES))
     items = max(1, _CHUNK_FRAMES // step)
     for b in range(0, batch, items):
         for t in range(0, n_frames, step):
             chunk = frames[b : b + items, t : t + step] * window  # (b', C, n_fft)
             power = _magnitude(torch.fft.rfft(chunk, n=cfg.n_fft), cfg.power)  # (b', C, F)
-            out[b : b + items, :, t : t + step] = (power if fb is None else power @ fb.T).transpose(1, 2)
+            out[b : b + items, :, t : t + step] = (power @ fb.T).transpose(1, 2)
     return out
-
-
-def stft_power(audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None) -> torch.Tensor:
-    """Power spectrogram: audio (B, N) or (N,) -> (B, n_fft // 2 + 1, T) float32.
-
-    ``center=None`` means ``cfg.center``; pre-emphasis is applied here when set. With
-    ``lengths`` (B,), samples past each item's length are ignored (see module docstring).
-    """
-    return _spectrogram(_frames(audio, cfg, center, lengths), cfg, None)
 
 
 def mel_power(
     audio: torch.Tensor, cfg: MelConfig, center: bool | None = None, lengths=None, tables=None
 ) -> torch.Tensor:
-    """Mel spectrogram before the log: audio (B, N) or (N,) -> fb @ stft_power, (B, n_mels, T).
+    """Mel spectrogram before the log: audio (B, N) or (N,) -> fb @ |STFT| ** power, (B, n_mels, T).
 
     tables: (window (n_fft,), fb (n_mels, F)) arrays to use instead of the config's (a checkpoint's own)."""
     frames = _frames(audio, cfg, center, lengths)

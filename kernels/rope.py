@@ -1,5 +1,5 @@
-"""Rotary position embedding, optionally after a per-head RMSNorm, in one pass (the "rope + qk-norm
-pre-kernel" of issue 7).
+"""Rotary position embedding, optionally after a per-head RMSNorm, in one pass (Qwen3's q/k norm fused
+with the rotation).
 
 For ``x`` with heads of D channels — (B, H, T, D), or channels-last (B, T, H*D) before the heads
 are split — tables ``cos``, ``sin`` of D channels per position in the rotate-half layout (shared

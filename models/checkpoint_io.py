@@ -7,6 +7,9 @@ comes back as uint16 bits tagged "bfloat16".
 torch pickles: only through `torch.load(weights_only=True)`, which refuses any object that
 is not a tensor or plain container. `write_safetensors` writes what `polyasr convert` makes of
 them: a file that the MLX path (and everything else) reads without torch.
+Config and tokenizer files (`config.json`, `model_config.yaml`, `tokenizer.json`, ...) are read
+through `read_config` / `parse_config` / `read_hf_tokenizer`, so a malformed one is a
+CheckpointError naming the file, never a parser's traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +35,52 @@ _ST_DTYPES = {
     "U8": np.uint8,
     "BOOL": np.bool_,
 }
+
+
+def parse_config(text: str | bytes, source: str, fmt: str = "json") -> dict:
+    """A JSON or YAML (safe loader: no tags, no objects) mapping -> dict; `source` names the file in errors."""
+    try:
+        if fmt == "yaml":
+            import yaml
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise CheckpointError(f"{source}: not plain YAML ({e})") from e
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{source}: not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{source}: not UTF-8 text ({e})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: not a {'mapping' if fmt == 'yaml' else 'JSON object'}")
+    return data
+
+
+def read_config(path: str | Path, *, optional: bool = False) -> dict:
+    """A config file of a checkpoint directory (.json, or .yaml/.yml) -> dict.
+
+    optional: a missing file reads as {} instead of a CheckpointError."""
+    path = Path(path)
+    if optional and not path.exists():
+        return {}
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from e
+    return parse_config(data, str(path), "yaml" if path.suffix in (".yaml", ".yml") else "json")
+
+
+def read_hf_tokenizer(path: str | Path):
+    """A `tokenizer.json` -> `tokenizers.Tokenizer`."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on missing or malformed files
+        raise CheckpointError(f"{path}: not a readable tokenizer.json ({e})") from e
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -73,7 +122,10 @@ def read_safetensors_dir(directory: Path) -> tuple[dict[str, np.ndarray], dict[s
     index = directory / "model.safetensors.index.json"
     files = ["model.safetensors"]
     if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_config(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no weight_map")
+        files = sorted(set(weight_map.values()))
     arrays, tags = {}, {}
     for name in files:
         a, t = read_safetensors(directory / name)
@@ -91,7 +143,13 @@ def read_torch_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[st
     """A `pytorch_model.bin`-style state dict, loaded with weights_only=True (no code runs)."""
     import pickle
 
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: a torch pickle, which needs torch to read (pip install torch); "
+            "`polyasr convert` it where torch is installed to get a checkpoint that loads without it"
+        ) from None
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

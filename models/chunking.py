@@ -29,7 +29,7 @@ reports slightly before 0 or past the end of the file is kept rather than droppe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -167,31 +167,26 @@ def iter_chunk_batches(
         yield batch
 
 
+def in_kept_region(samples: np.ndarray, chunk: Chunk, *, first: bool, last: bool) -> np.ndarray:
+    """Which sample positions (int array) lie in `chunk`'s kept region [keep_start, keep_end), as a
+    bool mask of the same shape; `first` / `last` open the region to the left / right."""
+    samples = np.asarray(samples)
+    keep = np.ones(samples.shape, dtype=bool)
+    if not first:
+        keep &= samples >= chunk.keep_start
+    if not last:
+        keep &= samples < chunk.keep_end
+    return keep
+
+
 def keep_emissions(
     emissions: Iterable[tuple], chunk: Chunk, sample_rate: int, *, first: bool, last: bool
 ) -> list[tuple]:
     """The emissions (token, time_secs, *payload) of one chunk whose time lies in its kept region.
 
-    Times are rounded to the nearest sample before the half-open test; `first` / `last` open the
-    region to the left / right (see the module docstring). Order and payloads are preserved.
+    Times are rounded to the nearest sample before the half-open test (`in_kept_region`); order
+    and payloads are preserved.
     """
-    lo = -math.inf if first else chunk.keep_start
-    hi = math.inf if last else chunk.keep_end
-    return [e for e in emissions if lo <= round(e[1] * sample_rate) < hi]
-
-
-def stitch(chunks: Sequence[Chunk], pieces: Iterable[Iterable[tuple]], sample_rate: int) -> list[tuple]:
-    """Join per-chunk emissions into one sequence without duplicates or losses.
-
-    chunks: the plan, as `plan_chunks` returned it.
-    pieces: per chunk, in the same order, its emissions (token, absolute time in seconds, *payload)
-      in emission order, e.g. (token id, time, confidence).
-    Returns the kept emissions, unchanged, in time order (kept regions are disjoint and increasing).
-    """
-    pieces = list(pieces)
-    if len(pieces) != len(chunks):
-        raise ValueError(f"stitch got {len(pieces)} pieces for {len(chunks)} chunks")
-    out: list[tuple] = []
-    for i, (chunk, emissions) in enumerate(zip(chunks, pieces)):
-        out.extend(keep_emissions(emissions, chunk, sample_rate, first=i == 0, last=i == len(chunks) - 1))
-    return out
+    emissions = list(emissions)
+    samples = np.array([round(e[1] * sample_rate) for e in emissions], dtype=np.int64)
+    return [e for e, keep in zip(emissions, in_kept_region(samples, chunk, first=first, last=last)) if keep]

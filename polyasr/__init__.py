@@ -6,6 +6,8 @@
     print(result.text, result.rtf)
 
 Importing polyasr imports neither torch nor MLX; a backend is imported when a model is loaded.
+A new model family implements `AsrModel` and declares a `Family` (see polyasr/models/base.py);
+`register_family` makes its ids loadable.
 """
 
 from polyasr.engine import AsrEngine
@@ -26,8 +28,9 @@ from polyasr.errors import (
     UnsupportedAudioFormatError,
     WeightsMismatchError,
 )
+from polyasr.models.base import AsrModel, Capabilities, CheckpointLayout, Family, ModelOutput
 from polyasr.options import TranscribeOptions
-from polyasr.registry import REGISTRY, ModelSpec, ModelType
+from polyasr.registry import REGISTRY, ModelSpec, ModelType, register_family
 from polyasr.result import Segment, TranscriptionResult
 
 __version__ = "0.1.0"
@@ -40,6 +43,12 @@ __all__ = [
     "ModelType",
     "ModelSpec",
     "REGISTRY",
+    "AsrModel",
+    "Capabilities",
+    "ModelOutput",
+    "Family",
+    "CheckpointLayout",
+    "register_family",
     "AsrError",
     "AudioError",
     "AudioFileNotFoundError",

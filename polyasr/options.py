@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from polyasr.errors import InvalidOptionError
 
@@ -44,7 +44,6 @@ class TranscribeOptions:
     chunk_secs: float | None = None
     seed: int = 0
     batch_size: int = 1
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in TASKS:

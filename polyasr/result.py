@@ -32,7 +32,9 @@ class TranscriptionResult:
     rtf: float
     # Per-stage wall times (seconds): "load_audio", "features", "encoder", "decoder", ...
     timings: dict[str, float] = field(default_factory=dict)
-    # Free-form flags a decoder raises, e.g. "temperature_fallback": 2.
+    # The same keys for every model (checkpoint_format, chunks, language_probability,
+    # first_token_latency_secs, device, dtype, kernels, quantize; see models/base.ModelOutput),
+    # then what one family adds, e.g. Whisper's "temperature_fallbacks": 2.
     info: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

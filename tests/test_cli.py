@@ -291,7 +291,7 @@ def test_planned_model_is_not_implemented(capsys, monkeypatch):
 
     from polyasr import registry
 
-    planned = dataclasses.replace(registry.REGISTRY["qwen3-asr-0.6b"], status=registry.PLANNED, note="issue 6")
+    planned = dataclasses.replace(registry.REGISTRY["qwen3-asr-0.6b"], status=registry.PLANNED, note="not written yet")
     monkeypatch.setitem(registry.REGISTRY, "qwen3-asr-0.6b", planned)
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "qwen3-asr-0.6b"])
     _assert_user_error(code, err, 4, "qwen3-asr-0.6b", "not implemented")
@@ -456,6 +456,44 @@ def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
         ],
     )
     _assert_user_error(code, err, 2, "ID=PATH")
+
+
+def test_benchmark_is_a_library_module_the_cli_uses():
+    """No cycle: `polyasr.benchmark` imports nothing of the CLI, and its option choices come from
+    the modules that own them (the CLI imports those, not the other way round)."""
+    code = "import sys, polyasr.benchmark; print('polyasr.cli' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
+    from polyasr import backends, cli, options
+    from polyasr.backends import kernel_dispatch
+
+    parser = cli._build_parser()
+    bench = next(a for a in parser._subparsers._group_actions[0].choices["benchmark"]._actions if a.dest == "device")
+    assert tuple(bench.choices) == backends.DEVICES and cli.TASKS is options.TASKS
+    assert cli.KERNEL_CHOICES is kernel_dispatch.KERNEL_CHOICES and cli.QUANTIZE_BITS is backends.QUANTIZE_BITS
+
+
+def test_benchmark_all_runs_what_is_found_and_skips_the_rest(capsys, monkeypatch, tmp_path, shared_tiny_en):
+    """`--models all`: every available model whose checkpoint is found runs; each one not found is
+    skipped with a one-line reason (here only tiny.en is found: an empty hub cache, no weight packages)."""
+    import polyasr.locate
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(polyasr.locate, "_from_pypi", lambda spec, looked: None)
+    report_file = tmp_path / "all.json"
+    argv = ["benchmark", "--audio", SHORT, "--models", "all", "--device", "cpu", "--repeats", "1", "-o", report_file]
+    code, out, err = _run(capsys, [*argv, "--model-path", f"whisper-tiny.en={shared_tiny_en}"])
+    assert code == 0, err
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    assert [r["model"] for r in report["results"]] == ["whisper-tiny.en"]
+    available = [s.id for s in REGISTRY.values() if s.available]
+    assert [s["model"] for s in report["skipped"]] == [m for m in available if m != "whisper-tiny.en"]
+    for s in report["skipped"]:
+        assert "\n" not in s["reason"] and "no checkpoint" in s["reason"], s
+        assert f"{s['model']}: skipped (" in out
+    # nothing found at all: one line saying how to give a checkpoint
+    code, _, err = _run(capsys, argv)
+    _assert_user_error(code, err, 4, "--models all", "--model-path")
 
 
 # --- the installed console script --------------------------------------------------------------------

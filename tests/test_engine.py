@@ -269,3 +269,21 @@ def test_auto_device_is_mlx_on_apple_silicon_cuda_with_a_gpu_else_cpu(monkeypatc
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")  # an Intel Mac: no Metal MLX
     assert resolve_device("auto") == "cuda"
     assert resolve_device("MLX") == "mlx"  # an explicit choice is taken as it is
+
+
+def test_forced_language_english_only_whisper(whisper_tiny_en_engine):
+    """An English-only Whisper refuses another language (the base class's one check) and reports "en"."""
+    with pytest.raises(InvalidOptionError, match=r"whisper-tiny.en \(English\).*'ru'.*supports: en"):
+        whisper_tiny_en_engine.transcribe_file(SHORT, TranscribeOptions(language="ru"))
+    with pytest.raises(InvalidOptionError, match="only transcribes"):
+        whisper_tiny_en_engine.transcribe_file(SHORT, TranscribeOptions(task="translate"))
+    assert whisper_tiny_en_engine.model.languages == ("en",)
+    assert not whisper_tiny_en_engine.model.capabilities.language_detection
+
+
+def test_forced_language_multilingual_whisper_follows_its_tokenizer(random_whisper_dir):
+    engine = AsrEngine.from_model("whisper", random_whisper_dir, device="cpu")
+    assert engine.model.capabilities.translation and "ru" in engine.model.languages
+    assert engine.model.languages == tuple(engine.model.tok.languages)
+    with pytest.raises(InvalidOptionError, match="'xx'.*supports: en, "):
+        engine.model.check_options(TranscribeOptions(language="xx"))

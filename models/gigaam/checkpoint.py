@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from polyasr.errors import CheckpointError, ModelNotFoundError
-from polyasr.models.checkpoint_io import read_safetensors_dir, write_safetensors
+from polyasr.models.checkpoint_io import read_config, read_safetensors_dir, write_safetensors
 
 POLYASR_FORMAT = 1
 FORMATS = ("gigaam-ckpt", "hf-hub", "safetensors")
@@ -334,13 +334,7 @@ def read_gigaam_checkpoint(path: str | Path) -> GigaAMCheckpoint:
 
 
 def _read_config(directory: Path) -> dict:
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{directory / 'config.json'}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{directory / 'config.json'}: not a JSON object")
-    return config
+    return read_config(directory / "config.json")
 
 
 def _read_ckpt(path: Path) -> GigaAMCheckpoint:
@@ -433,3 +427,12 @@ def check_variant(ckpt: GigaAMCheckpoint, model_id: str) -> None:
             f"{name} is an e2e model but its tokenizer.model was not found next to it "
             "(for a .ckpt: <name>_tokenizer.model in the same folder)"
         )
+
+
+def convert(spec, src: Path, out: Path) -> str:
+    """`polyasr convert`: a GigaAM .ckpt / hub directory -> model.safetensors + config.json
+    (+ tokenizer.model) in `out`, loadable without torch. Returns the line the CLI prints."""
+    ckpt = read_gigaam_checkpoint(src)
+    check_variant(ckpt, spec.id)
+    write_safetensors_dir(ckpt, out)
+    return f"{src} ({ckpt.format}, {len(ckpt.tensors)} tensors) -> {out}"

@@ -24,18 +24,18 @@ import math
 
 import numpy as np
 
-from polyasr.models.conformer import linear, macaron_block
+from polyasr.models import layers
+from polyasr.models.conformer import (
+    check_folded,
+    conv_module,
+    conv_module_shapes,
+    macaron_block,
+    stage_lengths,
+    subsampled_lengths,
+)
+from polyasr.models.layers import ParamShapes, linear
 
 _ENC = "encoder"
-_LINEARS = (
-    "self_attn.qk",
-    "self_attn.linear_v",
-    "self_attn.linear_out",
-    "feed_forward1.linear1",
-    "feed_forward1.linear2",
-    "feed_forward2.linear1",
-    "feed_forward2.linear2",
-)
 _NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
 
 
@@ -45,16 +45,17 @@ def n_stages(cfg) -> int:
 
 def stem_freq_bins(cfg) -> int:
     """conv2d stem: frequency bins left after the strided stages (upstream `calc_output_length(feat_in)`)."""
-    return int(subsampled_lengths(cfg, np.array([cfg.feat_in]))[0])
+    return int(subsampled_lengths([cfg.feat_in], cfg.subs_kernel_size, n_stages(cfg))[0])
 
 
-def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Every parameter with its shape: the contract checkpoints are checked against.
+def param_shapes(cfg) -> ParamShapes:
+    """Every parameter with its shape: the contract checkpoints are checked against, and how
+    `prepare` lays each weight out (models/layers.py).
 
     With conv_norm_type batch_norm the BatchNorm statistics are listed too; `weights.fold_batch_norm`
     folds them into the depthwise conv before `prepare`.
     """
-    d, k, shapes = cfg.d_model, cfg.subs_kernel_size, {}
+    d, k, shapes = cfg.d_model, cfg.subs_kernel_size, ParamShapes()
     c_in = 1 if cfg.subsampling == "conv2d" else cfg.feat_in
     for i in range(n_stages(cfg)):
         kernel = (k, k) if cfg.subsampling == "conv2d" else (k,)
@@ -62,57 +63,28 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
         shapes[f"{_ENC}.pre_encode.conv.{2 * i}.bias"] = (d,)
         c_in = d
     if cfg.subsampling == "conv2d":
-        shapes[f"{_ENC}.pre_encode.out.weight"] = (d, d * stem_freq_bins(cfg))
-        shapes[f"{_ENC}.pre_encode.out.bias"] = (d,)
+        shapes.linear(f"{_ENC}.pre_encode.out", d, d * stem_freq_bins(cfg))
     ff = d * cfg.ff_expansion_factor
     for i in range(cfg.n_layers):
         p = f"{_ENC}.layers.{i}"
         for n in _NORMS:
-            shapes[f"{p}.{n}.weight"], shapes[f"{p}.{n}.bias"] = (d,), (d,)
+            shapes.norm(f"{p}.{n}", d)
         for j in (1, 2):
-            shapes[f"{p}.feed_forward{j}.linear1.weight"], shapes[f"{p}.feed_forward{j}.linear1.bias"] = (ff, d), (ff,)
-            shapes[f"{p}.feed_forward{j}.linear2.weight"], shapes[f"{p}.feed_forward{j}.linear2.bias"] = (d, ff), (d,)
-        shapes[f"{p}.self_attn.qk.weight"], shapes[f"{p}.self_attn.qk.bias"] = (2 * d, d), (2 * d,)
+            shapes.linear(f"{p}.feed_forward{j}.linear1", ff, d)
+            shapes.linear(f"{p}.feed_forward{j}.linear2", d, ff)
+        shapes.linear(f"{p}.self_attn.qk", 2 * d, d)
         for n in ("linear_v", "linear_out"):
-            shapes[f"{p}.self_attn.{n}.weight"], shapes[f"{p}.self_attn.{n}.bias"] = (d, d), (d,)
-        c = f"{p}.conv"
-        shapes[f"{c}.pointwise_conv1.weight"], shapes[f"{c}.pointwise_conv1.bias"] = (2 * d, d, 1), (2 * d,)
-        shapes[f"{c}.depthwise_conv.weight"], shapes[f"{c}.depthwise_conv.bias"] = (d, 1, cfg.conv_kernel_size), (d,)
-        norm = ("weight", "bias") + (("running_mean", "running_var") if cfg.conv_norm_type == "batch_norm" else ())
-        shapes.update({f"{c}.batch_norm.{n}": (d,) for n in norm})
-        shapes[f"{c}.pointwise_conv2.weight"], shapes[f"{c}.pointwise_conv2.bias"] = (d, d, 1), (d,)
-    shapes["head.decoder_layers.0.weight"] = (cfg.num_classes, d, 1)
-    shapes["head.decoder_layers.0.bias"] = (cfg.num_classes,)
+            shapes.linear(f"{p}.self_attn.{n}", d, d)
+        conv_module_shapes(shapes, p, d, cfg.conv_kernel_size, True, cfg.conv_norm_type == "batch_norm")
+    shapes.conv1x1("head.decoder_layers.0", cfg.num_classes, d)
     return shapes
 
 
 def prepare(params, cfg, B) -> dict:
-    """Checkpoint parameters -> what the functions below take, once at load time: 1x1 convs as
-    linear weights in the backend's layout, depthwise kernels as (C, K). BatchNorm must be folded."""
-    if any(".conv.batch_norm.running_mean" in n for n in params):
-        raise ValueError("prepare: fold the conv module's BatchNorm first (weights.fold_batch_norm)")
-    out = dict(params)
-    for name, w in params.items():
-        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name == f"{_ENC}.pre_encode.out.weight":
-            out[name] = B.prepare_linear(w)
-        elif name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")) or name.startswith("head."):
-            out[name] = B.prepare_linear(w[..., 0]) if name.endswith("weight") else w
-        elif name.endswith("depthwise_conv.weight"):
-            out[name] = B.contiguous(w[:, 0, :])
-    return out
-
-
-def subsampled_lengths(cfg, lengths) -> np.ndarray:
-    """Frames after each strided stage: floor((L + 2 * pad - k) / 2) + 1 per stage. (B,) -> (B,)."""
-    out = np.asarray(lengths, dtype=np.int64)
-    for _ in range(n_stages(cfg)):
-        out = stage_lengths(cfg, out)
-    return out
-
-
-def stage_lengths(cfg, lengths) -> np.ndarray:
-    k = cfg.subs_kernel_size
-    return np.floor((np.asarray(lengths, dtype=np.float64) + 2 * ((k - 1) // 2) - k) / 2 + 1).astype(np.int64)
+    """Checkpoint parameters -> what the functions below take, once at load time (models/layers.py).
+    BatchNorm must be folded."""
+    check_folded(params)
+    return layers.prepare(params, param_shapes(cfg), B)
 
 
 def _stem(params, cfg, B, x, lengths):
@@ -127,7 +99,7 @@ def _stem(params, cfg, B, x, lengths):
             x = B.zero_masked(x, keep[:, None, :, None] if conv2d else keep[:, :, None])
         w, b = params[f"{_ENC}.pre_encode.conv.{2 * i}.weight"], params[f"{_ENC}.pre_encode.conv.{2 * i}.bias"]
         x = B.relu(B.conv2d(x, w, b, 2, pad) if conv2d else B.conv1d(x, w, b, 2, pad))
-        lengths = stage_lengths(cfg, lengths)
+        lengths = stage_lengths(lengths, cfg.subs_kernel_size)
     if ragged:  # the last stage's padded frames are not read by a conv again, but keep them zero
         keep = B.length_mask(lengths, x.shape[2 if conv2d else 1])
         x = B.zero_masked(x, keep[:, None, :, None] if conv2d else keep[:, :, None])
@@ -147,19 +119,14 @@ def _self_attention(params, cfg, B, x, p, rope, keep):
 
 
 def _conv_module(params, cfg, B, x, p, keep):
-    """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
+    """x (B, T, d) normalised -> (B, T, d). v3 names its LayerNorm `batch_norm`; a BatchNorm (v2) is folded."""
     c = f"{p}.conv"
-    ln = None
-    if cfg.conv_norm_type == "layer_norm":  # v3 names its LayerNorm `batch_norm`; BatchNorm is folded (v2)
-        ln = (params[f"{c}.batch_norm.weight"], params[f"{c}.batch_norm.bias"])
-    x = B.glu_dwconv_silu(
-        linear(params, B, x, f"{c}.pointwise_conv1"),
-        params[f"{c}.depthwise_conv.weight"],
-        params[f"{c}.depthwise_conv.bias"],
-        keep,
-        ln,
+    ln = (
+        (params[f"{c}.batch_norm.weight"], params[f"{c}.batch_norm.bias"])
+        if cfg.conv_norm_type == "layer_norm"
+        else None
     )
-    return linear(params, B, x, f"{c}.pointwise_conv2")
+    return conv_module(params, B, x, p, keep, ln)
 
 
 def layer(params, cfg, B, x, i: int, rope, keep):

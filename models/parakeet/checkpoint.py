@@ -10,17 +10,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polyasr.errors import CheckpointError
-from polyasr.models.checkpoint_io import read_safetensors_dir, read_torch_weights, write_safetensors
+from polyasr.models.checkpoint_io import read_config, read_safetensors_dir, read_torch_weights, write_safetensors
 from polyasr.models.parakeet.config import ParakeetConfig
 from polyasr.models.parakeet.tokenizer import ParakeetTokenizer
-from polyasr.models.parakeet.weights import HF_MAP, NEMO_MAP
+from polyasr.models.parakeet.weights import HF_MAP, nemo_weight_map
 from polyasr.models.weight_map import WeightMap
 
 
@@ -74,7 +73,7 @@ def _read_nemo(archive: Path) -> ParakeetCheckpoint:
         except OSError:
             pass
     tokenizer = ParakeetTokenizer(cfg.vocab_size, sentencepiece_model=contents.tokenizer_model, source=str(archive))
-    return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(archive))
+    return ParakeetCheckpoint("nemo", cfg, tensors, dtypes, tokenizer, nemo_weight_map(cfg), str(archive))
 
 
 CONVERTED_CONFIG = "model_config.yaml"
@@ -109,15 +108,17 @@ def write_converted(archive: str | Path, out_dir: str | Path) -> tuple[Path, int
     return out, len(tensors)
 
 
-def _read_converted(directory: Path) -> ParakeetCheckpoint:
-    import yaml
+def convert(spec, src: Path, out: Path) -> str:
+    """`polyasr convert`: a .nemo archive (or a directory holding one) -> model.safetensors +
+    model_config.yaml + tokenizer.model in `out`, loadable without torch. Returns the line the CLI prints."""
+    archive = src if src.is_file() else next(iter(sorted(src.glob("*.nemo"))), src)
+    _, count = write_converted(archive, out)
+    return f"{archive} (nemo, {count} tensors) -> {out}"
 
-    try:
-        config = yaml.safe_load((directory / CONVERTED_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{directory / CONVERTED_CONFIG}: not readable plain YAML ({e})") from e
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{directory / CONVERTED_CONFIG}: not a mapping")
+
+def _read_converted(directory: Path) -> ParakeetCheckpoint:
+
+    config = read_config(directory / CONVERTED_CONFIG)
     if not (directory / "model.safetensors").is_file():
         raise CheckpointError(
             f"{directory}: {CONVERTED_CONFIG} but no model.safetensors (a `polyasr convert` output holds both)"
@@ -128,20 +129,13 @@ def _read_converted(directory: Path) -> ParakeetCheckpoint:
     tokenizer = ParakeetTokenizer(
         cfg.vocab_size, sentencepiece_model=sp.read_bytes() if sp.is_file() else None, source=str(directory)
     )
-    return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, NEMO_MAP, str(directory))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({e})") from e
+    return ParakeetCheckpoint("nemo-safetensors", cfg, tensors, dtypes, tokenizer, nemo_weight_map(cfg), str(directory))
 
 
 def _read_hf(directory: Path) -> ParakeetCheckpoint:
-    config = _read_json(directory / "config.json")
+    config = read_config(directory / "config.json")
     pre_path = directory / "preprocessor_config.json"
-    pre = _read_json(pre_path) if pre_path.is_file() else {}
+    pre = read_config(pre_path) if pre_path.is_file() else {}
     pre = pre.get("feature_extractor", pre)  # a processor_config.json nests it
     cfg = ParakeetConfig.from_hf(config, pre)
     if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from polyasr.errors import CheckpointError
 from polyasr.kernels.mel_tables import MelConfig
@@ -54,6 +54,9 @@ class ParakeetConfig:
     pred_hidden: int = 640
     pred_rnn_layers: int = 2
     joint_hidden: int = 640
+    # Inference ignores dropout (hence compare=False: same network either way), but NeMo inserts a
+    # Dropout module into the joint when it is > 0, which shifts the output layer's name.
+    joint_dropout: float = field(default=0.0, compare=False)
     vocab_size: int = 8192  # tokens without the blank; the blank id is vocab_size
     durations: tuple[int, ...] = (0, 1, 2, 3, 4)  # () = plain RNN-T
     max_symbols: int = 10
@@ -167,6 +170,7 @@ class ParakeetConfig:
             pred_hidden=int(pred.get("pred_hidden", 640)),
             pred_rnn_layers=int(pred.get("pred_rnn_layers", 1)),
             joint_hidden=int(jn.get("joint_hidden", 640)),
+            joint_dropout=float(jn.get("dropout") or 0.0),
             vocab_size=vocab,
             durations=tuple(int(d) for d in durations),
             max_symbols=int((decoding.get("greedy") or {}).get("max_symbols", 10) or 10),
@@ -256,9 +260,15 @@ def _check_supported(pre, enc, dec, joint, decoding) -> None:
         ("preprocessor.log_zero_guard_type", pre.get("log_zero_guard_type", "add"), ("add",)),
         ("preprocessor.mel_norm", pre.get("mel_norm", "slaney"), ("slaney",)),
         ("decoder.blank_as_pad", bool(dec.get("blank_as_pad", True)), (True,)),
+        # a normalised LSTM or a projected one names and shapes its weights differently
+        ("decoder.normalization_mode", dec.get("normalization_mode"), (None,)),
         ("joint.jointnet.activation", (joint.get("jointnet") or {}).get("activation", "relu"), ("relu",)),
         ("decoding.model_type", decoding.get("model_type", "tdt"), ("tdt", "rnnt")),
     ]
+    prednet = dec.get("prednet") or {}
+    rnn_hidden = int(prednet.get("rnn_hidden_size", -1) or -1)
+    if rnn_hidden not in (-1, int(prednet.get("pred_hidden", 640))):
+        checks.append(("decoder.prednet.rnn_hidden_size", rnn_hidden, (-1, prednet.get("pred_hidden", 640))))
     context = enc.get("att_context_size", [-1, -1])
     if context is not None and list(context) != [-1, -1]:
         checks.append(("encoder.att_context_size", list(context), ([-1, -1],)))

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from polyasr.models.conformer import linear, macaron_block
+from polyasr.models import layers
+from polyasr.models.conformer import (
+    check_folded,
+    conv_module,
+    conv_module_shapes,
+    macaron_block,
+    stage_lengths,
+    subsampled_lengths,
+)
+from polyasr.models.layers import ParamShapes, linear
 
 _ENC = "encoder"
-_LINEARS = (
-    "self_attn.linear_qkv",
-    "self_attn.linear_out",
-    "self_attn.linear_pos",
-    "feed_forward1.linear1",
-    "feed_forward1.linear2",
-    "feed_forward2.linear1",
-    "feed_forward2.linear2",
-)
 _NORMS = ("norm_feed_forward1", "norm_self_att", "norm_conv", "norm_feed_forward2", "norm_out")
 LSTM = "decoder.prediction.dec_rnn.lstm"
 
@@ -47,36 +47,20 @@ def stem_conv_indices(cfg) -> list[tuple[int, int | None]]:
     return [(0, None)] + [(3 * s - 1, 3 * s) for s in range(1, cfg.subsampling_stages)]
 
 
-def stage_lengths(cfg, lengths) -> np.ndarray:
-    """One stride-2 stage: floor((L + 2 * pad - k) / 2) + 1."""
-    k = cfg.subsampling_conv_kernel_size
-    return (np.asarray(lengths, dtype=np.int64) + 2 * ((k - 1) // 2) - k) // 2 + 1
-
-
-def subsampled_lengths(cfg, lengths) -> np.ndarray:
-    out = np.asarray(lengths, dtype=np.int64)
-    for _ in range(cfg.subsampling_stages):
-        out = stage_lengths(cfg, out)
-    return out
-
-
-def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
+def param_shapes(cfg) -> ParamShapes:
     """Every parameter with its shape: the contract checkpoints are checked against (BatchNorm
-    statistics included; `weight_map.fold_batch_norm` folds them before `prepare`)."""
+    statistics included; `weight_map.fold_batch_norm` folds them before `prepare`), and how
+    `prepare` lays each weight out (models/layers.py)."""
     d, c, k, h = cfg.d_model, cfg.subsampling_conv_channels, cfg.subsampling_conv_kernel_size, cfg.n_heads
-    ff, s = d * cfg.ff_expansion_factor, {}
-
-    def linear(name, n_out, n_in, bias):
-        s[f"{name}.weight"] = (n_out, n_in)
-        if bias:
-            s[f"{name}.bias"] = (n_out,)
+    ff, s = d * cfg.ff_expansion_factor, ParamShapes()
+    linear = s.linear
 
     pre = f"{_ENC}.pre_encode"
     for first, pw in stem_conv_indices(cfg):
         s[f"{pre}.conv.{first}.weight"], s[f"{pre}.conv.{first}.bias"] = (c, 1, k, k), (c,)
         if pw is not None:
             s[f"{pre}.conv.{pw}.weight"], s[f"{pre}.conv.{pw}.bias"] = (c, c, 1, 1), (c,)
-    linear(f"{pre}.out", d, c * int(subsampled_lengths(cfg, [cfg.feat_in])[0]), True)
+    linear(f"{pre}.out", d, c * int(subsampled_lengths([cfg.feat_in], k, cfg.subsampling_stages)[0]), True)
     for i in range(cfg.n_layers):
         p = f"{_ENC}.layers.{i}"
         for n in _NORMS:
@@ -86,16 +70,11 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
             linear(f"{p}.feed_forward{j}.linear2", d, ff, cfg.use_bias)
         for n in ("linear_q", "linear_k", "linear_v", "linear_out"):
             linear(f"{p}.self_attn.{n}", d, d, cfg.use_bias)
+        s.kinds[f"{p}.self_attn.linear_qkv.weight"] = "linear"  # what weights.fuse_qkv makes of q, k and v
         linear(f"{p}.self_attn.linear_pos", d, d, False)
-        s[f"{p}.self_attn.pos_bias_u"] = s[f"{p}.self_attn.pos_bias_v"] = (h, d // h)
-        conv = f"{p}.conv"
-        s[f"{conv}.pointwise_conv1.weight"] = (2 * d, d, 1)
-        s[f"{conv}.depthwise_conv.weight"] = (d, 1, cfg.conv_kernel_size)
-        s[f"{conv}.pointwise_conv2.weight"] = (d, d, 1)
-        if cfg.conv_bias:
-            s[f"{conv}.pointwise_conv1.bias"], s[f"{conv}.depthwise_conv.bias"] = (2 * d,), (d,)
-            s[f"{conv}.pointwise_conv2.bias"] = (d,)
-        s.update({f"{conv}.batch_norm.{n}": (d,) for n in ("weight", "bias", "running_mean", "running_var")})
+        for n in ("pos_bias_u", "pos_bias_v"):
+            s[f"{p}.self_attn.{n}"], s.kinds[f"{p}.self_attn.{n}"] = (h, d // h), "per_head"
+        conv_module_shapes(s, p, d, cfg.conv_kernel_size, cfg.conv_bias, norm_stats=True)
     pred, joint, classes = cfg.pred_hidden, cfg.joint_hidden, cfg.vocab_size + 1
     s["decoder.prediction.embed.weight"] = (classes, pred)
     for n in range(cfg.pred_rnn_layers):
@@ -109,27 +88,10 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
 
 def prepare(params, cfg, B) -> dict:
     """Encoder parameters (as `weights.map_weights` returns them: BatchNorm folded, q/k/v fused into
-    `linear_qkv`) -> what `encode` takes, once at load time: linears (and 1x1 convs) in the
-    backend's layout, depthwise kernels as (C, K), relative-position biases as (H, 1, D). The
-    prediction network and joint stay as they are (the decoding loop takes them)."""
-    if any(".conv.batch_norm.running_mean" in n for n in params):
-        raise ValueError("prepare: fold the conv module's BatchNorm first (weight_map.fold_batch_norm)")
-    out = dict(params)
-    for name, w in params.items():
-        if not name.endswith("weight") and not name.endswith(("pos_bias_u", "pos_bias_v")):
-            continue
-        if any(name.endswith(f".{n}.weight") for n in _LINEARS) or name in (
-            f"{_ENC}.pre_encode.out.weight",
-            "joint.enc.weight",
-        ):
-            out[name] = B.prepare_linear(w)
-        elif name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")):
-            out[name] = B.prepare_linear(w[..., 0])
-        elif name.endswith("depthwise_conv.weight"):
-            out[name] = B.contiguous(w[:, 0, :])
-        elif name.endswith(("pos_bias_u", "pos_bias_v")):
-            out[name] = B.contiguous(w[:, None, :])
-    return out
+    `linear_qkv`) -> what `encode` takes, once at load time (models/layers.py). The prediction
+    network and joint are not passed in: the decoding loop takes them as they are."""
+    check_folded(params)
+    return layers.prepare(params, param_shapes(cfg), B)
 
 
 STEM_BYTES = 1 << 28  # first stem stage's output per slice of the batch (see _stem)
@@ -163,7 +125,7 @@ def _stem_slice(params, cfg, B, features, lengths):
         if pw is not None:
             x = B.conv2d(x, params[f"{pre}.{pw}.weight"], params[f"{pre}.{pw}.bias"])
         x = B.relu(x)
-        lengths = stage_lengths(cfg, lengths)
+        lengths = stage_lengths(lengths, cfg.subsampling_conv_kernel_size)
         if ragged:  # the next stage must read zeros past each item's end, as if the item were alone
             x = B.zero_masked(x, B.length_mask(lengths, x.shape[2])[:, None, :, None])
     return linear(params, B, B.merge_heads(x), f"{_ENC}.pre_encode.out"), lengths
@@ -189,18 +151,6 @@ def _self_attention(params, cfg, B, x, p, positions, keep):
     return linear(params, B, B.merge_heads(out), f"{a}.linear_out")
 
 
-def _conv_module(params, cfg, B, x, p, keep):
-    """x (B, T, d) normalised -> (B, T, d); padded frames are zeroed before the depthwise conv."""
-    c = f"{p}.conv"
-    x = B.glu_dwconv_silu(
-        linear(params, B, x, f"{c}.pointwise_conv1"),
-        params[f"{c}.depthwise_conv.weight"],
-        params[f"{c}.depthwise_conv.bias"],
-        keep,
-    )
-    return linear(params, B, x, f"{c}.pointwise_conv2")
-
-
 def layer(params, cfg, B, x, i: int, positions, keep):
     """One FastConformer block: x (B, T, d) -> (B, T, d)."""
     p = f"{_ENC}.layers.{i}"
@@ -210,7 +160,7 @@ def layer(params, cfg, B, x, i: int, positions, keep):
         x,
         p,
         lambda h: _self_attention(params, cfg, B, h, p, positions, keep),
-        lambda h: _conv_module(params, cfg, B, h, p, keep),
+        lambda h: conv_module(params, B, h, p, keep),
     )
 
 

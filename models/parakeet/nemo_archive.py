@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from polyasr.errors import CheckpointError
+from polyasr.models.checkpoint_io import parse_config
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 16 << 30  # a 1.1B-parameter fp32 checkpoint is ~4.5 GB
@@ -100,8 +101,6 @@ def _tokenizer_member(files, config: dict) -> tarfile.TarInfo | None:
 
 def read_nemo(archive: str | os.PathLike) -> NemoContents:
     """Open `archive`, check it, parse its config and extract its weights into a temporary directory."""
-    import yaml
-
     archive = Path(archive)
     try:
         tar = tarfile.open(archive, "r:*")
@@ -119,12 +118,7 @@ def read_nemo(archive: str | os.PathLike) -> NemoContents:
                 f"{archive}: .nemo archive lacks {', '.join(missing)} "
                 f"(it has: {', '.join(sorted(files)) or 'no files'})"
             )
-        try:
-            config = yaml.safe_load(_read_small(tar, archive, config_member))
-        except yaml.YAMLError as e:
-            raise CheckpointError(f"{archive}: {CONFIG} is not plain YAML ({e})") from e
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{archive}: {CONFIG} is not a mapping")
+        config = parse_config(_read_small(tar, archive, config_member), f"{archive}: {CONFIG}", "yaml")
         tok = _tokenizer_member(files, config)
         tokenizer = _read_small(tar, archive, tok) if tok is not None else None
         workdir = tempfile.TemporaryDirectory(prefix="polyasr-nemo-")

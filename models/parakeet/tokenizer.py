@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from polyasr.errors import CheckpointError
+from polyasr.models.checkpoint_io import read_hf_tokenizer
 
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
@@ -34,12 +35,7 @@ class ParakeetTokenizer:
                 raise CheckpointError(f"{source}: the tokenizer model is not a SentencePiece model ({e})") from e
             size = self._sp.get_piece_size()
         elif tokenizer_json is not None:
-            from tokenizers import Tokenizer
-
-            try:
-                self._hf = Tokenizer.from_file(str(tokenizer_json))
-            except Exception as e:  # tokenizers raises a bare Exception on malformed files
-                raise CheckpointError(f"{tokenizer_json}: not a readable tokenizer.json ({e})") from e
+            self._hf = read_hf_tokenizer(tokenizer_json)
             size = sum(1 for i in range(vocab_size) if self._hf.id_to_token(i) is not None)
         else:
             raise CheckpointError(

@@ -1,10 +1,19 @@
 """Parakeet checkpoint names -> canonical parameters (NeMo's names; see model.param_shapes).
 
 Two tables, one per format:
-* NEMO_MAP: `model_weights.ckpt` inside a `.nemo` archive. Canonical names are NeMo's, so it is
-  identity, plus what is dropped on purpose: the preprocessor's window and mel bank (the frontend
-  computes both from the config; tests prove them equal to transformers' extractor), BatchNorm's
-  batch counter, and a stored relative-position table (recomputed for each length).
+* `nemo_weight_map(cfg)`: `model_weights.ckpt` inside a `.nemo` archive. Canonical names are NeMo's,
+  so it is identity, plus what is dropped on purpose: the preprocessor's window and mel bank (the
+  frontend computes both from the config; tests prove them equal to transformers' extractor),
+  BatchNorm's batch counter, and a stored relative-position table (recomputed for each length).
+  Where NeMo numbers a module's `nn.Sequential` children by what its config switched on, the
+  index comes from the archive's config, not from one released file:
+  - `joint.joint_net` is [activation, Dropout if jointnet.dropout, Linear] (`RNNTJoint.
+    _joint_net_modules`), so the output layer is `joint_net.2` with dropout and `joint_net.1`
+    without; the canonical name is `joint.joint_net.2` (model.param_shapes) either way.
+  - `encoder.pre_encode.conv` (dw_striding) is [conv, act] + [dw conv, pw conv, act] per further
+    stage whatever the config says; only the stage count varies (model.stem_conv_indices).
+  - the prediction network's LSTM is `dec_rnn.lstm` for `normalization_mode: null` and no
+    `rnn_hidden_size` projection, the only layout config.py accepts.
 * HF_MAP: transformers' `ParakeetForTDT` (names from its NeMo conversion script, reversed).
 After mapping, the conv modules' BatchNorm is folded into their depthwise convs (host fp32), and
 each layer's q, k and v projections are concatenated into one `linear_qkv` (one GEMM instead of
@@ -36,25 +45,36 @@ _LAYER_PARTS = (
 _BN = ("weight", "bias", "running_mean", "running_var")
 _LSTM_PARTS = ("weight_ih_l{}", "weight_hh_l{}", "bias_ih_l{}", "bias_hh_l{}")
 
-NEMO_MAP = WeightMap(
-    rename={
-        "encoder.pre_encode.conv.{}.weight": "encoder.pre_encode.conv.{}.weight",
-        "encoder.pre_encode.conv.{}.bias": "encoder.pre_encode.conv.{}.bias",
-        "encoder.pre_encode.out.weight": "encoder.pre_encode.out.weight",
-        "encoder.pre_encode.out.bias": "encoder.pre_encode.out.bias",
-        **{f"{_L}.{part}.{p}": f"{_L}.{part}.{p}" for part in _LAYER_PARTS for p in ("weight", "bias")},
-        f"{_L}.self_attn.pos_bias_u": f"{_L}.self_attn.pos_bias_u",
-        f"{_L}.self_attn.pos_bias_v": f"{_L}.self_attn.pos_bias_v",
-        **{f"{_L}.conv.batch_norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
-        f"{_L}.conv.batch_norm.num_batches_tracked": None,  # a training counter
-        "encoder.pos_enc.pe": None,  # the sinusoid table, recomputed for each length
-        "preprocessor.featurizer.window": None,  # computed from the config (symmetric hann)
-        "preprocessor.featurizer.fb": None,  # computed from the config (slaney mel bank)
-        "decoder.prediction.embed.weight": "decoder.prediction.embed.weight",
-        **{f"{LSTM}.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
-        **{f"joint.{n}.{p}": f"joint.{n}.{p}" for n in ("enc", "pred", "joint_net.2") for p in ("weight", "bias")},
-    }
-)
+_NEMO_RENAME = {
+    "encoder.pre_encode.conv.{}.weight": "encoder.pre_encode.conv.{}.weight",
+    "encoder.pre_encode.conv.{}.bias": "encoder.pre_encode.conv.{}.bias",
+    "encoder.pre_encode.out.weight": "encoder.pre_encode.out.weight",
+    "encoder.pre_encode.out.bias": "encoder.pre_encode.out.bias",
+    **{f"{_L}.{part}.{p}": f"{_L}.{part}.{p}" for part in _LAYER_PARTS for p in ("weight", "bias")},
+    f"{_L}.self_attn.pos_bias_u": f"{_L}.self_attn.pos_bias_u",
+    f"{_L}.self_attn.pos_bias_v": f"{_L}.self_attn.pos_bias_v",
+    **{f"{_L}.conv.batch_norm.{n}": f"{_L}.conv.batch_norm.{n}" for n in _BN},
+    f"{_L}.conv.batch_norm.num_batches_tracked": None,  # a training counter
+    "encoder.pos_enc.pe": None,  # the sinusoid table, recomputed for each length
+    "preprocessor.featurizer.window": None,  # computed from the config (symmetric hann)
+    "preprocessor.featurizer.fb": None,  # computed from the config (slaney mel bank)
+    "decoder.prediction.embed.weight": "decoder.prediction.embed.weight",
+    **{f"{LSTM}.{p}": f"{LSTM}.{p}" for p in _LSTM_PARTS},
+    **{f"joint.{n}.{p}": f"joint.{n}.{p}" for n in ("enc", "pred") for p in ("weight", "bias")},
+}
+
+
+def nemo_joint_out_index(cfg) -> int:
+    """Index of the joint's output Linear in NeMo's `joint_net`: after the activation, and after a
+    Dropout module that NeMo inserts only when `jointnet.dropout` is non-zero."""
+    return 2 if cfg.joint_dropout else 1
+
+
+def nemo_weight_map(cfg) -> WeightMap:
+    """The `.nemo` table for this archive's config (see the module docstring for what varies)."""
+    out = f"joint.joint_net.{nemo_joint_out_index(cfg)}"
+    return WeightMap(rename={**_NEMO_RENAME, **{f"{out}.{p}": f"joint.joint_net.2.{p}" for p in ("weight", "bias")}})
+
 
 _HF_ATTN = {
     "linear_q": "q_proj",

@@ -6,9 +6,14 @@ tokens, at `max_new` tokens, or when the repetition guard fires; finished rows l
 (their cache rows are dropped) so the rest run at their own batch size.
 
 Repetition guard: LLM-based ASR can loop on noise and music, repeating one phrase until the token
-limit. A row whose last tokens are one pattern of p <= MAX_PERIOD tokens repeated at least
-max(MIN_REPEATS, ceil(MIN_SPAN / p)) times in a row is stopped; the tokens before the loop and one
-copy of the pattern are kept, and the row is marked `stopped="repetition"`.
+limit. Qwen's own pipeline decodes on and cleans the text afterwards (prompt.fix_repetitions: a
+pattern of up to 20 characters repeated 20 or more times in a row is written once), so real speech
+that repeats ("no, no, no, no", a chorus, a list) comes out whole. The guard stops a row only once
+the fix-up is bound to collapse what it has: its last tokens are one pattern of p <= MAX_PERIOD
+tokens repeated COLLAPSE_REPEATS times in a row, and that pattern's text is at most
+COLLAPSE_PATTERN_CHARS characters. The tokens before the loop and one copy of the pattern are kept
+(what the fix-up would have written for the run), and the row is marked `stopped="repetition"`.
+A shorter run, or a run of a longer phrase, is decoded on exactly as Qwen's pipeline decodes it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import numpy as np
 from polyasr.models.qwen3_asr import model as net
 
 MAX_PERIOD = 40
-MIN_REPEATS = 4
-MIN_SPAN = 24  # one token repeated 24 times, or a 6-token phrase 4 times
+COLLAPSE_REPEATS = 20  # prompt.fix_repetitions' threshold (Qwen's detect_and_fix_repetitions)
+COLLAPSE_PATTERN_CHARS = 20  # the longest pattern it collapses
 # The encoder gives 12.5 tokens per second of audio; a transcript needs fewer, plus the language tag.
 TOKENS_PER_SEC = 12.5
 TAG_TOKENS = 32
@@ -34,21 +39,25 @@ def max_new_tokens(seconds: float) -> int:
     return TAG_TOKENS + math.ceil(seconds * TOKENS_PER_SEC)
 
 
-def loop_start(tokens: list[int]) -> int | None:
-    """If `tokens` ends in a loop (see module docstring), the length to keep (before the loop plus one
-    copy of the pattern); else None."""
+def loop_start(tokens: list[int], detokenize) -> int | None:
+    """If `tokens` ends in a loop that Qwen's text fix-up would write once (see module docstring),
+    the length to keep (before the loop plus one copy of the pattern); else None.
+    detokenize: ids -> text (the tokenizer's decode)."""
     n = len(tokens)
-    for p in range(1, min(MAX_PERIOD, n // MIN_REPEATS) + 1):
-        need = max(MIN_REPEATS, -(-MIN_SPAN // p))
-        if need * p > n:
-            continue
+    for p in range(1, min(MAX_PERIOD, n // COLLAPSE_REPEATS) + 1):
         tail, r = tokens[n - p :], 1
-        while r < need and tokens[n - (r + 1) * p : n - r * p] == tail:
+        while r < COLLAPSE_REPEATS and tokens[n - (r + 1) * p : n - r * p] == tail:
             r += 1
-        if r == need:
-            while (r + 1) * p <= n and tokens[n - (r + 1) * p : n - r * p] == tail:
-                r += 1
-            return n - r * p + p
+        if r < COLLAPSE_REPEATS:
+            continue
+        # Token periodicity is not text periodicity: decode to check the fix-up's own condition (and
+        # that the pattern decodes on its own, which a run of partial UTF-8 bytes does not).
+        text = detokenize(tail)
+        if not 0 < len(text) <= COLLAPSE_PATTERN_CHARS or detokenize(tokens[n - r * p :]) != text * r:
+            continue
+        while (r + 1) * p <= n and tokens[n - (r + 1) * p : n - r * p] == tail:
+            r += 1
+        return n - r * p + p
     return None
 
 
@@ -83,10 +92,11 @@ def greedy(
     pad: np.ndarray,
     max_new: list[int],
     stop_ids,
-    guard: bool = True,
+    guard=None,
     stats: DecodeStats | None = None,
 ) -> list[Generation]:
-    """prompts: (B, L, hidden) left-padded prompt embeddings; pad: left padding per row; max_new: bound per row.
+    """prompts: (B, L, hidden) left-padded prompt embeddings; pad: left padding per row; max_new: bound per row;
+    guard: the tokenizer's ids -> text to run the repetition guard with, or None/False for none.
 
     Returns one Generation per row.
     """
@@ -117,7 +127,7 @@ def greedy(
         stats.steps += 1
 
 
-def _advance(g: Generation, token: int, logprob: float, max_new: int, stop_ids, guard: bool) -> bool:
+def _advance(g: Generation, token: int, logprob: float, max_new: int, stop_ids, guard) -> bool:
     """Take one chosen token into a row; False when the row is finished."""
     if token in stop_ids:
         g.stopped = "stop"
@@ -125,7 +135,7 @@ def _advance(g: Generation, token: int, logprob: float, max_new: int, stop_ids, 
     g.tokens.append(token)
     g.logprobs.append(logprob)
     if guard:
-        keep = loop_start(g.tokens)
+        keep = loop_start(g.tokens, guard)
         if keep is not None:
             del g.tokens[keep:], g.logprobs[keep:]
             g.stopped = "repetition"

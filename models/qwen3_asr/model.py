@@ -26,19 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from polyasr.models import layers
+from polyasr.models.layers import ParamShapes
 
-def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Every parameter the network needs, with its shape: the contract checkpoints are checked against."""
+
+def param_shapes(cfg) -> ParamShapes:
+    """Every parameter the network needs, with its shape: the contract checkpoints are checked
+    against, and how `prepare` lays each weight out (models/layers.py)."""
     a, t = cfg.audio, cfg.text
-    d, c, shapes = a.d_model, a.downsample_hidden_size, {}
-
-    def lin(name, n_out, n_in, bias=True):
-        shapes[f"{name}.weight"] = (n_out, n_in)
-        if bias:
-            shapes[f"{name}.bias"] = (n_out,)
+    d, c, shapes = a.d_model, a.downsample_hidden_size, ParamShapes()
+    lin = shapes.linear
 
     def ln(name):
-        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (d,), (d,)
+        shapes.norm(name, d)
 
     for i, c_in in ((1, 1), (2, c), (3, c)):
         shapes[f"audio_tower.conv2d{i}.weight"], shapes[f"audio_tower.conv2d{i}.bias"] = (c, c_in, 3, 3), (c,)
@@ -65,27 +65,11 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-_LINEARS = (
-    "self_attn.qkv",
-    "self_attn.out_proj",
-    "fc1",
-    "fc2",
-    "conv_out",
-    "proj1",
-    "proj2",
-    "self_attn.o_proj",
-    "mlp.gate_up",
-    "mlp.down_proj",
-)
-
-
 def prepare(params, cfg, B) -> dict:
     """Checkpoint parameters -> what the functions below take, once at load time: linear weights in
-    the backend's layout, the sinusoid table, and the output projection (tied to the embedding or not)."""
-    out = dict(params)
-    for name, w in params.items():
-        if any(name.endswith(f"{n}.weight") for n in _LINEARS):
-            out[name] = B.prepare_linear(w)
+    the backend's layout (models/layers.py), the sinusoid table, and the output projection (tied
+    to the embedding or not)."""
+    out = layers.prepare(params, param_shapes(cfg), B)
     head = params["model.embed_tokens.weight"] if cfg.text.tie_word_embeddings else params.pop("lm_head.weight")
     out.pop("lm_head.weight", None)
     out["lm_head"] = B.prepare_linear(head)

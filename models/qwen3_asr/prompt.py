@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from polyasr.errors import CheckpointError, InvalidOptionError
+from polyasr.models.checkpoint_io import read_config
 from polyasr.models.qwen3_asr.tokenizer import ASR_TEXT, AUDIO_END, AUDIO_PAD, AUDIO_START, IM_END, IM_START
 
 # The languages Qwen3-ASR was trained to transcribe, ISO 639 code -> the name its prompt uses.
@@ -87,7 +88,7 @@ def load_chat_template(directory: Path) -> str | None:
     for name in ("chat_template.json", "tokenizer_config.json"):
         path = directory / name
         if path.exists():
-            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+            template = read_config(path).get("chat_template")
             if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
                 template = next((t["template"] for t in template if t.get("name") == "default"), None)
             if template:

@@ -8,10 +8,10 @@ tokens are looked up by their text, never assumed to sit at the released ids.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from polyasr.errors import CheckpointError
+from polyasr.models.checkpoint_io import read_config, read_hf_tokenizer
 
 # transformers' Qwen2 pre-tokenisation split (letters, digits one by one, punctuation, spaces, newlines).
 QWEN2_SPLIT = (
@@ -27,7 +27,10 @@ _REQUIRED = (AUDIO_PAD, AUDIO_START, AUDIO_END, ASR_TEXT, IM_START, IM_END)
 def _from_vocab_merges(directory: Path, added: dict):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
+    try:
+        tok = Tokenizer(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        raise CheckpointError(f"{directory}: vocab.json + merges.txt are not a readable BPE vocabulary ({e})") from e
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -56,12 +59,11 @@ def _from_vocab_merges(directory: Path, added: dict):
 
 class Qwen3Tokenizer:
     def __init__(self, directory: Path):
-        from tokenizers import Tokenizer
 
         directory = Path(directory)
-        self.config = _read_json(directory / "tokenizer_config.json")
+        self.config = read_config(directory / "tokenizer_config.json", optional=True)
         if (directory / "tokenizer.json").exists():
-            self.tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            self.tok = read_hf_tokenizer(directory / "tokenizer.json")
         elif (directory / "vocab.json").exists() and (directory / "merges.txt").exists():
             self.tok = _from_vocab_merges(directory, self.config.get("added_tokens_decoder", {}))
         else:
@@ -80,10 +82,3 @@ class Qwen3Tokenizer:
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e

@@ -1,4 +1,4 @@
-"""Qwen3-ASR checkpoint layouts -> canonical parameters (see model.param_shapes).
+"""Qwen3-ASR weight names, per checkpoint layout -> canonical parameters (see model.param_shapes).
 
 Two tables, one per layout, over the same tensors:
 
@@ -10,21 +10,14 @@ Two tables, one per layout, over the same tensors:
 Our names are Qwen's without `thinker.`. q/k/v of both stacks and the MLP's gate/up are fused
 (declared beside each table). With `tie_word_embeddings` the output projection is the token
 embedding, and a stored `lm_head.weight` (Qwen's 0.6B file carries one) is dropped on purpose.
+Reading the directory is `checkpoint.py`'s.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-
-from polyasr.errors import CheckpointError, WeightsMismatchError
-from polyasr.models.checkpoint_io import read_safetensors_dir
+from polyasr.errors import WeightsMismatchError
 from polyasr.models.qwen3_asr.config import Qwen3ASRConfig
-from polyasr.models.qwen3_asr.model import param_shapes
-from polyasr.models.weight_map import WeightMap, apply_weight_map, in_canonical_names
+from polyasr.models.weight_map import WeightMap
 
 _ENCODER = [f"conv2d{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")] + ["conv_out.weight"]
 _ENCODER += [
@@ -113,38 +106,3 @@ def check_present(tensors: dict, wm: WeightMap, cfg: Qwen3ASRConfig, source: str
     if missing:
         more = f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""
         raise WeightsMismatchError(f"{source}: missing {len(missing)} tensor(s): {', '.join(missing[:8])}{more}")
-
-
-@dataclass
-class Checkpoint:
-    cfg: Qwen3ASRConfig
-    params: dict[str, np.ndarray]
-    dtypes: dict[str, str]
-    directory: Path
-    format: str
-
-
-def load_checkpoint(path) -> Checkpoint:
-    """A Qwen3-ASR directory (config.json + model.safetensors or shards + index) -> canonical params."""
-    directory = Path(path)
-    if directory.is_file():
-        directory = directory.parent
-    config = directory / "config.json"
-    if not config.exists():
-        raise CheckpointError(
-            f"{directory}: no config.json; a Qwen3-ASR checkpoint directory has config.json, "
-            "model.safetensors (or shards + model.safetensors.index.json) and tokenizer files"
-        )
-    if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
-        raise CheckpointError(f"{directory}: no model.safetensors nor model.safetensors.index.json")
-    cfg = Qwen3ASRConfig.from_dict(json.loads(config.read_text()))
-    cfg.check()
-    tensors, tags = read_safetensors_dir(directory)
-    t = cfg.text
-    make = qwen_map if cfg.layout == "qwen" else transformers_map
-    fmt = "qwen-safetensors" if cfg.layout == "qwen" else "hf-safetensors"
-    wm, source = make(t.tie_word_embeddings, t.attention_bias), f"{directory} ({fmt})"
-    if not in_canonical_names(tensors, wm, param_shapes(cfg)):
-        check_present(tensors, wm, cfg, source)
-    params, dtypes = apply_weight_map(tensors, tags, wm, param_shapes(cfg), source)
-    return Checkpoint(cfg, params, dtypes, directory, fmt)

@@ -28,6 +28,7 @@ class DecodeResult:
     temperature: float
     compression_ratio: float
     token_logprobs: list[float] = field(default_factory=list)
+    finish: str = "eot"  # "eot", or "length" when the sample limit cut the window
 
 
 def compression_ratio(text: str) -> float:
@@ -111,44 +112,54 @@ def initial_tokens(tok, cfg, prompt: list[int], sot_seq: list[int], without_time
     return tokens
 
 
+def sample_limit(cfg, n_initial: int) -> int:
+    """Most tokens a window may sample after `n_initial` given ones: half the text context, and no
+    more than fit in it (the reference stops once the sequence is one past the context; that last
+    token is never fed back, so it needs no position)."""
+    return min(cfg.max_target_positions // 2, cfg.max_target_positions + 1 - n_initial)
+
+
 def decode_window(
     m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None
 ) -> DecodeResult:
     """Decode one window's features (1, T, d) at one temperature; best of `opts.best_of` when sampling.
 
+    Every candidate steps together (a finished one is fed <|endoftext|>), so the cache grows by one
+    position per step for all of them and `sample_limit` bounds it for all of them.
     on_first_token: called once when the first token has been chosen (latency measurement)."""
     B, cfg, tok = m.B, m.cfg, m.tok
     n = 1 if temperature == 0 else opts.best_of
     initial = initial_tokens(tok, cfg, prompt, sot_seq, opts.without_timestamps)
-    max_len = min(len(initial) + cfg.max_target_positions // 2, cfg.max_target_positions)
+    limit = sample_limit(cfg, len(initial))
     rules = LogitRules(tok, cfg, len(initial), opts)
     features = B.repeat_batch(audio_features, n) if n > 1 else audio_features
-    cache = net.new_cache(m.params, cfg, B, features, max_len)
-    prefix = B.asarray(np.array([initial] * n, dtype=np.int64))
-    hidden = net.decode(m.params, cfg, B, prefix, cache)
-    sot_at = initial.index(tok.sot)
-    first = B.to_numpy(net.logits(m.params, B, hidden[:1, sot_at : sot_at + 1]))[0, 0]
-    no_speech_prob = float(np.exp(_log_softmax_at(first[None], np.array([tok.no_speech]))[0]))
-    logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
-    sampled = [[] for _ in range(n)]
-    logprobs = [[] for _ in range(n)]
+    cache = net.new_cache(m.params, cfg, B, features, len(initial) + limit - 1)
+    hidden = net.decode(m.params, cfg, B, B.asarray(np.array([initial] * n, dtype=np.int64)), cache)
+    no_speech_prob = _no_speech_prob(m, hidden, initial.index(tok.sot))
+    sampled, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
     done = np.zeros(n, dtype=bool)
-    while True:
+    for step in range(limit):
+        logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
         rules(logits, sampled)
         nxt = _choose(logits, temperature, rng)
         nxt[done] = tok.eot
-        if on_first_token is not None and not sampled[0]:
+        if on_first_token is not None and step == 0:
             on_first_token()
         lp = _log_softmax_at(logits, nxt)
         for k in np.flatnonzero(~done):
             sampled[k].append(int(nxt[k]))
             logprobs[k].append(float(lp[k]))
         done |= nxt == tok.eot
-        if done.all() or len(initial) + len(sampled[0]) >= max_len:
+        if done.all() or step + 1 == limit:  # the last token is never fed back
             break
         hidden = net.decode(m.params, cfg, B, B.asarray(nxt[:, None].astype(np.int64)), cache)
-        logits = B.to_numpy(net.logits(m.params, B, hidden))[:, 0].astype(np.float32)
     return _best(tok, sampled, logprobs, no_speech_prob, temperature)
+
+
+def _no_speech_prob(m, hidden, sot_at: int) -> float:
+    """Probability of <|nospeech|> after <|startoftranscript|>, from the first candidate's prefill."""
+    first = m.B.to_numpy(net.logits(m.params, m.B, hidden[:1, sot_at : sot_at + 1]))[0, 0]
+    return float(np.exp(_log_softmax_at(first[None], np.array([m.tok.no_speech]))[0]))
 
 
 def _best(tok, sampled, logprobs, no_speech_prob, temperature) -> DecodeResult:
@@ -159,7 +170,8 @@ def _best(tok, sampled, logprobs, no_speech_prob, temperature) -> DecodeResult:
         scores.append(sum(lps) / max(length, 1))
     k = int(np.argmax(scores))
     seq, lps = sampled[k], logprobs[k]
-    tokens = seq[:-1] if seq and seq[-1] == tok.eot else seq
+    ended = bool(seq) and seq[-1] == tok.eot
+    tokens = seq[:-1] if ended else seq
     text = tok.decode(tokens)
     return DecodeResult(
         tokens=tokens,
@@ -167,31 +179,39 @@ def _best(tok, sampled, logprobs, no_speech_prob, temperature) -> DecodeResult:
         avg_logprob=sum(lps) / (len(tokens) + 1),
         no_speech_prob=no_speech_prob,
         temperature=temperature,
-        compression_ratio=compression_ratio(text),
+        compression_ratio=compression_ratio(text.strip()),
         token_logprobs=lps[: len(tokens)],
+        finish="eot" if ended else "length",
     )
 
 
+def needs_fallback(result: DecodeResult, opts) -> bool:
+    """The reference's test of a window: its text looks like a loop (compression) or is unlikely
+    (avg log-prob), unless the window is probably silence. A window cut at the length limit is
+    judged by the same test."""
+    failed = False
+    if opts.compression_ratio_threshold is not None and result.compression_ratio > opts.compression_ratio_threshold:
+        failed = True
+    if opts.log_prob_threshold is not None and result.avg_logprob < opts.log_prob_threshold:
+        failed = True
+    if (
+        opts.no_speech_threshold is not None
+        and result.no_speech_prob > opts.no_speech_threshold
+        and opts.log_prob_threshold is not None
+        and result.avg_logprob < opts.log_prob_threshold
+    ):
+        failed = False
+    return failed
+
+
 def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first_token=None) -> DecodeResult:
-    """Retry at the next temperature while the text looks like a loop (compression) or is unlikely
-    (avg log-prob); a window that is probably silence is accepted as it is."""
+    """Retry at the next temperature while `needs_fallback`; the last temperature's result is
+    returned even if it fails too (the reference keeps it)."""
     result = None
     for t in opts.temperatures:
         result = decode_window(m, audio_features, prompt, sot_seq, opts, t, rng, on_first_token)
         on_first_token = None
-        needs = False
-        if opts.compression_ratio_threshold is not None and result.compression_ratio > opts.compression_ratio_threshold:
-            needs = True
-        if opts.log_prob_threshold is not None and result.avg_logprob < opts.log_prob_threshold:
-            needs = True
-        if (
-            opts.no_speech_threshold is not None
-            and result.no_speech_prob > opts.no_speech_threshold
-            and opts.log_prob_threshold is not None
-            and result.avg_logprob < opts.log_prob_threshold
-        ):
-            needs = False
-        if not needs:
+        if not needs_fallback(result, opts):
             break
     return result
 

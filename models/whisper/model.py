@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from polyasr.models import layers
+from polyasr.models.layers import ParamShapes
+from polyasr.models.layers import layer_norm as _ln
+from polyasr.models.layers import linear as _lin
 
-def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Every parameter the network needs, with its shape: the contract checkpoints are checked against."""
-    d, shapes = cfg.d_model, {}
+
+def param_shapes(cfg) -> ParamShapes:
+    """Every parameter the network needs, with its shape: the contract checkpoints are checked
+    against, and how `prepare` lays each weight out (models/layers.py)."""
+    d, shapes = cfg.d_model, ParamShapes()
+    lin = shapes.linear
 
     def ln(prefix):
-        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (d,), (d,)
-
-    def lin(prefix, n_out, n_in):
-        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (n_out, n_in), (n_out,)
+        shapes.norm(prefix, d)
 
     shapes.update(
         {
@@ -45,14 +49,6 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
         ln(f"{p}.mlp_ln"), lin(f"{p}.mlp1", cfg.decoder_ffn_dim, d), lin(f"{p}.mlp2", d, cfg.decoder_ffn_dim)
     ln("decoder.ln")
     return shapes
-
-
-def _ln(params, B, x, prefix):
-    return B.layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
-
-
-def _lin(params, B, x, prefix):
-    return B.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
 
 
 def _mlp(params, B, x, prefix):
@@ -108,8 +104,9 @@ def decode(params, cfg, B, tokens, cache: KVCache):
     Writes the new keys/values into the cache and advances `cache.length` by T.
     """
     start, t = cache.length, tokens.shape[1]
-    if start + t > cfg.max_target_positions:
-        raise ValueError(f"decoder context overflow: {start + t} > {cfg.max_target_positions}")
+    room = min(cfg.max_target_positions, cache.self_k[0].shape[2])
+    if start + t > room:  # the decoding loop bounds its length; reaching this is a bug in it
+        raise ValueError(f"decoder context overflow: {start + t} > {room}")
     x = B.embedding(tokens, params["decoder.token_embedding.weight"])
     x = x + params["decoder.positional_embedding"][start : start + t]
     h, d = cfg.decoder_attention_heads, cfg.d_model
@@ -128,16 +125,10 @@ def decode(params, cfg, B, tokens, cache: KVCache):
     return _ln(params, B, x, "decoder.ln")
 
 
-_LINEARS = ("attn.qkv", "attn.out", "cross_attn.q", "cross_attn.kv", "cross_attn.out", "mlp1", "mlp2")
-
-
-def prepare(params, B) -> dict:
+def prepare(params, cfg, B) -> dict:
     """Checkpoint parameters -> what the functions below take, once at load time: linear weights
-    in the backend's layout, and the output projection, tied to the token embedding."""
-    out = dict(params)
-    for name, w in params.items():
-        if any(name.endswith(f".{n}.weight") for n in _LINEARS):
-            out[name] = B.prepare_linear(w)
+    in the backend's layout (models/layers.py), and the output projection, tied to the token embedding."""
+    out = layers.prepare(params, param_shapes(cfg), B)
     out["decoder.output_projection"] = B.prepare_linear(params["decoder.token_embedding.weight"])
     return out
 

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from polyasr.errors import CheckpointError, InvalidOptionError
+from polyasr.models.checkpoint_io import read_hf_tokenizer
 
 # Symbols Whisper is told never to emit (speaker tags, music notes, brackets): the same set
 # the reference computes; used only when the checkpoint does not list its suppress tokens.
@@ -22,12 +23,7 @@ _MISC = set("♩♪♫♬♭♮♯")
 
 class WhisperTokenizer:
     def __init__(self, tokenizer_file: Path, multilingual: bool):
-        from tokenizers import Tokenizer
-
-        try:
-            self.tk = Tokenizer.from_file(str(tokenizer_file))
-        except Exception as e:  # tokenizers raises bare Exceptions on malformed files
-            raise CheckpointError(f"{tokenizer_file}: cannot read tokenizer ({e})") from e
+        self.tk = read_hf_tokenizer(tokenizer_file)
         self.multilingual = multilingual
         ids = {
             name: self._id(name)

@@ -35,7 +35,8 @@ HF_TO_NEMO = [
     (r"^decoder\.lstm\.", "decoder.prediction.dec_rnn.lstm."),
     (r"^encoder_projector\.", "joint.enc."),
     (r"^decoder\.decoder_projector\.", "joint.pred."),
-    (r"^joint\.head\.", "joint.joint_net.2."),
+    # NeMo's joint_net is [ReLU, Dropout, Linear] when jointnet.dropout > 0, else [ReLU, Linear]
+    (r"^joint\.head\.", "joint.joint_net.{joint_out}."),
 ]
 
 TEXT = (
@@ -164,21 +165,22 @@ def write_hf_dir(model, fe, sp_model: bytes, directory: Path) -> Path:
     return directory
 
 
-def nemo_state_dict(model, fe) -> dict[str, torch.Tensor]:
-    """The model's weights under NeMo's names, with the buffers NeMo stores and transformers drops."""
+def nemo_state_dict(model, fe, joint_dropout: float = 0.2) -> dict[str, torch.Tensor]:
+    """The model's weights under NeMo's names, with the buffers NeMo stores and transformers drops.
+    `joint_dropout` must be the archive config's `joint.jointnet.dropout` (it shifts one name)."""
     out = {}
     for name, t in model.state_dict().items():
         if name.endswith("inv_freq"):
             continue
         for pattern, repl in HF_TO_NEMO:
-            name = re.sub(pattern, repl, name)
+            name = re.sub(pattern, repl.replace("{joint_out}", "2" if joint_dropout else "1"), name)
         out[name] = t.detach().clone()
     out["preprocessor.featurizer.window"] = torch.hann_window(fe.win_length, periodic=False)
     out["preprocessor.featurizer.fb"] = fe.mel_filters.T[None].clone()  # (1, n_mels, F) as NeMo stores it
     return out
 
 
-def nemo_config(model, fe, pieces: list[str], tokenizer_hash: str = "5a8f0e_") -> dict:
+def nemo_config(model, fe, pieces: list[str], tokenizer_hash: str = "5a8f0e_", joint_dropout: float = 0.2) -> dict:
     """model_config.yaml as a NeMo 2.x EncDecRNNTBPEModel (TDT) saves it."""
     c, e = model.config, model.config.encoder_config
     return {
@@ -265,7 +267,7 @@ def nemo_config(model, fe, pieces: list[str], tokenizer_hash: str = "5a8f0e_") -
             "jointnet": {
                 "joint_hidden": "${model_defaults.joint_hidden}",
                 "activation": "relu",
-                "dropout": 0.2,
+                "dropout": joint_dropout,
                 "encoder_hidden": e.hidden_size,
                 "pred_hidden": c.decoder_hidden_size,
             },
@@ -290,16 +292,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_nemo(model, fe, sp_model: bytes, path: Path, *, state_dict=None, config=None, extra_members=()) -> Path:
+def write_nemo(
+    model, fe, sp_model: bytes, path: Path, *, state_dict=None, config=None, extra_members=(), joint_dropout=0.2
+) -> Path:
     """A `.nemo` archive (plain tar, "./"-prefixed members, as NeMo's SaveRestoreConnector writes)."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(sp_model)
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    config = config or nemo_config(model, fe, pieces)
+    config = config or nemo_config(model, fe, pieces, joint_dropout=joint_dropout)
     weights = io.BytesIO()
-    torch.save(state_dict if state_dict is not None else nemo_state_dict(model, fe), weights)
+    torch.save(state_dict if state_dict is not None else nemo_state_dict(model, fe, joint_dropout), weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
         _add(tar, "./model_config.yaml", yaml.safe_dump(config, sort_keys=False).encode())

@@ -27,7 +27,7 @@ from parakeet_refs import (
 from polyasr.errors import CheckpointError, WeightsMismatchError
 from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
 from polyasr.models.parakeet.config import ParakeetConfig
-from polyasr.models.parakeet.load import ParakeetModel
+from polyasr.models.parakeet.pipeline import ParakeetModel
 
 pytest.importorskip("transformers")  # the reference the checkpoints are made from
 
@@ -175,6 +175,29 @@ def test_missing_and_misshapen_tensors_are_named(parts, tmp_path):
     assert "encoder.layers.0.self_attn.pos_bias_u" in str(err.value) and "joint.enc.weight" in str(err.value)
 
 
+@pytest.mark.parametrize("dropout, out", [(0.0, "joint_net.1"), (0.2, "joint_net.2")])
+def test_joint_layout_follows_the_configured_dropout(parts, tmp_path, dropout, out):
+    """NeMo inserts the joint's Dropout module only when jointnet.dropout > 0, shifting the output
+    layer's index; the archive's config says which, and a file that disagrees is refused by name."""
+    import numpy as np
+
+    model, fe, sp = parts
+    path = write_nemo(model, fe, sp, tmp_path / "m.nemo", joint_dropout=dropout)
+    ckpt = read_parakeet_checkpoint(path)
+    assert f"joint.{out}.weight" in ckpt.tensors
+    from polyasr.backends.torch import TorchBackend
+
+    loaded = ParakeetModel("parakeet-tdt-v3", ckpt, TorchBackend("cpu"))
+    head = model.state_dict()["joint.head.weight"].numpy()
+    assert np.array_equal(loaded.transducer.host["out_w"], head)
+    wrong = nemo_state_dict(model, fe, joint_dropout=0.2 if dropout == 0.0 else 0.0)
+    ckpt = read_parakeet_checkpoint(
+        write_nemo(model, fe, sp, tmp_path / "w.nemo", state_dict=wrong, joint_dropout=dropout)
+    )
+    with pytest.raises(WeightsMismatchError, match="joint_net"):
+        ParakeetModel("parakeet-tdt-v3", ckpt, TorchBackend("cpu"))
+
+
 def test_unsupported_configurations_name_the_field(parts):
     model, fe, sp = parts
     base = nemo_config(model, fe, _pieces(sp))
@@ -186,6 +209,14 @@ def test_unsupported_configurations_name_the_field(parts):
     bad["joint"]["num_extra_outputs"] = 3
     with pytest.raises(CheckpointError, match="num_extra_outputs 3"):
         ParakeetConfig.from_nemo(bad)
+    for key, value in (
+        ("normalization_mode", "layer"),
+        ("prednet", {**base["decoder"]["prednet"], "rnn_hidden_size": 64}),
+    ):
+        other = yaml.safe_load(yaml.safe_dump(base))
+        other["decoder"][key] = value
+        with pytest.raises(CheckpointError, match=key if key == "normalization_mode" else "rnn_hidden_size"):
+            ParakeetConfig.from_nemo(other)
     cycle = yaml.safe_load(yaml.safe_dump(base))
     cycle["model_defaults"]["pred_hidden"] = "${decoder.prednet.pred_hidden}"
     with pytest.raises(CheckpointError, match="cycle"):

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import assert_close, transducer_confidence_tolerance
 from parakeet_refs import (
     feature_extractor,
     nemo_state_dict,
@@ -167,7 +168,7 @@ def test_cpp_and_device_loop_agree_on_ragged_batches(engine, fixtures_dir):
     for h, d in zip(host, device, strict=True):
         assert h.tokens.tolist() == d.tokens.tolist() and h.frames.tolist() == d.frames.tolist()
         assert h.durations.tolist() == d.durations.tolist()
-        np.testing.assert_allclose(h.confidences, d.confidences, atol=1e-5)
+        assert_close(h.confidences, d.confidences, transducer_confidence_tolerance(m.cfg), what="confidences")
 
 
 def test_ten_minutes_run_in_chunks_with_every_word_once(engine, fixtures_dir):
@@ -233,3 +234,20 @@ def test_benchmark_cli_with_a_model_that_has_no_first_token_latency(checkpoints,
     assert code == 0 and line.startswith("parakeet-tdt-v3: RTF") and "first token -" in line
     report = json.loads(out.read_text())
     assert report["results"][0]["first_token_latency_secs"] is None and report["results"][0]["wer"] is not None
+
+
+def test_forced_language_is_checked_against_the_checkpoint(checkpoints):
+    """v2 is English only: it refuses "ru" (it used to report it back) and reports "en" unasked;
+    v3 accepts its 25 languages and refuses others, naming the ones it has."""
+    from polyasr.errors import InvalidOptionError
+
+    audio = np.zeros(16000, np.float32)
+    v2 = AsrEngine.from_model("parakeet-tdt-v2", checkpoints["nemo"], device="cpu")
+    with pytest.raises(InvalidOptionError, match=r"parakeet-tdt-v2 \(English\).*'ru'.*supports: en"):
+        v2.transcribe(audio, TranscribeOptions(language="ru"))
+    assert v2.transcribe(audio).language == "en"
+    v3 = AsrEngine.from_model("parakeet-tdt-v3", checkpoints["nemo"], device="cpu")
+    assert v3.transcribe(audio, TranscribeOptions(language="de")).language == "de"
+    assert v3.transcribe(audio).language is None
+    with pytest.raises(InvalidOptionError, match=r"'zh'.*bg, cs, da, de"):
+        v3.transcribe(audio, TranscribeOptions(language="zh"))

@@ -115,14 +115,15 @@ def test_batched_files_equal_one_by_one(engine, fixtures_dir):
     audios.append(audios[0][:7000])  # shorter than 0.5 s: zero-padded to 0.5 s either way
     opts = dict(chunk_secs=6.0, language=None)
     many = engine.model.transcribe_many(audios, TranscribeOptions(batch_size=5, **opts))
-    for audio, (segments, language, info, _) in zip(audios, many):
-        alone, lang1, info1, _ = engine.model.transcribe(audio, TranscribeOptions(batch_size=1, **opts))
-        assert [(s.start, s.end, s.text, s.tokens) for s in segments] == [
-            (s.start, s.end, s.text, s.tokens) for s in alone
+    for audio, out in zip(audios, many):
+        one = engine.model.transcribe(audio, TranscribeOptions(batch_size=1, **opts))
+        assert [(s.start, s.end, s.text, s.tokens) for s in out.segments] == [
+            (s.start, s.end, s.text, s.tokens) for s in one.segments
         ]
-        assert language == lang1 and info["repetition_stopped_chunks"] == info1["repetition_stopped_chunks"]
-    # the batch mixed rows that loop with rows that stop, in files of one and of several pieces
-    assert [m[2]["repetition_stopped_chunks"] for m in many] == [[0], [], [1], []]
+        assert out.language == one.language
+        assert out.extra["repetition_stopped_chunks"] == one.extra["repetition_stopped_chunks"]
+    # the batch mixed rows that loop (long enough for Qwen's fix-up to collapse) with rows that stop
+    assert [m.extra["repetition_stopped_chunks"] for m in many] == [[], [], [1, 2], []]
 
 
 def test_long_audio_runs_in_pieces_cut_at_pauses(engine, fixtures_dir):
@@ -142,14 +143,15 @@ def test_the_1_7b_id_loads_through_the_same_code(ckpt, fixtures_dir):
 
 
 def test_repetition_guard_stops_a_loop_keeps_what_came_before_and_marks_it(engine):
-    """On noise this model loops on a short phrase for ~100 tokens; the guard stops it early, keeps the
-    tokens before the loop (a prefix of the unguarded output) and marks the piece."""
-    noise = (0.3 * np.random.RandomState(0).randn(16000 * 8)).astype(np.float32)
+    """On noise this model loops on a short phrase up to the token limit; once the run is long enough
+    for Qwen's text fix-up to collapse it, the guard stops it, keeps the tokens before the loop (a
+    prefix of the unguarded output) and marks the piece."""
+    noise = (0.3 * np.random.RandomState(0).randn(16000 * 16)).astype(np.float32)
     guarded = engine.model.recognize([noise])[0].generation
     free = engine.model.recognize([noise], guard=False)[0].generation
     assert guarded.stopped == "repetition" and len(free.tokens) > 4 * len(guarded.tokens)
     assert free.tokens[: len(guarded.tokens)] == guarded.tokens
-    _, _, info, _ = engine.model.transcribe(noise, TranscribeOptions())
+    info = engine.model.transcribe(noise, TranscribeOptions()).info()
     assert info["repetition_stopped_chunks"] == [0]
 
 
@@ -181,3 +183,18 @@ def test_engine_and_cli_decode_several_files_together(ckpt, engine, fixtures_dir
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and [o["text"] for o in out] == [r.text for r in alone]
+
+
+def test_forced_language_outside_the_checkpoints_list_is_refused(engine):
+    """The checkpoint's `support_languages` (Chinese, English, Russian, German here) decide; a code
+    or a name both work."""
+    from polyasr.errors import InvalidOptionError
+
+    audio = np.zeros(8000, np.float32)
+    with pytest.raises(
+        InvalidOptionError, match=r"'fr'.*supports: zh \(Chinese\), en \(English\), ru \(Russian\), de \(German\)"
+    ):
+        engine.transcribe(audio, TranscribeOptions(language="fr"))
+    with pytest.raises(InvalidOptionError, match="'xx'"):
+        engine.transcribe(audio, TranscribeOptions(language="xx"))
+    assert engine.transcribe(audio, TranscribeOptions(language="German")).language == "de"

@@ -127,30 +127,37 @@ def test_text_repetition_fix_equals_qwens():
         assert fix_repetitions(s) == _detect_and_fix_repetitions(s), s
 
 
-def test_loop_guard_keeps_the_text_before_the_loop():
-    assert decode.loop_start([1, 2, 3] + [7] * 23) is None
-    assert decode.loop_start([1, 2, 3] + [7] * 24) == 4
+def _letters(ids):
+    """A stand-in detokenizer: one letter per id."""
+    return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def test_loop_guard_stops_only_where_qwens_fix_up_collapses():
+    n = decode.COLLAPSE_REPEATS
+    assert decode.loop_start([1, 2, 3] + [7] * (n - 1), _letters) is None
+    assert decode.loop_start([1, 2, 3] + [7] * n, _letters) == 4
     phrase = [5, 6, 7, 8, 9, 10]
-    assert decode.loop_start([1, 2] + phrase * 3) is None
-    assert decode.loop_start([1, 2] + phrase * 4) == 2 + len(phrase)
-    assert decode.loop_start([1, 2, 1, 2, 3, 1, 2, 3]) is None
+    assert decode.loop_start([1, 2] + phrase * (n - 1), _letters) is None
+    assert decode.loop_start([1, 2] + phrase * n, _letters) == 2 + len(phrase)
+    assert decode.loop_start([1, 2, 1, 2, 3, 1, 2, 3], _letters) is None
+    # a phrase whose text is longer than the fix-up's 20-character patterns is never collapsed by it
+    assert decode.loop_start([1, 2] + phrase * n, lambda ids: _letters(ids) * 4) is None
+    # the run is checked as text: ids that decode to something else as a whole are not a loop
+    assert decode.loop_start([1] + [7] * n, lambda ids: _letters(ids[:1])) is None
 
 
-def test_greedy_stops_a_looping_row_and_not_the_others(monkeypatch):
-    """Rigged logits: row 0 loops on a 3-token phrase after a 2-token preamble, row 1 says 4 tokens and
-    stops; row 0 must keep preamble + one phrase and be marked, row 1 must be untouched."""
-    from polyasr.backends.torch import TorchBackend
+def _rig_decoder(monkeypatch, scripts):
+    """Replace the network with one whose greedy choice at step k of row r is scripts[r][k]."""
     from polyasr.models.qwen3_asr import model as net
 
-    scripts = [[50, 51] + [60, 61, 62] * 40, [70, 71, 72, 73, 99]]
-    step = {"n": 0, "rows": [0, 1]}
+    step = {"n": 0, "rows": list(range(len(scripts)))}
 
     def fake_decode(params, cfg, B, x, cache):
         cache.length += x.shape[1]
         return torch.zeros(x.shape[0], x.shape[1], 4)
 
     def fake_logits(params, B, hidden):
-        out = torch.full((hidden.shape[0], 1, 100), -10.0)
+        out = torch.full((hidden.shape[0], 1, max(max(s) for s in scripts) + 1), -10.0)
         for j, row in enumerate(step["rows"][: hidden.shape[0]]):
             out[j, 0, scripts[row][step["n"]]] = 10.0
         step["n"] += 1
@@ -164,8 +171,50 @@ def test_greedy_stops_a_looping_row_and_not_the_others(monkeypatch):
     monkeypatch.setattr(net, "keep_rows", fake_keep)
     monkeypatch.setattr(net, "new_cache", lambda cfg, B, pad, n: net.KVCache([], [], pad, None, None, None))
     monkeypatch.setattr(net, "embed", lambda params, B, ids: torch.zeros(ids.shape[0], 1, 4))
+
+
+def test_a_repeated_phrase_that_ends_is_decoded_on_as_qwens_pipeline_does(tok_dirs, monkeypatch):
+    """Real speech repeats ("no, no, no, ..."): a run that ends, followed by more text, must give the
+    text Qwen's pipeline gives (decode on, then its text fix-up), not be cut after a few repeats. A run
+    long enough for the fix-up to collapse stops early and still gives Qwen's text when the loop would
+    have gone on to the token limit."""
+    from transformers.models.qwen3_asr.processing_qwen3_asr import _detect_and_fix_repetitions
+
+    from polyasr.backends.torch import TorchBackend
+
+    _, dirs = tok_dirs
+    t = Qwen3Tokenizer(dirs["qwen"])
+    head, no, tail = t.encode("language English<asr_text>and he said"), t.encode(" no,"), t.encode(" and left.")
+    spoken = head + no * 12 + tail  # 12 repeats: below the fix-up's 20, so Qwen writes them all
+    looping = head + no * 60  # runs on past the token limit
+    stop = max(t.stop_ids)
+    _rig_decoder(monkeypatch, [spoken + [stop], looping])
     gens = decode.greedy(
-        {}, None, TorchBackend("cpu"), torch.zeros(2, 3, 4), np.zeros(2, np.int64), [200, 200], frozenset({99})
+        {}, None, TorchBackend("cpu"), torch.zeros(2, 3, 4), np.zeros(2, np.int64), [120, 120], {stop}, guard=t.decode
+    )
+    assert gens[0].stopped == "stop" and gens[0].tokens == spoken
+    assert gens[1].stopped == "repetition" and len(gens[1].tokens) < 120
+    for g, full in zip(gens, (spoken, looping[:120])):
+        ours = parse_answer(t, g.tokens, None)[1]
+        qwen = _detect_and_fix_repetitions(t.decode(full)).split("<asr_text>", 1)[1].strip()
+        assert ours == qwen
+
+
+def test_greedy_stops_a_looping_row_and_not_the_others(monkeypatch):
+    """Rigged logits: row 0 loops on a 3-token phrase after a 2-token preamble, row 1 says 4 tokens and
+    stops; row 0 must keep preamble + one phrase and be marked, row 1 must be untouched."""
+    from polyasr.backends.torch import TorchBackend
+
+    _rig_decoder(monkeypatch, [[50, 51] + [60, 61, 62] * 40, [70, 71, 72, 73, 99]])
+    gens = decode.greedy(
+        {},
+        None,
+        TorchBackend("cpu"),
+        torch.zeros(2, 3, 4),
+        np.zeros(2, np.int64),
+        [200, 200],
+        frozenset({99}),
+        guard=_letters,
     )
     assert gens[0].tokens == [50, 51, 60, 61, 62] and gens[0].stopped == "repetition"
     assert gens[1].tokens == [70, 71, 72, 73] and gens[1].stopped == "stop"

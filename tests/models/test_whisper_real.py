@@ -14,7 +14,7 @@ from whisper_refs import openai_whisper_model
 from polyasr import TranscribeOptions
 from polyasr.audio import audio_duration, load_audio
 from polyasr.benchmark import normalize_text, word_error_rate
-from polyasr.models.whisper.weights import load_checkpoint
+from polyasr.models.whisper.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,9 @@ def test_tokens_identical_to_openai_whisper(request, openai_models, fixtures_dir
         ref = whisper.transcribe(openai_models(size), audio, language=language, temperature=(0.0,), fp16=False)
     ours = engine.transcribe(audio, TranscribeOptions(language=language, temperatures=(0.0,)))
     assert [s["tokens"] for s in ref["segments"]] == [s.tokens for s in ours.segments]
-    assert [(round(s["start"], 2), round(s["end"], 2)) for s in ref["segments"]] == [
+    # openai-whisper lets a last window's stamps run into its padding, past the audio; ours stop at its end.
+    bounded = lambda t: round(min(t, audio_duration(audio)), 2)
+    assert [(bounded(s["start"]), bounded(s["end"])) for s in ref["segments"]] == [
         (round(s.start, 2), round(s.end, 2)) for s in ours.segments
     ]
     assert ref["text"].strip() == ours.text
@@ -90,10 +92,10 @@ def test_long_file_is_transcribed_to_its_end(request, fixtures_dir, size):
     engine = request.getfixturevalue(ENGINES[size])
     result = engine.transcribe_file(fixtures_dir / "en_long.wav")  # default options: fallback on
     duration = audio_duration(load_audio(fixtures_dir / "en_long.wav"))
-    assert result.info["windows"] >= 3
+    assert result.info["chunks"] >= 3
     assert result.segments[-1].end >= duration - 3.0
     starts = [s.start for s in result.segments]
-    assert starts == sorted(starts) and all(s.end <= duration + 0.5 for s in result.segments)
+    assert starts == sorted(starts) and all(s.end <= duration for s in result.segments)
     last_words = normalize_text((fixtures_dir / "en_long.txt").read_text()).split()[-4:]
     assert normalize_text(result.text).split()[-4:] == last_words
     assert all(0 < s.confidence <= 1 for s in result.segments)

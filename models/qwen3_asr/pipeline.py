@@ -1,4 +1,4 @@
-"""Qwen3-ASR as the engine sees it: load a checkpoint onto a backend, transcribe samples.
+"""Qwen3-ASR's pipeline, audio -> ModelOutput.
 
 A file is cut at pauses into pieces of at most `chunk_secs` (default 30 s) without overlap
 (models/chunking.py); pieces of one or several files run `batch_size` at a time: log-mel ->
@@ -11,19 +11,22 @@ and reported (as an ISO code).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from polyasr.errors import CheckpointError, InvalidOptionError
+from polyasr.errors import CheckpointError
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
+from polyasr.models.checkpoint_io import read_config
 from polyasr.models.chunking import plan_chunks
 from polyasr.models.qwen3_asr import model as net
+from polyasr.models.qwen3_asr.checkpoint import load_checkpoint
 from polyasr.models.qwen3_asr.decode import DecodeStats, Generation, greedy, max_new_tokens
 from polyasr.models.qwen3_asr.features import SAMPLE_RATE, log_mel, mel_config, pad_short
 from polyasr.models.qwen3_asr.prompt import (
+    LANGUAGES,
     PromptBuilder,
     language_code,
     language_name,
@@ -31,7 +34,6 @@ from polyasr.models.qwen3_asr.prompt import (
     parse_answer,
 )
 from polyasr.models.qwen3_asr.tokenizer import Qwen3Tokenizer
-from polyasr.models.qwen3_asr.weights import load_checkpoint
 from polyasr.result import Segment
 
 CHUNK_SECS = 30.0
@@ -47,8 +49,9 @@ class Piece:
     generation: Generation
 
 
-class Qwen3ASRModel:
+class Qwen3ASRModel(AsrModel):
     sample_rate = SAMPLE_RATE
+    capabilities = Capabilities(batched_inputs=True, language_detection=True)
 
     def __init__(self, name: str, ckpt, B):
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
@@ -62,6 +65,15 @@ class Qwen3ASRModel:
         self.stop_ids = frozenset(self.tok.stop_ids | set(self.cfg.eos_token_id) | _generation_eos(ckpt.directory))
         self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
         self.mel = mel_config(self.cfg.audio.num_mel_bins)
+        supported = self.cfg.support_languages or tuple(LANGUAGES.values())
+        self.languages = tuple(language_code(name) for name in supported)
+
+    def language_code(self, language: str) -> str:
+        """Qwen's prompt takes names: "Russian" and "ru" both mean ru."""
+        return language_code(LANGUAGES.get(language, language))
+
+    def language_label(self, code: str) -> str:
+        return f"{code} ({LANGUAGES[code]})" if code in LANGUAGES else code
 
     def encode(self, audios: list[np.ndarray], timings: dict):
         """Signals -> packed audio embeddings (sum tokens, hidden) and tokens per item."""
@@ -104,21 +116,19 @@ class Qwen3ASRModel:
             t0 = time.perf_counter()
             x, pad = self.prompt_embeddings(embeds, tokens, language, context)
             bounds = [max_new_tokens(len(a) / self.sample_rate) for a in audios]
-            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard, stats)
+            guard_text = self.tok.decode if guard else None
+            gens = greedy(self.params, self.cfg, self.B, x, pad, bounds, self.stop_ids, guard_text, stats)
             timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
         return [Piece(*parse_answer(self.tok, g.tokens, language), g) for g in gens]
 
-    def transcribe(self, audio, opts, progress=None):
-        """audio (N,) float32 16 kHz -> (segments, language code, info dict, timings dict)."""
-        return self.transcribe_many([audio], opts, progress)[0]
+    def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
+        return self._transcribe_many([audio], opts, progress)[0]
 
-    def transcribe_many(self, audios: list, opts, progress=None) -> list[tuple]:
+    def _transcribe_many(self, audios: list, opts, progress=None) -> list[ModelOutput]:
         """Several files, their pieces batched together `opts.batch_size` at a time -> one
-        (segments, language, info, timings) per file, each equal to transcribing the file alone.
-        `opts.initial_prompt` becomes Qwen's context (the system turn)."""
-        if opts.task != "transcribe":
-            raise InvalidOptionError(f"{self.name} only transcribes; task {opts.task!r} is Whisper's")
-        forced = language_name(opts.language, self.cfg.support_languages)
+        ModelOutput per file; segments and language equal transcribing the file alone, timings are
+        the whole call's. `opts.initial_prompt` becomes Qwen's context (the system turn)."""
+        forced = language_name(self.forced_language(opts), self.cfg.support_languages)
         context, start = opts.initial_prompt or "", time.perf_counter()
         audios = [np.asarray(a, dtype=np.float32) for a in audios]
         plans = [plan_chunks(a, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=0.0) for a in audios]
@@ -163,23 +173,19 @@ class Qwen3ASRModel:
                     )
                 )
         language = language_code(forced or Counter(names).most_common(1)[0][0]) if (forced or names) else None
-        info = {
-            "checkpoint_format": self.format,
-            "chunks": len(plan),
-            "chunk_languages": names,
-            "repetition_stopped_chunks": looped,
-            "decode_steps": stats.steps,
-        }
-        if first_token_secs is not None:
-            info["first_token_latency_secs"] = round(first_token_secs, 4)
-        return segments, language, info, dict(timings)
+        return ModelOutput(
+            segments,
+            language,
+            checkpoint_format=self.format,
+            chunks=len(plan),
+            first_token_latency_secs=first_token_secs,
+            timings=dict(timings),
+            extra={"chunk_languages": names, "repetition_stopped_chunks": looped, "decode_steps": stats.steps},
+        )
 
 
 def _generation_eos(directory) -> set[int]:
-    path = directory / "generation_config.json"
-    if not path.exists():
-        return set()
-    eos = json.loads(path.read_text()).get("eos_token_id")
+    eos = read_config(directory / "generation_config.json", optional=True).get("eos_token_id")
     return set() if eos is None else {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
 

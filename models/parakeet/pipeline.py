@@ -1,4 +1,4 @@
-"""Parakeet TDT as the engine sees it: load a checkpoint onto a backend, transcribe samples.
+"""Parakeet TDT's pipeline, audio -> ModelOutput.
 
 A batch of utterances goes features -> encoder -> the joint's encoder projection on the device;
 on the CPU the projection (B, T, J) is handed to the C++ greedy loop as is (no copy), elsewhere
@@ -21,6 +21,7 @@ import numpy as np
 
 from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
+from polyasr.models.base import AsrModel, ModelOutput
 from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
@@ -31,11 +32,13 @@ CHUNK_SECS = 120.0
 CHUNK_OVERLAP_SECS = 2.0
 
 
-class ParakeetModel:
-    sample_rate = 16000
+class ParakeetModel(AsrModel):
+    """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
+    checkpoint itself does not list them), None to accept any."""
 
-    def __init__(self, name: str, ckpt, B):
+    def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
+        self.languages = languages
         source = f"{ckpt.source} ({ckpt.format})"
         if self.cfg.sample_rate != self.sample_rate:
             raise CheckpointError(f"{source}: sample_rate {self.cfg.sample_rate} (polyasr feeds 16 kHz)")
@@ -75,9 +78,10 @@ class ParakeetModel:
         return proj, lengths
 
     def decode(self, proj, lengths, timings: dict | None = None, max_symbols: int | None = None) -> list[TdtHyp]:
-        """Greedy TDT over an encoder projection: C++ on the CPU, the batched device loop elsewhere."""
+        """Greedy TDT over an encoder projection: C++ where the backend runs loops best on the host
+        (`decode_on_host`: torch on the CPU), the batched device loop elsewhere."""
         t0 = time.perf_counter()
-        if self.B.name == "torch" and self.B.device.type == "cpu":
+        if self.B.decode_on_host:
             hyps = self.transducer.greedy_host(self.B.to_numpy(proj), lengths, max_symbols)
         else:
             hyps = self.transducer.greedy_device(proj, lengths, max_symbols)
@@ -124,12 +128,9 @@ class ParakeetModel:
             )
         return segs
 
-    def transcribe(self, audio, opts, progress=None):
-        """audio (N,) float32 16 kHz -> (segments, language, info dict, timings dict).
-
-        Parakeet detects nothing and cannot be steered: `opts.language`, when given, is reported
-        back as the result's language and changes nothing else.
-        """
+    def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
+        """Parakeet detects nothing and cannot be steered: a forced language it supports is reported
+        back as the result's language (an English-only checkpoint reports "en") and changes nothing else."""
         audio = np.asarray(audio, dtype=np.float32)
         chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=CHUNK_OVERLAP_SECS)
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
@@ -147,11 +148,12 @@ class ParakeetModel:
                 done += len(batch)
                 if progress is not None:
                     progress(done / len(chunks))
-        info = {"checkpoint_format": self.format, "chunks": len(chunks)}
-        return segments, opts.language, info, timings
+        return ModelOutput(
+            segments, self.reported_language(opts), checkpoint_format=self.format, chunks=len(chunks), timings=timings
+        )
 
 
 def load_model(spec, path, B) -> ParakeetModel:
     from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
 
-    return ParakeetModel(spec.id, read_parakeet_checkpoint(path), B)
+    return ParakeetModel(spec.id, read_parakeet_checkpoint(path), B, spec.language_codes)

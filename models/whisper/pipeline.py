@@ -1,8 +1,10 @@
-"""Whole-file transcription: 30 s windows, seeking to the last complete timestamp.
+"""Whisper's pipeline, audio -> ModelOutput: 30 s windows, seeking to the last complete timestamp.
 
 Each window is encoded, decoded with temperature fallback, and cut into segments at its
 timestamp pairs; the next window starts at the last closed timestamp, so a sentence cut by
 the window edge is decoded again whole in the next window rather than split mid-word.
+Timestamps are bounded by the window's audio: a last window is padded to 30 s, and what the
+model stamps in the padding is not speech, so no segment reaches past the end of the file.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from polyasr.errors import InvalidOptionError
+from polyasr.errors import CheckpointError
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.whisper import model as net
-from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language
+from polyasr.models.whisper.checkpoint import load_checkpoint
+from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
+from polyasr.models.whisper.tokenizer import WhisperTokenizer
 from polyasr.result import Segment
 
 
@@ -29,6 +34,7 @@ class WindowLog:
     skipped_no_speech: int = 0
     language_probability: float | None = None
     first_token_secs: float | None = None
+    failed: list[float] = field(default_factory=list)  # start (s) of each window that failed every temperature
 
     def add(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -42,9 +48,7 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
     t0 = start = time.perf_counter()
     feats = WhisperFeatures(audio, cfg.num_mel_bins, cfg.n_audio_frames, m.B)
     t0 = log.add("features", t0)
-    language = opts.language if tok.multilingual else _english_only(opts.language, m.name)
-    if language is not None:
-        tok.language_token(language)  # an unknown code fails before any work
+    language = m.reported_language(opts)  # checked against the tokenizer's languages before any work
     if language is None:
         af = net.encode(m.params, cfg, m.B, feats.window(0, cfg.n_audio_frames, zero_pad=False))
         m.B.evaluate(af)  # lazy (MLX) and asynchronous (CUDA) backends: the encoder's time is counted here
@@ -69,13 +73,14 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         log.add("decoder", t0)
         log.windows += 1
         log.fallbacks += result.temperature > 0
+        if needs_fallback(result, opts):  # kept all the same, as the reference keeps it
+            log.failed.append(round(offset, 3))
         if _is_silence(result, opts):
             log.skipped_no_speech += 1
             seek += size
         else:
-            new, advance = _split_segments(
-                tok, result, offset, size, size * feats.hop / m.sample_rate, frames_per_token
-            )
+            window_end = (seek + size) * feats.hop / m.sample_rate
+            new, advance = _split_segments(tok, result, offset, window_end, size, frames_per_token)
             seek += advance
             segments += new
             all_tokens += [t for s in new for t in s.tokens]
@@ -86,15 +91,6 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
     return segments, language, log
 
 
-def _english_only(language: str | None, name: str) -> str:
-    if language not in (None, "en"):
-        raise InvalidOptionError(
-            f"{name} is an English-only model; language {language!r} cannot be forced "
-            "(use a multilingual Whisper for other languages)"
-        )
-    return "en"
-
-
 def _is_silence(result, opts) -> bool:
     """Skip a window the model thinks is silence, unless its text is confident anyway."""
     if opts.no_speech_threshold is None or result.no_speech_prob <= opts.no_speech_threshold:
@@ -102,26 +98,27 @@ def _is_silence(result, opts) -> bool:
     return not (opts.log_prob_threshold is not None and result.avg_logprob > opts.log_prob_threshold)
 
 
-def _split_segments(tok, result, offset, size, duration, frames_per_token):
-    """Cut a window's tokens at consecutive timestamp pairs -> (segments, frames to advance)."""
+def _split_segments(tok, result, offset, window_end, size, frames_per_token):
+    """Cut a window's tokens at consecutive timestamp pairs -> (segments, frames to advance).
+
+    A timestamp past `window_end`, the end of the window's audio (a last window's padded tail is
+    not speech), is brought back to it, and so is the seek."""
     tokens, lps, tb = result.tokens, result.token_logprobs, tok.timestamp_begin
+    at = lambda t: min(offset + (t - tb) * TIME_PRECISION, window_end)
     is_ts = [t >= tb for t in tokens]
     cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
-    single_end = is_ts[-2:] == [False, True]
-    if not cuts:
+    if not cuts:  # one segment: to the last timestamp, or to the end of the window without one
         stamps = [t for t in tokens if t >= tb]
-        end = offset + ((stamps[-1] - tb) * TIME_PRECISION if stamps and stamps[-1] != tb else duration)
+        end = at(stamps[-1]) if stamps and stamps[-1] != tb else window_end
         return _keep([_segment(tok, tokens, lps, offset, end)]), size
-    if single_end:
+    single_end = is_ts[-2:] == [False, True]
+    if single_end:  # nothing is spoken after the last timestamp: the window is done
         cuts.append(len(tokens))
     segments, last = [], 0
     for cut in cuts:
-        piece, piece_lps = tokens[last:cut], lps[last:cut]
-        start = offset + (piece[0] - tb) * TIME_PRECISION
-        end = offset + (piece[-1] - tb) * TIME_PRECISION
-        segments.append(_segment(tok, piece, piece_lps, start, end))
+        segments.append(_segment(tok, tokens[last:cut], lps[last:cut], at(tokens[last]), at(tokens[cut - 1])))
         last = cut
-    advance = size if single_end else (tokens[last - 1] - tb) * frames_per_token
+    advance = size if single_end else min((tokens[last - 1] - tb) * frames_per_token, size)
     return _keep(segments), advance if advance > 0 else size  # a <|0.00|> pair must not stall the seek
 
 
@@ -139,3 +136,55 @@ def _segment(tok, tokens, lps, start, end) -> Segment:
 def _keep(segments):
     """Drop instantaneous or empty segments, as the reference clears them."""
     return [s for s in segments if s.end > s.start and s.text.strip()]
+
+
+class WhisperModel(AsrModel):
+    def __init__(self, name: str, ckpt, B):
+        self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
+        self.tok = WhisperTokenizer(ckpt.tokenizer_file, multilingual=ckpt.cfg.is_multilingual)
+        self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
+        multilingual = self.tok.multilingual
+        self.capabilities = Capabilities(language_detection=multilingual, translation=multilingual)
+        # English-only vocabularies keep the language tokens, but the model was trained on English alone.
+        self.languages = tuple(self.tok.languages) if multilingual else ("en",)
+
+    def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
+        with self.B.no_grad():
+            segments, language, log = transcribe(self, audio, opts, progress)
+        return ModelOutput(
+            segments,
+            language,
+            checkpoint_format=self.format,
+            chunks=log.windows,
+            language_probability=log.language_probability,
+            first_token_latency_secs=log.first_token_secs,
+            timings=dict(log.timings),
+            extra={
+                "temperature_fallbacks": log.fallbacks,
+                "windows_skipped_no_speech": log.skipped_no_speech,
+                "windows_failed": log.failed,
+            },
+        )
+
+
+def load_model(spec, path, B) -> WhisperModel:
+    ckpt = load_checkpoint(path)
+    check_expected(spec, ckpt.cfg, path)
+    return WhisperModel(spec.id, ckpt, B)
+
+
+def check_expected(spec, cfg, path):
+    """A checkpoint whose architecture contradicts the id (base weights for whisper-large-v3) is an error."""
+    found = {
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "num_mel_bins": cfg.num_mel_bins,
+        "multilingual": cfg.is_multilingual,
+    }
+    wrong = [f"{k} {found[k]} (expected {v})" for k, v in spec.expect if found[k] != v]
+    if wrong:
+        raise CheckpointError(
+            f"{path} is not a {spec.id} checkpoint: {', '.join(wrong)}; pass the matching "
+            "--model id, or --model whisper for any Whisper-architecture checkpoint"
+        )

@@ -1,0 +1,70 @@
+"""Pieces every family's network uses, on backend ops, and the one load-time `prepare`.
+
+`param_shapes(cfg)` of each family returns a `ParamShapes`: every parameter with its shape (what
+checkpoints are checked against, as a plain dict) and, for the weights the backend wants in
+another layout, which kind of layer they belong to. `prepare` turns those, once at load time:
+
+    linear     (out, in)        -> B.prepare_linear (the backend's matmul layout, maybe quantised)
+    conv1x1    (out, in, 1)     -> B.prepare_linear of (out, in): a 1x1 conv is a linear per frame
+    depthwise  (C, 1, K)        -> (C, K) contiguous, what `glu_dwconv_silu` takes
+    per_head   (H, D)           -> (H, 1, D) contiguous, broadcast over the time axis
+
+Everything else (norms, biases, embeddings, conv stems) stays as the checkpoint has it.
+"""
+
+from __future__ import annotations
+
+PREPARE = {
+    "linear": lambda B, w: B.prepare_linear(w),
+    "conv1x1": lambda B, w: B.prepare_linear(w[..., 0]),
+    "depthwise": lambda B, w: B.contiguous(w[:, 0, :]),
+    "per_head": lambda B, w: B.contiguous(w[:, None, :]),
+}
+
+
+class ParamShapes(dict):
+    """name -> shape, plus `kinds`: name -> a `PREPARE` key for the weights `prepare` lays out."""
+
+    def __init__(self):
+        super().__init__()
+        self.kinds: dict[str, str] = {}
+
+    def linear(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
+        self._weight(prefix, (n_out, n_in), "linear", bias)
+
+    def conv1x1(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
+        self._weight(prefix, (n_out, n_in, 1), "conv1x1", bias)
+
+    def depthwise(self, prefix: str, channels: int, kernel: int, bias: bool = True) -> None:
+        self._weight(prefix, (channels, 1, kernel), "depthwise", bias)
+
+    def norm(self, prefix: str, d: int, bias: bool = True) -> None:
+        self[f"{prefix}.weight"] = (d,)
+        if bias:
+            self[f"{prefix}.bias"] = (d,)
+
+    def _weight(self, prefix: str, shape: tuple[int, ...], kind: str, bias: bool) -> None:
+        self[f"{prefix}.weight"] = shape
+        self.kinds[f"{prefix}.weight"] = kind
+        if bias:
+            self[f"{prefix}.bias"] = (shape[0],)
+
+
+def prepare(params: dict, shapes: ParamShapes, B) -> dict:
+    """Checkpoint parameters -> what the networks take: each weight `shapes.kinds` names laid out
+    for the backend (see the module docstring); the rest unchanged. Names absent from `params`
+    (a subset was passed) are skipped."""
+    out = dict(params)
+    for name, kind in shapes.kinds.items():
+        if name in params:
+            out[name] = PREPARE[kind](B, params[name])
+    return out
+
+
+def linear(params, B, x, prefix: str):
+    """x (..., Cin) -> (..., Cout) with `<prefix>.weight` (backend layout) and `<prefix>.bias` if present."""
+    return B.linear(x, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"))
+
+
+def layer_norm(params, B, x, prefix: str):
+    return B.layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
