@@ -156,7 +156,7 @@ def write_quantized(spec, source: Path, out: Path, bits: int, group_size: int) -
     for f in src_dir.iterdir():
         if f.is_file() and not f.name.endswith(_WEIGHT_FILES) and not f.name.endswith(".index.json"):
             shutil.copy(f, out / f.name)
-    if getattr(model, "format", None) == "ctranslate2":  # the transformers layout reads our names
+    if model.format == "ctranslate2":  # read back in the transformers layout, which reads our names
         cfg = {"model_type": "whisper", **dataclasses.asdict(model.cfg)}
         (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     write_safetensors(tensors, dtypes, out / "model.safetensors", {META_KEY: json.dumps(meta)})

@@ -45,13 +45,14 @@ def _add_model_args(p: argparse.ArgumentParser):
         action="store_true",
         help="download the model from the Hugging Face hub if it is not found locally",
     )
-    p.add_argument(
-        "--quantize",
-        type=int,
-        default=None,
-        metavar=_braces(QUANTIZE_BITS),  # the values are checked by the backend: one-line InvalidOptionError
-        help="store linear weights in this many bits (default: full precision, or a quantised checkpoint's own)",
+    _add_quantize_args(
+        p, "store linear weights in this many bits (default: full precision, or a quantised checkpoint's own)"
     )
+
+
+def _add_quantize_args(p: argparse.ArgumentParser, what: str):
+    # the values are checked by the backend (`check_quantization`): a one-line InvalidOptionError
+    p.add_argument("--quantize", type=int, default=None, metavar=_braces(QUANTIZE_BITS), help=what)
     p.add_argument(
         "--group-size",
         type=int,
@@ -122,29 +123,16 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "convert",
         help="convert a torch-pickle checkpoint (e.g. GigaAM .ckpt, Parakeet .nemo) to a "
-        "safetensors directory that loads without torch (--device mlx)",
+        "safetensors directory that loads without torch (--device mlx); with --quantize, any checkpoint",
     )
     c.add_argument(
         "--model",
         required=True,
-        help=f"model id the checkpoint is for ({', '.join(_convertible())})",
+        help=f"model id the checkpoint is for ({', '.join(_convertible())}; any id with --quantize)",
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
-    c.add_argument(
-        "--quantize",
-        type=int,
-        default=None,
-        metavar=_braces(QUANTIZE_BITS),
-        help="write a quantised checkpoint (any model) whose linear weights take this many bits, for torch and MLX",
-    )
-    c.add_argument(
-        "--group-size",
-        type=int,
-        default=None,
-        metavar=_braces(GROUP_SIZES),
-        help="weights per 4-bit scale (default 64)",
-    )
+    _add_quantize_args(c, "write a quantised checkpoint (any model) whose linear weights take this many bits")
     vad.add_cli_parser(sub)
     return parser
 

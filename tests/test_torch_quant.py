@@ -199,39 +199,53 @@ WER_SLACK = {8: 0.02, 4: 0.05}
 OPTS = TranscribeOptions(language="en", temperatures=(0.0,))
 
 
-def _wers(engine, names):
-    out = {}
-    for name in names:
-        ref = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
-        out[name] = word_error_rate(ref, engine.transcribe(load_audio(FIXTURES / f"{name}.wav"), OPTS).text)
-    return out
+def _transcribe(engine, name: str):
+    return engine.transcribe(load_audio(FIXTURES / f"{name}.wav"), OPTS)
+
+
+def _check_wer_cost(model_id: str, path, fp32_engine, names: list[str]) -> dict:
+    """int8 and int4 (group 64) on load: WER on each fixture within WER_SLACK of fp32's, the layer counts
+    reported. Returns the quantised results by bits and fixture."""
+    wer = lambda result, name: word_error_rate((FIXTURES / f"{name}.txt").read_text(encoding="utf-8"), result.text)  # noqa: E731
+    base = {name: wer(_transcribe(fp32_engine, name), name) for name in names}
+    results = {}
+    for bits in (8, 4):
+        engine = AsrEngine.from_model(model_id, path, device="cpu", quantize=bits)
+        results[bits] = {name: _transcribe(engine, name) for name in names}
+        wers = {name: wer(results[bits][name], name) for name in names}
+        for name in names:
+            assert wers[name] <= base[name] + WER_SLACK[bits], f"{model_id} {bits}-bit {name}: {wers} vs fp32 {base}"
+        # every Whisper linear's input width (d_model, 4 d_model) is a multiple of 64: none left in full precision
+        info = results[bits][names[0]].info
+        assert info["quantize"] == tq.label(bits, 64) and info["quantized_layers"] > 0
+        assert info["full_precision_layers"] == 0
+    return results
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model_id, dir_fixture", [("whisper-tiny.en", "whisper_tiny_en_dir"), ("whisper-base", "whisper_base_dir")]
-)
-def test_real_whisper_wer_cost(request, model_id, dir_fixture):
-    path = request.getfixturevalue(dir_fixture)
-    names = ["en_short", "en_medium"]
-    base = _wers(AsrEngine.from_model(model_id, path, device="cpu"), names)
-    for bits in (8, 4):
-        engine = AsrEngine.from_model(model_id, path, device="cpu", quantize=bits)
-        wers = _wers(engine, names)
-        for name in names:
-            assert wers[name] <= base[name] + WER_SLACK[bits], f"{model_id} {bits}-bit {name}: {wers} vs fp32 {base}"
-        result = engine.transcribe(load_audio(FIXTURES / "en_short.wav")[:16000], OPTS)
-        assert result.info["quantize"] == tq.label(bits, 64)
-        # Whisper's linears: 4 x attention + 2 MLP per encoder block, 5 + 2 per decoder block, the output projection
-        assert result.info["quantized_layers"] > 0 and result.info["full_precision_layers"] == 0
+def test_real_tiny_en_wer_cost_and_ctranslate2_conversion(whisper_tiny_en_dir, whisper_tiny_en_engine, tmp_path):
+    """Real tiny.en on en_short and en_medium; then its CTranslate2 directory converted at 4 bits comes back in
+    the transformers layout with our names and gives the tokens of quantising on load."""
+    on_load = _check_wer_cost("whisper-tiny.en", whisper_tiny_en_dir, whisper_tiny_en_engine, ["en_short", "en_medium"])
+    out = _convert("whisper-tiny.en", whisper_tiny_en_dir, tmp_path / "q", 4, 64)
+    assert (out / "config.json").is_file() and not (out / "model.bin").exists()
+    assert (out / "model.safetensors").stat().st_size < (whisper_tiny_en_dir / "model.bin").stat().st_size
+    a = on_load[4]["en_short"]
+    b = _transcribe(AsrEngine.from_model("whisper-tiny.en", out, device="cpu"), "en_short")
+    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
+    assert b.info["quantize"] == "4bit-g64"
+
+
+@pytest.mark.slow
+def test_real_base_wer_cost(whisper_base_dir, whisper_base_engine):
+    _check_wer_cost("whisper-base", whisper_base_dir, whisper_base_engine, ["en_short"])
 
 
 # ---- the four families at random weights: tokens mostly equal to fp32 ---------------------------------
 # Random weights give nearly flat logits, so a quantisation error can flip an argmax that a trained model
 # would not; in the autoregressive decoders (Qwen3-ASR, Whisper) one flipped token then changes every
-# later one, so their agreement at random weights says little (the real-weight WER test above is their
-# proof). Measured here (group 32, en_short's first 3 s): GigaAM 1.00 / 0.75, Parakeet 0.88 / 0.88,
-# Qwen3-ASR 0.36 / 0.20, Whisper 1.00 / 0.06 (8 / 4 bits); the floors sit under them.
+# later one, so their agreement at random weights says little (the real-weight WER tests above are their
+# proof). The floors sit under the rates the test prints (group 32, en_short's first 3 s).
 AGREEMENT_FLOOR = {
     ("gigaam-v3-ctc", 8): 0.8,
     ("gigaam-v3-ctc", 4): 0.6,
@@ -242,20 +256,14 @@ AGREEMENT_FLOOR = {
     ("whisper", 8): 0.8,
     ("whisper", 4): 0.03,
 }
-
-
-def _tokens(engine, audio, opts):
-    return [t for s in engine.transcribe(audio, opts).segments for t in s.tokens]
-
-
-def _agreement(a, b) -> float:
-    return difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() if a or b else 1.0
+MODELS = ["gigaam-v3-ctc", "parakeet-tdt-v3", "qwen3-asr-0.6b", "whisper"]
 
 
 @pytest.fixture(scope="module")
-def random_checkpoints(tmp_path_factory, random_whisper_dir):
+def random_checkpoints(tmp_path_factory, whisper_base_dir):
     pytest.importorskip("omegaconf")
     pytest.importorskip("transformers.models.qwen3_asr")
+    from conftest import make_hf_whisper
     from parakeet_refs import feature_extractor, random_model, tiny_config, train_sentencepiece, write_hf_dir
     from qwen3_asr_refs import build_reference, make_tokenizer, save_checkpoint, small_config
     from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
@@ -270,43 +278,76 @@ def random_checkpoints(tmp_path_factory, random_whisper_dir):
     tok = make_tokenizer()
     qcfg = small_config(tok)
     qwen = save_checkpoint(build_reference(qcfg, seed=5), qcfg, tok, tmp_path_factory.mktemp("qwen") / "q", "qwen")
-    return {
-        "gigaam-v3-ctc": gigaam,
-        "parakeet-tdt-v3": parakeet,
-        "qwen3-asr-0.6b": qwen,
-        "whisper": random_whisper_dir,
-    }
+    # a random decoder runs to Whisper's sample limit (n_text_ctx / 2 tokens): a short context bounds its time
+    whisper = tmp_path_factory.mktemp("whisper")
+    make_hf_whisper(whisper, whisper_base_dir, max_target_positions=32)
+    return {"gigaam-v3-ctc": gigaam, "parakeet-tdt-v3": parakeet, "qwen3-asr-0.6b": qwen, "whisper": whisper}
+
+
+class _Runs:
+    """Each model's engines and transcripts of en_short's first 3 s, made once for the module: fp32 (bits
+    None), quantised on load (group 32), and loaded from `polyasr convert --quantize` output."""
+
+    def __init__(self, sources: dict, out_dir: Path):
+        self.sources, self.out_dir = sources, out_dir
+        self.audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
+        self._done: dict = {}
+
+    def converted(self, model_id: str, bits: int) -> Path:
+        key = ("converted", model_id, bits)
+        if key not in self._done:
+            self._done[key] = _convert(model_id, self.sources[model_id], self.out_dir / f"{model_id}-{bits}", bits)
+        return self._done[key]
+
+    def run(self, model_id: str, bits: int | None = None, converted: bool = False):
+        """-> (engine, result)."""
+        key = (model_id, bits, converted)
+        if key not in self._done:
+            if converted:
+                engine = AsrEngine.from_model(model_id, self.converted(model_id, bits), device="cpu")
+            else:
+                engine = AsrEngine.from_model(
+                    model_id, self.sources[model_id], device="cpu", quantize=bits, group_size=32
+                )
+            opts = OPTS if model_id == "whisper" else None
+            self._done[key] = engine, engine.transcribe(self.audio, opts)
+        return self._done[key]
+
+
+@pytest.fixture(scope="module")
+def runs(random_checkpoints, tmp_path_factory):
+    return _Runs(random_checkpoints, tmp_path_factory.mktemp("converted"))
+
+
+def _tokens(result) -> list[int]:
+    return [t for s in result.segments for t in s.tokens]
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("model_id", ["gigaam-v3-ctc", "parakeet-tdt-v3", "qwen3-asr-0.6b", "whisper"])
-def test_random_weight_models_agree_with_fp32(random_checkpoints, model_id, bits):
-    path = random_checkpoints[model_id]
-    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
-    opts = TranscribeOptions(language="en", temperatures=(0.0,)) if model_id == "whisper" else None
-    ref = _tokens(AsrEngine.from_model(model_id, path, device="cpu"), audio, opts)
-    engine = AsrEngine.from_model(model_id, path, device="cpu", quantize=bits, group_size=32)
-    ours = _tokens(engine, audio, opts)
+@pytest.mark.parametrize("model_id", MODELS)
+def test_random_weight_models_agree_with_fp32(runs, model_id, bits):
+    ref = _tokens(runs.run(model_id)[1])
+    engine, result = runs.run(model_id, bits)
     assert ref, "the random model emits nothing: agreement would prove little"
     assert engine.backend.quantized_layers > 0
-    rate = _agreement(ref, ours)
+    rate = difflib.SequenceMatcher(a=ref, b=_tokens(result), autojunk=False).ratio()
     assert rate >= AGREEMENT_FLOOR[model_id, bits], (
         f"{model_id} {bits}-bit: token agreement {rate:.3f} ({len(ref)} tokens)"
     )
     print(f"{model_id} {bits}-bit: token agreement {rate:.3f} over {len(ref)} tokens")  # noqa: T201
 
 
-def test_int8_weights_shrink(random_checkpoints):
-    engine = AsrEngine.from_model("whisper", random_checkpoints["whisper"], device="cpu", quantize=8)
+def test_int8_weights_shrink(runs):
+    engine = runs.run("whisper", 8)[0]
     qws = [v for v in engine.model.params.values() if isinstance(v, tq.QuantizedWeight)]
     assert qws and all(v.nbytes < v.in_features * v.out_features * 4 / 3.5 for v in qws)
-    np.testing.assert_equal(engine.backend.quantized_layers, len(qws))
+    assert engine.backend.quantized_layers == len(qws)
 
 
 # ---- quantised checkpoints (`polyasr convert --quantize`) -----------------------------------------------
 @pytest.mark.parametrize("bits, group_size", [(8, 64), (4, 32), (4, 128)])
 def test_host_scheme_equals_torch_scheme(bits, group_size):
-    from polyasr.models.quantized_checkpoint import quantize_host
+    from polyasr.backends.quant_layout import quantize_host
 
     w, _, _ = _layer()
     qa = quantize_host(w.numpy(), bits, group_size, "w")
@@ -327,36 +368,28 @@ def _convert(model_id, src, out, bits, group_size=32):
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("model_id", ["gigaam-v3-ctc", "parakeet-tdt-v3", "qwen3-asr-0.6b", "whisper"])
-def test_converted_checkpoint_equals_quantising_on_load(random_checkpoints, tmp_path, model_id, bits):
+@pytest.mark.parametrize("model_id", MODELS)
+def test_converted_checkpoint_equals_quantising_on_load(runs, model_id, bits):
     from polyasr.models.quantized_checkpoint import read_metadata
 
-    src = random_checkpoints[model_id]
-    out = _convert(model_id, src, tmp_path / "q", bits)
+    out = runs.converted(model_id, bits)
     meta = read_metadata(out)
     assert meta["bits"] == bits and meta["quantized"] and not list(out.glob("*.ckpt")) + list(out.glob("*.nemo"))
-    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
-    opts = TranscribeOptions(language="en", temperatures=(0.0,)) if model_id == "whisper" else None
-    on_load = AsrEngine.from_model(model_id, src, device="cpu", quantize=bits, group_size=32)
-    stored = AsrEngine.from_model(model_id, out, device="cpu")
-    a, b = on_load.transcribe(audio, opts), stored.transcribe(audio, opts)
+    a, b = runs.run(model_id, bits)[1], runs.run(model_id, bits, converted=True)[1]
     assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments] and a.text == b.text
-    assert b.info["quantize"] == a.info["quantize"]
-    assert b.info["quantized_layers"] == a.info["quantized_layers"]
-    assert b.info["full_precision_layers"] == a.info["full_precision_layers"]
+    for key in ("quantize", "quantized_layers", "full_precision_layers"):
+        assert b.info[key] == a.info[key], key
 
 
 @pytest.mark.mlx
 @pytest.mark.parametrize("bits", [8, 4])
-def test_converted_checkpoint_on_mlx(random_whisper_dir, tmp_path, bits):
+def test_converted_checkpoint_on_mlx(runs, bits):
     """MLX multiplies by exactly the stored weights (repacked, not requantised) and quantises the tied
     output projection with the same scheme, so it gives torch's tokens (weight-only on both)."""
     mx = pytest.importorskip("mlx.core")
     from polyasr.backends.mlx_quant import QuantizedWeight as MLXQuantizedWeight
 
-    out = _convert("whisper", random_whisper_dir, tmp_path / "q", bits)
-    opts = TranscribeOptions(language="en", temperatures=(0.0,))
-    audio = load_audio(FIXTURES / "en_short.wav")[: 16000 * 3]
+    out = runs.converted("whisper", bits)
     ours = AsrEngine.from_model("whisper", out, device="cpu")
     for v in ours.model.params.values():
         if isinstance(v, tq.QuantizedWeight):
@@ -367,12 +400,14 @@ def test_converted_checkpoint_on_mlx(random_whisper_dir, tmp_path, bits):
     assert isinstance(w_mlx, MLXQuantizedWeight)
     dq = mx.dequantize(w_mlx.weight, w_mlx.scales, w_mlx.biases, group_size=32, bits=bits)
     assert_close(np.array(dq), ours.model.params[name].dequantize(), atol=1e-6, what="MLX's copy of the weight")
-    a, b = ours.transcribe(audio, opts), mlx.transcribe(audio, opts)
+    a, b = ours.transcribe(runs.audio, OPTS), mlx.transcribe(runs.audio, OPTS)
     assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
-    assert b.info["quantize"] == a.info["quantize"] and b.info["quantized_layers"] == a.info["quantized_layers"]
+    for key in ("quantize", "quantized_layers", "full_precision_layers"):
+        assert b.info[key] == a.info[key], key
 
 
 def _write_copy(src: Path, dst: Path, edit) -> Path:
+    import json
     import shutil
 
     from polyasr.models.checkpoint_io import read_safetensors, write_safetensors
@@ -382,49 +417,33 @@ def _write_copy(src: Path, dst: Path, edit) -> Path:
     arrays, tags = read_safetensors(src / "model.safetensors")
     arrays = {k: np.array(v) for k, v in arrays.items()}
     edit(arrays)
-    import json
-
     write_safetensors(arrays, tags, dst / "model.safetensors", {META_KEY: json.dumps(read_metadata(src))})
     return dst
 
 
-def test_bad_quantized_checkpoints_name_the_tensor(random_whisper_dir, tmp_path):
+def test_bad_quantized_checkpoints_name_the_tensor(runs, tmp_path):
     from polyasr.errors import CheckpointError
 
-    good = _convert("whisper", random_whisper_dir, tmp_path / "q8", 8)
+    good = runs.converted("whisper", 8)
     name = "decoder.blocks.0.mlp1.weight"
 
     def short_scales(a):
         a[f"{name}.scales"] = a[f"{name}.scales"][:, :1].copy()
 
-    bad = _write_copy(good, tmp_path / "bad1", short_scales)
-    with pytest.raises(CheckpointError, match=rf"{name}.*scales has shape"):
-        AsrEngine.from_model("whisper", bad, device="cpu")
-
     def uneven_scales(a):
         a[f"{name}.scales"][:, 0] *= 2
-
-    bad = _write_copy(good, tmp_path / "bad2", uneven_scales)
-    with pytest.raises(CheckpointError, match=rf"{name}.*one per output channel"):
-        AsrEngine.from_model("whisper", bad, device="cpu")
 
     def lost_biases(a):
         del a[f"{name}.biases"]
 
-    bad = _write_copy(good, tmp_path / "bad3", lost_biases)
-    with pytest.raises(CheckpointError, match=rf"{name}.*lacks {name}.biases"):
-        AsrEngine.from_model("whisper", bad, device="cpu")
+    for i, (edit, message) in enumerate(
+        [
+            (short_scales, rf"{name}.*scales has shape"),
+            (uneven_scales, rf"{name}.*one per output channel"),
+            (lost_biases, rf"{name}.*lacks {name}.biases"),
+        ]
+    ):
+        with pytest.raises(CheckpointError, match=message):
+            AsrEngine.from_model("whisper", _write_copy(good, tmp_path / f"bad{i}", edit), device="cpu")
     with pytest.raises(InvalidOptionError, match="holds 8-bit weights"):
         AsrEngine.from_model("whisper", good, device="cpu", quantize=4, group_size=32)
-
-
-@pytest.mark.slow
-def test_converted_ctranslate2_whisper(whisper_tiny_en_dir, tmp_path):
-    """A CTranslate2 directory (real tiny.en) comes back in the transformers layout with our names."""
-    out = _convert("whisper-tiny.en", whisper_tiny_en_dir, tmp_path / "q", 4, 64)
-    assert (out / "config.json").is_file() and not (out / "model.bin").exists()
-    assert (out / "model.safetensors").stat().st_size < (whisper_tiny_en_dir / "model.bin").stat().st_size
-    audio = load_audio(FIXTURES / "en_short.wav")
-    a = AsrEngine.from_model("whisper-tiny.en", whisper_tiny_en_dir, device="cpu", quantize=4).transcribe(audio, OPTS)
-    b = AsrEngine.from_model("whisper-tiny.en", out, device="cpu").transcribe(audio, OPTS)
-    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
