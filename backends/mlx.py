@@ -21,6 +21,7 @@ import numpy as np
 
 from polyasr.backends import mlx_quant
 from polyasr.backends.composed import ComposedOps
+from polyasr.backends.quant_layout import QuantizedArray, quantize_host
 from polyasr.errors import BackendError
 from polyasr.kernels.mel_tables import NORM_STD_EPS, frame_counts, tables
 
@@ -33,9 +34,17 @@ class MLXBackend(ComposedOps):
     # the batched device loop evaluates a few steps at a time; no host copies
     decode_on_host = False
 
-    def __init__(self, dtype: str | None = None, quantize: int | None = None, group_size: int = 64):
-        """quantize: None, or the bits (4, 8; `mlx_quant.BITS`) linear weights are stored in, in
-        groups of `group_size` input weights (32, 64, 128) sharing one scale and bias."""
+    def __init__(
+        self,
+        dtype: str | None = None,
+        quantize: int | None = None,
+        group_size: int = 64,
+        checkpoint_scheme: str | None = None,
+    ):
+        """quantize: None, or the bits (4, 8) linear weights are stored in, in groups of `group_size`
+        input weights (32, 64, 128) sharing one scale and bias: `mx.quantize`'s scheme, or with
+        `checkpoint_scheme` (a quantised checkpoint's label, `get_backend`) the checkpoint's own
+        (`quant_layout.quantize_host`), so layers quantised here match the stored ones."""
         dtype = dtype or "float32"
         if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
@@ -44,7 +53,9 @@ class MLXBackend(ComposedOps):
         self.device = "mlx:" + str(mx.default_device()).removeprefix("Device(").removesuffix(")").replace(", ", ":")
         self.dtype_name, self.dtype = dtype, _DTYPES[dtype]
         self.quantize, self.group_size = quantize, group_size
-        self.quantization = mlx_quant.label(quantize, group_size)  # "8bit-g64" or None, for results' info
+        self.checkpoint_scheme = checkpoint_scheme
+        # "8bit-g64" (or the checkpoint's "8bit-channel") or None, for results' info
+        self.quantization = checkpoint_scheme or mlx_quant.label(quantize, group_size)
         # linear layers `prepare_linear` quantised / kept in full precision (Cin not a multiple of group_size)
         self.quantized_layers = self.full_precision_layers = 0
 
@@ -60,6 +71,9 @@ class MLXBackend(ComposedOps):
         return a.astype(dtype) if dtype is not None else a
 
     def param(self, x: np.ndarray, dtype_name: str | None = None):
+        # a quantised checkpoint's weight: a QuantizedWeight of exactly the stored values
+        if isinstance(x, QuantizedArray):
+            return mlx_quant.from_stored(x)
         a = mx.array(np.ascontiguousarray(x))
         if dtype_name == "bfloat16":
             a = a.view(mx.bfloat16)
@@ -97,14 +111,23 @@ class MLXBackend(ComposedOps):
     def prepare_linear(self, w):
         """(Cout, Cin) -> (Cin, Cout): `linear` is then one plain matmul. With `quantize`, a
         `mlx_quant.QuantizedWeight` instead, unless the layer cannot be quantised (Cin not a multiple
-        of group_size), which stays (Cin, Cout) in full precision."""
-        if self.quantize is not None:
-            qw = mlx_quant.quantize_linear(w, self.quantize, self.group_size)
-            if qw is not None:
-                self.quantized_layers += 1
-                return qw
+        of group_size), which stays (Cin, Cout) in full precision; a weight read quantised from a
+        checkpoint (`param`) stays as it is."""
+        qw = w if isinstance(w, mlx_quant.QuantizedWeight) else self._quantize(w)
+        if qw is not None:
+            self.quantized_layers += 1
+            return qw
         self.full_precision_layers += 1
         return mx.contiguous(w.T)
+
+    def _quantize(self, w) -> mlx_quant.QuantizedWeight | None:
+        if self.quantize is None:
+            return None
+        if self.checkpoint_scheme is None:
+            return mlx_quant.quantize_linear(w, self.quantize, self.group_size)
+        if w.ndim != 2 or not mx.issubdtype(w.dtype, mx.floating) or w.shape[1] % self.group_size:
+            return None
+        return mlx_quant.from_stored(quantize_host(np.array(w.astype(mx.float32)), self.quantize, self.group_size))
 
     @staticmethod
     def linear(x, w, b=None):

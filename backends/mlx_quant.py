@@ -15,23 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import mlx.core as mx
+import numpy as np
 
-from polyasr.backends import GROUP_SIZES, QUANTIZE_BITS
-from polyasr.errors import InvalidOptionError
-
-BITS = QUANTIZE_BITS
-
-
-def check_quantization(bits: int, group_size: int) -> None:
-    """Raise InvalidOptionError (one line, says what to pass) unless mx.quantize takes these values."""
-    if isinstance(bits, bool) or bits not in BITS:
-        raise InvalidOptionError(
-            f"quantize={bits!r} is not a supported weight width; use one of {' or '.join(map(str, BITS))} bits"
-        )
-    if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
-        raise InvalidOptionError(
-            f"group_size={group_size!r} is not supported by mx.quantize; use one of {', '.join(map(str, GROUP_SIZES))}"
-        )
+from polyasr.backends import check_quantization
 
 
 def label(bits: int | None, group_size: int) -> str | None:
@@ -72,3 +58,18 @@ def quantized_linear(x: mx.array, qw: QuantizedWeight, b: mx.array | None = None
     """x (..., Cin) @ W^T (+ b) -> (..., Cout), with W as `quantize_linear` packed it."""
     y = mx.quantized_matmul(x, qw.weight, qw.scales, qw.biases, transpose=True, group_size=qw.group_size, bits=qw.bits)
     return y + b if b is not None else y
+
+
+def from_stored(qa) -> QuantizedWeight:
+    """A quantised checkpoint's weight (`quantized_checkpoint.QuantizedArray`: unsigned values with one
+    scale and bias per group, MLX's own affine convention) -> QuantizedWeight: the values repacked into
+    mx's uint32 words (element k of a word in bits [k * bits, (k + 1) * bits)), nothing requantised."""
+    check_quantization(qa.bits, qa.group_size)
+    per_word = 32 // qa.bits
+    v = qa.values().astype(np.uint32).reshape(qa.shape[0], -1, per_word)
+    words = np.zeros(v.shape[:2], np.uint32)
+    for k in range(per_word):
+        words |= v[:, :, k] << np.uint32(k * qa.bits)
+    return QuantizedWeight(
+        mx.array(words), mx.array(qa.scales), mx.array(qa.biases), qa.bits, qa.group_size, qa.shape[1], qa.shape[0]
+    )

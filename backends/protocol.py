@@ -68,12 +68,17 @@ class Backend(Protocol):
     loop on backend ops keeps the data on the device and evaluates a few steps at a time (CUDA,
     MLX)."""
     quantization: str | None
-    """Weight quantisation of linear layers as a label ("8bit-g64"), or None for full precision."""
+    """Weight quantisation of linear layers as a label naming the scheme, reported as
+    `info["quantize"]`, or None for full precision: "<bits>bit-g<group>" for affine groups of that
+    many input weights (MLX's `mx.quantize`, torch's 4 bits), "8bit-channel" for symmetric int8 with
+    one scale per output channel (torch's 8 bits). A backend loading a quantised checkpoint
+    (`get_backend(checkpoint_scheme=)`) reports the checkpoint's label."""
     quantized_layers: int
-    """How many linear weights `prepare_linear` quantised (0 without quantisation)."""
+    """How many linear weights `prepare_linear` returned quantised, those read quantised from a
+    checkpoint included (0 without quantisation)."""
     full_precision_layers: int
-    """How many linear weights `prepare_linear` kept in full precision while quantising (a layer
-    whose input width is not a multiple of the group size); 0 without quantisation."""
+    """How many linear weights `prepare_linear` returned in full precision: with quantisation, the
+    layers it cannot take (input width not a multiple of the group size); without, every one."""
 
     # ---- arrays -------------------------------------------------------------------------------
     def asarray(self, x: Any, dtype: DType | None = None) -> Array:
@@ -85,7 +90,10 @@ class Backend(Protocol):
     def param(self, x: np.ndarray, dtype_name: str | None = None) -> Array:
         """A checkpoint tensor (numpy, possibly a read-only memory map) -> a weight on this backend,
         float data in the compute dtype. `dtype_name="bfloat16"` marks `x` as raw uint16 bf16 bits
-        (numpy has no bf16). The result may share memory with `x`; weights are never written."""
+        (numpy has no bf16). The result may share memory with `x`; weights are never written.
+        A quantised checkpoint's linear weight (`quant_layout.QuantizedArray`) becomes the object
+        `prepare_linear` returns for a quantised layer, holding exactly the stored values (the
+        backend was made with the checkpoint's bits and group size)."""
 
     def to_numpy(self, x: Array) -> np.ndarray:
         """An array -> a host numpy array (waits for it): float data as float32, integer and bool
@@ -114,7 +122,8 @@ class Backend(Protocol):
     def prepare_linear(self, w: Array) -> Any:
         """A (Cout, Cin) checkpoint weight -> the object `linear` takes, in the layout this backend
         multiplies fastest (once, at load time). Opaque to models: it may be transposed, or a
-        quantised structure (see `quantization`); models pass it only to `linear`."""
+        quantised structure (see `quantization`); models pass it only to `linear`. A weight `param`
+        returned quantised passes through unchanged."""
 
     def linear(self, x: Array, w: Any, b: Array | None = None) -> Array:
         """x (..., Cin) @ W^T + b -> (..., Cout), with w as `prepare_linear` returned it, b (Cout,)."""

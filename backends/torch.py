@@ -5,6 +5,7 @@ where that is not obvious. Six ops run one of our Triton kernels when `backends/
 says so (`kernels="triton"`; opt-in until the kernels are validated on a GPU), and otherwise the
 kernel file's plain-torch reference or torch's own op: `attention`, `rel_pos_attention`,
 `glu_dwconv_silu`, `rope`, `qk_norm_rope` and `log_mel`. Model code does not change to pick one.
+Optional weight quantisation of linear layers (int8 / int4): `torch_quant.py`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from polyasr.backends import torch_quant
 from polyasr.backends.composed import ComposedOps
 from polyasr.backends.kernel_dispatch import resolve_kernels
+from polyasr.backends.quant_layout import QuantizedArray
 from polyasr.errors import BackendError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -34,17 +37,27 @@ def _key_mask(mask, batch: int, tk: int):
 
 class TorchBackend(ComposedOps):
     name = "torch"
-    # torch never quantises weights
-    quantization = None
-    quantized_layers = full_precision_layers = 0
 
-    def __init__(self, device: str = "cpu", dtype: str | None = None, kernels: str | None = None):
-        """kernels: "auto" | "torch" | "triton" | None (= POLYASR_KERNELS, else "auto"); see kernel_dispatch."""
+    def __init__(
+        self,
+        device: str = "cpu",
+        dtype: str | None = None,
+        kernels: str | None = None,
+        quantize: int | None = None,
+        group_size: int = 64,
+        checkpoint_scheme: str | None = None,
+    ):
+        """kernels: "auto" | "torch" | "triton" | None (= POLYASR_KERNELS, else "auto"); see kernel_dispatch.
+        quantize: None, or 8 / 4: linear weights stored in that many bits (`torch_quant`), 4-bit ones in
+        groups of `group_size` (32, 64, 128) input weights. checkpoint_scheme: a quantised checkpoint's
+        label (`get_backend`); torch's schemes are the ones checkpoints store, so it must equal ours."""
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
         self.device = torch.device(device)
-        # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs.
-        dtype = dtype or ("float16" if self.device.type == "cuda" else "float32")
+        # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs (bf16 with
+        # 4-bit weights: the int4 GEMM takes nothing else).
+        cuda_dtype = "bfloat16" if quantize == 4 else "float16"
+        dtype = dtype or (cuda_dtype if self.device.type == "cuda" else "float32")
         if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
         self.dtype_name = dtype
@@ -52,9 +65,21 @@ class TorchBackend(ComposedOps):
         self.kernels = resolve_kernels(kernels, self.device.type)  # "torch" | "triton"
         # eager ops on host memory: Parakeet's TDT loop runs faster in C++ than op by op
         self.decode_on_host = self.device.type == "cpu"
+        self.quantizer = None
+        if quantize is not None:
+            self.quantizer = torch_quant.Quantizer(quantize, group_size, self.device, self.dtype)
+        self.quantization = torch_quant.label(quantize, group_size)  # "8bit-channel", "4bit-g64" or None
+        if checkpoint_scheme not in (None, self.quantization):
+            raise BackendError(
+                f"a quantised checkpoint in scheme {checkpoint_scheme!r} was given to a torch backend that "
+                f"quantises as {self.quantization!r}; load it without --quantize / --group-size"
+            )
+        # linear layers `prepare_linear` quantised / kept in full precision (Cin not a multiple of group_size)
+        self.quantized_layers = self.full_precision_layers = 0
 
     def __repr__(self):
-        return f"TorchBackend(device={self.device}, dtype={self.dtype_name}, kernels={self.kernels})"
+        quant = f", quantize={self.quantization}" if self.quantization else ""
+        return f"TorchBackend(device={self.device}, dtype={self.dtype_name}, kernels={self.kernels}{quant})"
 
     # ---- arrays -------------------------------------------------------------------------
     def asarray(self, x, dtype=None) -> torch.Tensor:
@@ -64,6 +89,14 @@ class TorchBackend(ComposedOps):
         return t.to(device=self.device, dtype=dtype)
 
     def param(self, x: np.ndarray, dtype_name: str | None = None) -> torch.Tensor:
+        # a quantised checkpoint's weight: a QuantizedWeight of exactly the stored values
+        if isinstance(x, QuantizedArray):
+            if self.quantizer is None:
+                raise BackendError(
+                    f"quantised tensor {x.name!r} given to a backend without quantize; load the checkpoint with "
+                    "AsrEngine.from_model, which takes its bits and group size"
+                )
+            return self.quantizer.from_stored(x)
         with warnings.catch_warnings():
             # Checkpoint arrays are read-only memory maps; parameters are never written, so
             # sharing the pages (no copy) is what we want, and torch's warning is noise.
@@ -103,10 +136,18 @@ class TorchBackend(ComposedOps):
     def prepare_linear(self, w):
         """On CPU (Cin, Cout), contiguous: a decoder step is a chain of (1, Cin) GEMVs whose weights
         come from DRAM, and MKL streams the transposed layout faster (`docs/architecture.md`); the
-        encoder's large GEMMs are indifferent. GPUs keep (Cout, Cin)."""
+        encoder's large GEMMs are indifferent. GPUs keep (Cout, Cin). With `quantize`, a
+        `torch_quant.QuantizedWeight` instead, unless the layer is left in full precision
+        (`Quantizer.selects`); a weight read quantised from a checkpoint (`param`) stays as it is."""
+        if isinstance(w, torch_quant.QuantizedWeight) or (self.quantizer and self.quantizer.selects(w)):
+            self.quantized_layers += 1
+            return w if isinstance(w, torch_quant.QuantizedWeight) else self.quantizer.quantize(w)
+        self.full_precision_layers += 1
         return w.t().contiguous() if self.device.type == "cpu" else w
 
     def linear(self, x, w, b=None):
+        if isinstance(w, torch_quant.QuantizedWeight):
+            return w.linear(x, b)
         if self.device.type != "cpu":
             return F.linear(x, w, b)
         flat = x.reshape(-1, x.shape[-1])

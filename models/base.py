@@ -140,6 +140,8 @@ class AsrModel:
     """A family's loaded model. Subclasses set the attributes and implement `_transcribe`.
 
     name: the model id; B: the backend; sample_rate: what `audio` arrives at (16 kHz).
+    format: the checkpoint format it was read from ("hf-safetensors", "ctranslate2", ...), reported as
+      `info["checkpoint_format"]`.
     languages: ISO codes a forced language may name, or None when any code the model accepts
       is fine (the family then checks it itself). A model with one language reports it always.
     Families that batch across inputs set `capabilities.batched_inputs` and override `_transcribe_many`.
@@ -147,6 +149,7 @@ class AsrModel:
 
     name: str
     B: object
+    format: str | None = None
     sample_rate: int = 16000
     capabilities: Capabilities = Capabilities()
     languages: tuple[str, ...] | None = None

@@ -131,6 +131,11 @@ def read_safetensors_dir(directory: Path) -> tuple[dict[str, np.ndarray], dict[s
         a, t = read_safetensors(directory / name)
         arrays.update(a)
         tags.update(t)
+    from polyasr.models import quantized_checkpoint as qc
+
+    meta = qc.read_metadata(directory)
+    if meta is not None:  # `polyasr convert --quantize` output: weight triples -> one QuantizedArray each
+        arrays, tags = qc.group_quantized(arrays, tags, meta, str(directory / "model.safetensors"))
     return arrays, tags
 
 

@@ -70,14 +70,17 @@ def apply_weight_map(
     Returns (params, param_dtypes) keyed by canonical names. Raises WeightsMismatchError naming
     missing, unexpected and mis-shaped tensors (all of them at once, so one run shows every problem).
     """
-    params, tags, consumed = {}, {}, set()
+    compiled = [(t, _pattern(t)) for t in wm.rename]
+    if in_canonical_names(tensors, wm, expected):  # already in our names (a quantised checkpoint)
+        _check({k: tensors[k] for k in expected}, expected, [], source, wm)
+        return {k: tensors[k] for k in expected}, {k: dtypes.get(k) for k in expected}
+    params, tags, consumed, dropped = {}, {}, set(), []
     layer_counts = _layer_indices(expected)
     for target_t, source_ts in wm.fuse.items():
         for groups in layer_counts.get(target_t, [()]):
             target = _fill(target_t, groups)
             sources = tuple(_fill(s, groups) if s is not None else None for s in source_ts)
             params[target], tags[target] = _fuse(target, sources, tensors, dtypes, consumed, expected.get(target))
-    compiled = [(t, _pattern(t)) for t in wm.rename]
     unexpected = []
     for name, arr in tensors.items():
         if name in consumed:
@@ -87,11 +90,33 @@ def apply_weight_map(
             unexpected.append(name)
             continue
         target_t = wm.rename[hit[0]]
-        if target_t is not None:
+        if target_t is None:
+            dropped.append(name)
+        else:
             target = _fill(target_t, hit[1])
             params[target], tags[target] = arr, dtypes.get(name)
     _check(params, expected, unexpected, source, wm)
+    for record in RECORDERS:  # `polyasr convert --quantize` sees the canonical parameters a loader made
+        record(params, tags, {k: (tensors[k], dtypes.get(k)) for k in dropped})
     return params, tags
+
+
+# Callbacks (params, tags, dropped source tensors) for every mapped checkpoint: models/quantized_checkpoint.py
+RECORDERS: list = []
+
+
+def in_canonical_names(tensors, wm: WeightMap, expected) -> bool:
+    """Whether a checkpoint is already in canonical names (`polyasr convert --quantize` writes them): every
+    expected name present, anything else a tensor the table drops on purpose (a frontend buffer the family
+    reads beside the map)."""
+    if not set(expected) <= set(tensors) or not expected:
+        return False
+    compiled = [(t, _pattern(t)) for t in wm.rename]
+    for name in set(tensors) - set(expected):
+        hit = _match(name, compiled)
+        if hit is None or wm.rename[hit[0]] is not None:
+            return False
+    return True
 
 
 def _layer_indices(expected: dict[str, tuple]) -> dict[str, list[tuple[str, ...]]]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from polyasr import diarization, vad
-from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS
+from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS, check_quantization
 from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
 from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
@@ -45,13 +45,14 @@ def _add_model_args(p: argparse.ArgumentParser):
         action="store_true",
         help="download the model from the Hugging Face hub if it is not found locally",
     )
-    p.add_argument(
-        "--quantize",
-        type=int,
-        default=None,
-        metavar=_braces(QUANTIZE_BITS),  # the values are checked by the backend: one-line InvalidOptionError
-        help="store linear weights in this many bits (--device mlx only; default: full precision)",
+    _add_quantize_args(
+        p, "store linear weights in this many bits (default: full precision, or a quantised checkpoint's own)"
     )
+
+
+def _add_quantize_args(p: argparse.ArgumentParser, what: str):
+    # the values are checked by the backend (`check_quantization`): a one-line InvalidOptionError
+    p.add_argument("--quantize", type=int, default=None, metavar=_braces(QUANTIZE_BITS), help=what)
     p.add_argument(
         "--group-size",
         type=int,
@@ -148,15 +149,16 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "convert",
         help="convert a torch-pickle checkpoint (e.g. GigaAM .ckpt, Parakeet .nemo) to a "
-        "safetensors directory that loads without torch (--device mlx)",
+        "safetensors directory that loads without torch (--device mlx); with --quantize, any checkpoint",
     )
     c.add_argument(
         "--model",
         required=True,
-        help=f"model id the checkpoint is for ({', '.join(_convertible())})",
+        help=f"model id the checkpoint is for ({', '.join(_convertible())}; any id with --quantize)",
     )
     c.add_argument("--model-path", required=True, help="source checkpoint: a .ckpt / .nemo file or a directory")
     c.add_argument("--output", "-o", required=True, help="output directory (created; must be empty if it exists)")
+    _add_quantize_args(c, "write a quantised checkpoint (any model) whose linear weights take this many bits")
     vad.add_cli_parser(sub)
     _add_serve_parser(sub)
     diarization.add_cli_parser(sub)
@@ -437,8 +439,10 @@ def _convertible() -> list[str]:
 
 def cmd_convert(args) -> int:
     """Read a pickled source checkpoint safely and write a directory that loads without torch, as
-    the model's family declares (`Family.converter`)."""
+    the model's family declares (`Family.converter`); with --quantize, any checkpoint -> a quantised one."""
     spec = get_spec(args.model)
+    if args.quantize is not None or args.group_size is not None:
+        return _convert_quantized(spec, args)
     convert = converter_for(spec)
     if convert is None:
         families = [f.name for f in FAMILIES.values() if f.converter is not None]
@@ -446,12 +450,39 @@ def cmd_convert(args) -> int:
             f"`polyasr convert` converts the torch-pickle checkpoints of the {' and '.join(families)} models "
             f"({', '.join(_convertible())}); {spec.id} checkpoints load as they are"
         )
+    print(convert(spec, *_convert_paths(args)))
+    return 0
+
+
+def _convert_paths(args) -> tuple[Path, Path]:
+    """--model-path (must exist) and --output (new, or an empty directory)."""
     src, out = Path(args.model_path), Path(args.output)
     if not src.exists():
         raise ModelNotFoundError(f"--model-path {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidOptionError(f"--output {out} exists and is not an empty directory; choose a new one")
-    print(convert(spec, src, out))
+    return src, out
+
+
+def _convert_quantized(spec, args) -> int:
+    """`convert --quantize`: any checkpoint polyasr reads -> the quantised layout (models/quantized_checkpoint.py).
+    A torch pickle the family converts (`Family.converter`) goes through that conversion first, into a
+    temporary directory."""
+    import tempfile
+
+    from polyasr.models.quantized_checkpoint import write_quantized
+
+    quant = _quantize_args(args)
+    check_quantization(quant["quantize"], quant["group_size"])
+    src, out = _convert_paths(args)
+    convert = converter_for(spec)
+    with tempfile.TemporaryDirectory(prefix="polyasr-convert-") as tmp:
+        if convert is not None and not (src.is_dir() and (src / "model.safetensors").is_file()):
+            convert(spec, src, Path(tmp))
+            src = Path(tmp)
+        meta = write_quantized(spec, src, out, quant["quantize"], quant["group_size"])
+    n, kept = len(meta["quantized"]), len(meta["full_precision"])
+    print(f"{args.model_path} -> {out} ({meta['scheme']}: {n} linear weights quantised, {kept} kept full precision)")
     return 0
 
 

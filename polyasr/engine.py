@@ -39,10 +39,12 @@ class AsrEngine:
 
         device: "auto" | "cpu" | "cuda" | "mlx"; dtype: "float32" | "float16" | "bfloat16" (default per device);
         kernels: "auto" | "torch" | "triton" (default: $POLYASR_KERNELS, else "auto"; see backends/kernel_dispatch.py);
-        quantize: None (full precision), or 4 / 8: linear weights stored in that many bits, one scale and bias
-        per `group_size` (32, 64, 128) input weights (`mx.quantize`; device "mlx" only, BackendError elsewhere).
+        quantize: None (full precision, or a quantised checkpoint's own bits), or 8 / 4: linear weights stored in
+        that many bits. MLX: `mx.quantize`, one scale and bias per `group_size` (32, 64, 128) input weights;
+        torch (CPU / CUDA, `backends/torch_quant.py`): 8 bits with one scale per output channel (int8 GEMM with
+        per-token int8 activations on CPUs with VNNI / AMX), 4 bits with one scale and bias per group.
         Layers whose input width is not a multiple of group_size stay in full precision; results report
-        `info["quantize"]` ("8bit-g64") and the two layer counts.
+        `info["quantize"]` ("8bit-g64", "8bit-channel", "4bit-g64") and the two layer counts.
         """
         from polyasr.backends import get_backend
 
@@ -51,6 +53,9 @@ class AsrEngine:
         load = loader_for(spec)
         backend = get_backend(device, dtype, kernels, quantize, group_size)  # option errors before any search
         checkpoint = locate_checkpoint(spec, path, allow_download=allow_download)
+        stored = _stored_quantization(checkpoint, quantize, group_size)
+        if stored is not None:  # a quantised checkpoint: its bits and scheme for every linear layer
+            backend = get_backend(device, dtype, kernels, *stored)
         return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
 
     def transcribe(
@@ -193,3 +198,22 @@ class AsrEngine:
             "quantized_layers": self.backend.quantized_layers,
             "full_precision_layers": self.backend.full_precision_layers,
         }
+
+
+def _stored_quantization(checkpoint: Path, quantize, group_size) -> tuple[int, int, str] | None:
+    """(bits, group size, scheme label) of a quantised checkpoint (`polyasr convert --quantize`), else None; asking
+    for other bits than it holds is an error (it cannot be requantised without its fp32 weights)."""
+    from polyasr.errors import InvalidOptionError
+    from polyasr.models.quantized_checkpoint import read_metadata
+
+    meta = read_metadata(checkpoint)
+    if meta is None:
+        return None
+    stored = (meta["bits"], meta["group_size"], meta.get("scheme"))
+    if quantize is not None and (quantize, group_size) != stored[:2]:
+        raise InvalidOptionError(
+            f"{checkpoint} holds {meta['bits']}-bit weights in groups of {meta['group_size']}; pass --quantize "
+            f"{meta['bits']} --group-size {meta['group_size']} or no --quantize (not quantize={quantize}, "
+            f"group_size={group_size})"
+        )
+    return stored

@@ -24,7 +24,7 @@ from polyasr.backends.mlx_quant import (  # noqa: E402
 )
 from polyasr.benchmark import word_error_rate  # noqa: E402
 from polyasr.cli import _build_parser, main  # noqa: E402
-from polyasr.errors import BackendError, InvalidOptionError  # noqa: E402
+from polyasr.errors import InvalidOptionError  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -133,10 +133,9 @@ def test_bad_bits_or_group_size(bits, group_size, fragment):
         assert fragment in msg and "\n" not in msg and "use one of" in msg, msg
 
 
-def test_quantize_on_torch_is_refused():
-    for device in ("cpu", "auto"):  # auto is cpu on this Linux machine
-        with pytest.raises(BackendError, match="--device mlx"):
-            get_backend(device, quantize=8)
+def test_quantize_on_torch_is_the_torch_scheme():
+    for device in ("cpu", "auto"):  # auto is cpu on this Linux machine; tests/test_torch_quant.py covers it
+        assert get_backend(device, quantize=8).quantization == "8bit-channel"
 
 
 @pytest.mark.slow
@@ -229,7 +228,7 @@ def test_cli_group_size_without_quantize(capsys):
     [
         (["--device", "mlx", "--quantize", "5"], 2, ("quantize=5", "4 or 8")),
         (["--device", "mlx", "--quantize", "8", "--group-size", "100"], 2, ("group_size=100", "32, 64, 128")),
-        (["--device", "cpu", "--quantize", "8"], 5, ("--device mlx",)),
+        (["--device", "cpu", "--quantize", "3"], 2, ("quantize=3", "4 or 8")),
     ],
 )
 def test_cli_bad_quantize_values(capsys, whisper_tiny_en_dir, extra, exit_code, fragments):

@@ -15,7 +15,7 @@ from polyasr.models.checkpoint_io import read_config, read_safetensors_dir
 from polyasr.models.qwen3_asr.config import Qwen3ASRConfig
 from polyasr.models.qwen3_asr.model import param_shapes
 from polyasr.models.qwen3_asr.weights import check_present, qwen_map, transformers_map
-from polyasr.models.weight_map import apply_weight_map
+from polyasr.models.weight_map import apply_weight_map, in_canonical_names
 
 
 @dataclass
@@ -47,6 +47,7 @@ def load_checkpoint(path) -> Checkpoint:
     make = qwen_map if cfg.layout == "qwen" else transformers_map
     fmt = "qwen-safetensors" if cfg.layout == "qwen" else "hf-safetensors"
     wm, source = make(t.tie_word_embeddings, t.attention_bias), f"{directory} ({fmt})"
-    check_present(tensors, wm, cfg, source)
+    if not in_canonical_names(tensors, wm, param_shapes(cfg)):  # a quantised checkpoint is in our names
+        check_present(tensors, wm, cfg, source)
     params, dtypes = apply_weight_map(tensors, tags, wm, param_shapes(cfg), source)
     return Checkpoint(cfg, params, dtypes, directory, fmt)

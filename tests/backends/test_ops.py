@@ -250,8 +250,11 @@ def case_attributes(B):
     assert B.zeros((1,)).dtype == B.dtype == B.asarray(np.zeros(1)).dtype
     assert isinstance(B.kernels, str) and B.kernels
     assert isinstance(B.decode_on_host, bool)
-    assert B.quantization is None or isinstance(B.quantization, str)
-    assert min(B.quantized_layers, B.full_precision_layers) >= 0
+    # the suite's backends are made without quantisation: every prepared linear is counted full precision
+    assert B.quantization is None and B.quantized_layers == 0
+    before = B.full_precision_layers
+    B.prepare_linear(B.asarray(f32(2, 4)))
+    assert (B.quantized_layers, B.full_precision_layers) == (0, before + 1)
     assert isinstance(B, Backend)
 
 
