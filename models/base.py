@@ -128,18 +128,24 @@ class Capabilities:
     language_detection: with no forced language, the model reports the language it heard.
     translation: task "translate" (to English) is supported.
     word_timestamps: segments carry per-word times (no family has them yet).
+    speech_chunks: the pipeline plans its chunks with `vad_guided.chunk_plans`, so with
+      `TranscribeOptions.vad` the speech regions decide its cuts; without it, each input's speech
+      regions are joined into one signal for the pipeline and its times mapped back
+      (models/vad_guided.py).
     """
 
     batched_inputs: bool = False
     language_detection: bool = False
     translation: bool = False
     word_timestamps: bool = False
+    speech_chunks: bool = False
 
 
 class AsrModel:
     """A family's loaded model. Subclasses set the attributes and implement `_transcribe`.
 
-    name: the model id; B: the backend; sample_rate: what `audio` arrives at (16 kHz).
+    name: the model id; B: the backend; sample_rate: what `audio` arrives at (16 kHz);
+    format: the checkpoint format it was loaded from (`info["checkpoint_format"]`).
     languages: ISO codes a forced language may name, or None when any code the model accepts
       is fine (the family then checks it itself). A model with one language reports it always.
     Families that batch across inputs set `capabilities.batched_inputs` and override `_transcribe_many`.
@@ -147,6 +153,7 @@ class AsrModel:
 
     name: str
     B: object
+    format: str | None = None
     sample_rate: int = 16000
     capabilities: Capabilities = Capabilities()
     languages: tuple[str, ...] | None = None
@@ -154,12 +161,21 @@ class AsrModel:
     def transcribe(self, audio: np.ndarray, opts, progress=None) -> ModelOutput:
         """audio (N,) float32 at `sample_rate` -> ModelOutput. progress: called with the fraction done."""
         self.check_options(opts)
+        if opts.vad and not self.capabilities.speech_chunks:
+            return self._joined_speech([audio], opts, progress)[0]
         return self._transcribe(audio, opts, progress)
 
     def transcribe_many(self, audios: list[np.ndarray], opts, progress=None) -> list[ModelOutput]:
         """Several inputs -> one ModelOutput each, in order, each equal to `transcribe`'s for that input."""
         self.check_options(opts)
+        if opts.vad and not self.capabilities.speech_chunks:
+            return self._joined_speech(audios, opts, progress)
         return self._transcribe_many(audios, opts, progress)
+
+    def _joined_speech(self, audios, opts, progress) -> list[ModelOutput]:
+        from polyasr.models.vad_guided import transcribe_joined
+
+        return transcribe_joined(self, audios, opts, progress)
 
     def check_options(self, opts) -> None:
         """Refuse, before any work, what this model cannot do (InvalidOptionError naming what it can)."""

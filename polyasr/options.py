@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from polyasr.errors import InvalidOptionError
+from polyasr.vad import TRANSCRIBE_VAD, VadOptions
 
 TASKS = ("transcribe", "translate")
 
@@ -27,6 +29,11 @@ class TranscribeOptions:
         (None: the model's own default).
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
+    vad: decode only the speech Silero VAD finds (pip install 'polyasr[vad]'); silence, noise and
+        music are skipped, timestamps stay in the file's time base (docs/architecture.md).
+    vad_options: the VAD's parameters (`polyasr.vad.VadOptions`, or a dict of its fields); default
+        faster-whisper's `vad_filter` settings (`polyasr.vad.TRANSCRIBE_VAD`). Chunked models
+        (CTC, TDT, Qwen3-ASR) cap `max_speech_duration_s` at their chunk length.
     """
 
     language: str | None = None
@@ -44,6 +51,8 @@ class TranscribeOptions:
     chunk_secs: float | None = None
     seed: int = 0
     batch_size: int = 1
+    vad: bool = False
+    vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -63,3 +72,19 @@ class TranscribeOptions:
             raise InvalidOptionError(f"chunk_secs must be > 2 seconds, got {self.chunk_secs}")
         if self.batch_size < 1:
             raise InvalidOptionError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.vad, bool):
+            raise InvalidOptionError(f"vad must be True or False, got {self.vad!r}")
+        self.vad_options = _vad_options(self.vad_options)
+
+
+def _vad_options(value) -> VadOptions:
+    """A VadOptions, or a dict of its fields (as faster-whisper's `vad_parameters` takes them)."""
+    if isinstance(value, VadOptions):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidOptionError(f"vad_options must be a polyasr.vad.VadOptions or a dict, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(VadOptions)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidOptionError(f"unknown VAD option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(TRANSCRIBE_VAD, **value)
