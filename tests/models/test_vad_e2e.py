@@ -14,16 +14,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import need_silero_vad
 
 from polyasr import AsrEngine, TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.cli import main
 from polyasr.models.chunking import plan_speech_chunks
 
-pytest.importorskip("silero_vad")  # the VAD weights' package
 SR = 16000
 VAD = TranscribeOptions(vad=True)
 GAP_BEFORE = 7.0  # seconds of silence before the first phrase
+
+
+@pytest.fixture(autouse=True)
+def _vad_weights():
+    need_silero_vad()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from importlib import metadata
 
 import numpy as np
 import pytest
+from conftest import need_silero_vad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,7 +120,7 @@ def speech_after_silence(fixtures_dir):
 
 
 def test_joined_speech_is_all_the_model_sees_and_its_times_map_back(speech_after_silence):
-    pytest.importorskip("silero_vad")  # the weights' package
+    need_silero_vad()
     from polyasr.vad import batch_speech_timestamps
 
     audio = speech_after_silence
@@ -139,7 +140,7 @@ def test_joined_speech_is_all_the_model_sees_and_its_times_map_back(speech_after
 
 
 def test_no_speech_gives_an_empty_output_without_calling_the_model(fixtures_dir):
-    pytest.importorskip("silero_vad")
+    need_silero_vad()
     from polyasr.audio import load_audio
 
     model = Recorder()
@@ -151,7 +152,7 @@ def test_no_speech_gives_an_empty_output_without_calling_the_model(fixtures_dir)
 def test_vad_cuts_regions_at_the_chunk_length(fixtures_dir):
     """What chunked models rely on: with max_speech_duration_s capped at the chunk length, no region
     is longer than a chunk, so the planner never has to cut inside speech itself."""
-    pytest.importorskip("silero_vad")
+    need_silero_vad()
     from polyasr.audio import load_audio
     from polyasr.vad import batch_speech_timestamps
 
