@@ -34,9 +34,10 @@ CHUNK_OVERLAP_SECS = 2.0
 
 
 class ParakeetModel(AsrModel):
-    capabilities = Capabilities(speech_chunks=True)
     """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
     checkpoint itself does not list them), None to accept any."""
+
+    capabilities = Capabilities(speech_chunks=True)
 
     def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
