@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from polyasr.errors import InvalidOptionError
 from polyasr.models.base import ModelOutput
 from polyasr.models.chunking import Chunk, plan_chunks, plan_speech_chunks
 from polyasr.result import Segment
@@ -48,7 +49,14 @@ def chunk_plans(
         return [plan_chunks(a, sr, max_secs, overlap_secs=overlap_secs) for a in audios]
     t0 = time.perf_counter()
     cap = min(opts.vad_options.max_speech_duration_s, max_secs)
-    regions = speech_regions(model, audios, dataclasses.replace(opts.vad_options, max_speech_duration_s=cap))
+    try:
+        vad_options = dataclasses.replace(opts.vad_options, max_speech_duration_s=cap)
+    except InvalidOptionError as e:
+        raise InvalidOptionError(
+            f"{model.name} cuts speech into chunks of at most {max_secs:g} s (chunk_secs), too short for "
+            f"the VAD's padding: {e}"
+        ) from None
+    regions = speech_regions(model, audios, vad_options)
     timings["vad"] = timings.get("vad", 0.0) + time.perf_counter() - t0
     return [plan_speech_chunks(r, len(a), sr, max_secs) for a, r in zip(audios, regions, strict=True)]
 

@@ -159,3 +159,11 @@ def test_cli_vad_run(gigaam, fixtures_dir, capsys):
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["text"] == "" and out["segments"] == [] and "vad" in out["timings"]
+
+
+def test_chunks_too_short_for_the_vads_padding_are_an_option_error(gigaam, two_phrases):
+    from polyasr.errors import InvalidOptionError
+
+    opts = TranscribeOptions(vad=True, chunk_secs=3.0, vad_options={"speech_pad_ms": 1500})
+    with pytest.raises(InvalidOptionError, match=r"chunk_secs.*speech_pad_ms"):
+        gigaam.transcribe(two_phrases, opts)
