@@ -9,7 +9,7 @@ model is cheap, so the ratio mostly shows what the VAD itself costs against the 
 at real sizes the decoded time shrinks with the speech fraction. The VAD's own RTF is printed with
 each VAD-on row (the `vad` stage of the result's timings).
 
-Run: `pytest bench/bench_vad_transcribe.py --benchmark-only` (about 2 minutes on 2 cores).
+Run: `pytest bench/bench_vad_transcribe.py --benchmark-only` (under 3 minutes on 2 idle cores).
 """
 
 from __future__ import annotations
