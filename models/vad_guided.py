@@ -19,6 +19,7 @@ segments and no error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -36,7 +37,26 @@ def speech_regions(model, audios: list[np.ndarray], vad_options) -> list[list[tu
 
     B = model.B
     vad = load_vad("mlx" if B.name == "mlx" else str(B.device))
-    return batch_speech_timestamps(list(audios), model.sample_rate, vad_options, vad=vad)
+    with _one_cpu_thread(B):
+        return batch_speech_timestamps(list(audios), model.sample_rate, vad_options, vad=vad)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(B):
+    """On torch's CPU the VAD runs on one thread, as silero runs its own model: its LSTM steps
+    through thousands of tiny ops, and a thread pool only adds a synchronisation to each (on a
+    busy machine many times the work; bench/bench_vad_transcribe.py prints the VAD's share)."""
+    if B.name != "torch" or str(B.device) != "cpu":
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def chunk_plans(
