@@ -128,12 +128,17 @@ class Capabilities:
     language_detection: with no forced language, the model reports the language it heard.
     translation: task "translate" (to English) is supported.
     word_timestamps: segments carry per-word times (no family has them yet).
+    speech_chunks: the pipeline plans its chunks with `vad_guided.chunk_plans`, so with
+      `TranscribeOptions.vad` the speech regions decide its cuts; without it, each input's speech
+      regions are joined into one signal for the pipeline and its times mapped back
+      (models/vad_guided.py).
     """
 
     batched_inputs: bool = False
     language_detection: bool = False
     translation: bool = False
     word_timestamps: bool = False
+    speech_chunks: bool = False
 
 
 class AsrModel:
@@ -157,11 +162,15 @@ class AsrModel:
     def transcribe(self, audio: np.ndarray, opts, progress=None) -> ModelOutput:
         """audio (N,) float32 at `sample_rate` -> ModelOutput. progress: called with the fraction done."""
         self.check_options(opts)
+        if self._joins_speech(opts):
+            return self._joined_speech([audio], opts, progress)[0]
         return self._transcribe(audio, opts, progress)
 
     def transcribe_many(self, audios: list[np.ndarray], opts, progress=None) -> list[ModelOutput]:
         """Several inputs -> one ModelOutput each, in order, each equal to `transcribe`'s for that input."""
         self.check_options(opts)
+        if self._joins_speech(opts):
+            return self._joined_speech(audios, opts, progress)
         return self._transcribe_many(audios, opts, progress)
 
     def batches_inputs(self, opts) -> bool:
@@ -169,6 +178,16 @@ class AsrModel:
         engine then reports the whole call's timings in every result). A family whose batching is
         an option (Whisper: batch_size > 1) says so here."""
         return self.capabilities.batched_inputs
+
+    def _joins_speech(self, opts) -> bool:
+        """With `vad`, a model that neither plans speech chunks itself nor batches speech pieces
+        with these options (Whisper with batch_size > 1) decodes the speech regions joined."""
+        return opts.vad and not (self.capabilities.speech_chunks or self.batches_inputs(opts))
+
+    def _joined_speech(self, audios, opts, progress) -> list[ModelOutput]:
+        from polyasr.models.vad_guided import transcribe_joined
+
+        return transcribe_joined(self, audios, opts, progress)
 
     def check_options(self, opts) -> None:
         """Refuse, before any work, what this model cannot do (InvalidOptionError naming what it can)."""

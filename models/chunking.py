@@ -24,6 +24,14 @@ later chunk (half-open regions). Rounding to samples makes both neighbours agree
 of an emission even when they computed its time with different float rounding. The first
 chunk's region is open to the left and the last one's to the right, so a frame time a model
 reports slightly before 0 or past the end of the file is kept rather than dropped.
+
+Speech chunks (`plan_speech_chunks`, used when voice activity detection is on): the speech
+regions decide the cuts instead. Consecutive regions are joined end to end, the silence between
+them left out, into chunks of at most `max_secs` of speech (faster-whisper's `collect_chunks`),
+so every cut lies in a pause between regions and audio outside the regions is never decoded. A
+speech chunk's `spans` are its regions; `Chunk.samples` joins them and `Chunk.to_file` maps a
+position in the joined signal back to the file's samples. Speech chunks do not overlap and their
+kept region is the whole chunk, so the stitching rule keeps every emission of a speech chunk.
 """
 
 from __future__ import annotations
@@ -44,12 +52,39 @@ PAUSE_MARGIN_SECS = 0.2  # keep a cut this far from the end of the pause it is i
 
 
 class Chunk(NamedTuple):
-    """One piece of the audio, in samples: decode [start, end), keep emissions in [keep_start, keep_end)."""
+    """One piece of the audio, in samples: decode [start, end), keep emissions in [keep_start, keep_end).
+
+    spans: for a speech chunk, the [start, end) regions it is made of (disjoint, in order, from
+    `start` to `end`); decoded joined end to end. Empty: the contiguous audio [start, end).
+    """
 
     start: int
     end: int
     keep_start: int
     keep_end: int
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def samples(self, audio: np.ndarray) -> np.ndarray:
+        """What the model decodes: a view of audio[start:end], or the spans joined (a copy)."""
+        if not self.spans:
+            return audio[self.start : self.end]
+        return np.concatenate([audio[a:b] for a, b in self.spans])
+
+    def to_file(self, positions, *, end: bool = False) -> np.ndarray:
+        """Sample positions in `samples(...)` (int array) -> positions in the file, clipped to the chunk.
+
+        A position on a join between two spans is the first sample of the later span, or with
+        `end` (an exclusive end: the sample before it was the last one) the end of the earlier one."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not self.spans:
+            return self.start + np.clip(positions, 0, self.end - self.start)
+        starts = np.array([a for a, _ in self.spans], dtype=np.int64)
+        lengths = np.array([b - a for a, b in self.spans], dtype=np.int64)
+        joined_end = np.cumsum(lengths)
+        positions = np.clip(positions, 0, joined_end[-1])
+        span = np.searchsorted(joined_end, positions, side="left" if end else "right")
+        span = np.minimum(span, len(self.spans) - 1)
+        return starts[span] + positions - (joined_end[span] - lengths[span])
 
 
 def plan_chunks(
@@ -83,6 +118,46 @@ def plan_chunks(
         start, keep_start = cut - left, cut
     chunks.append(Chunk(start, n, keep_start, n))
     return chunks
+
+
+def plan_speech_chunks(regions, n_samples: int, sample_rate: int, max_secs: float) -> list[Chunk]:
+    """Speech regions ([start, end) samples, in order, disjoint) of an `n_samples` signal -> speech
+    chunks of at most `max_secs` of speech each (see the module docstring).
+
+    Regions are taken in order into the current chunk while its speech fits; a region that does
+    not fit starts the next chunk, so cuts lie in the silence between regions. Regions that touch
+    become one span. A region longer than `max_secs` on its own (the VAD cuts regions at its
+    `max_speech_duration_s`, which callers set to at most `max_secs`, so only hand-made regions
+    are) is cut into `max_secs` pieces. No regions: no chunks, nothing is decoded.
+    """
+    max_len, _, _ = _lengths(sample_rate, max_secs, 0.0, None)
+    chunks: list[Chunk] = []
+    spans: list[tuple[int, int]] = []
+    size = 0
+    for region_start, region_end in regions:
+        region_start, region_end = max(int(region_start), 0), min(int(region_end), n_samples)
+        if spans and region_start < spans[-1][1]:
+            raise InvalidOptionError(
+                f"speech regions must be disjoint and in order, got {region_start} after {spans[-1]}"
+            )
+        for a in range(region_start, region_end, max_len):
+            b = min(a + max_len, region_end)
+            if size + b - a > max_len:
+                chunks.append(_speech_chunk(spans))
+                spans, size = [], 0
+            if spans and spans[-1][1] == a:
+                spans[-1] = (spans[-1][0], b)
+            else:
+                spans.append((a, b))
+            size += b - a
+    if spans:
+        chunks.append(_speech_chunk(spans))
+    return chunks
+
+
+def _speech_chunk(spans: list[tuple[int, int]]) -> Chunk:
+    start, end = spans[0][0], spans[-1][1]
+    return Chunk(start, end, start, end, tuple(spans))
 
 
 def _lengths(sample_rate: int, max_secs: float, overlap_secs: float, min_secs: float | None) -> tuple[int, int, int]:
@@ -152,14 +227,15 @@ def iter_chunk_batches(
 ) -> Iterator[list[tuple[Chunk, np.ndarray]]]:
     """Yield lists of at most `batch_size` (chunk, audio[chunk.start:chunk.end]) pairs, in order.
 
-    The samples are views, not copies: a caller that computes features per batch holds at most
-    `batch_size` chunks' features at a time, whatever the length of the file.
+    The samples are views, not copies (a speech chunk's joined spans are a copy of at most one chunk):
+    a caller that computes features per batch holds at most `batch_size` chunks' features at a
+    time, whatever the length of the file.
     """
     if batch_size < 1:
         raise InvalidOptionError(f"batch size must be >= 1, got {batch_size}")
     batch: list[tuple[Chunk, np.ndarray]] = []
     for chunk in chunks:
-        batch.append((chunk, audio[chunk.start : chunk.end]))
+        batch.append((chunk, chunk.samples(audio)))
         if len(batch) == batch_size:
             yield batch
             batch = []

@@ -100,6 +100,7 @@ def _add_decode_args(p: argparse.ArgumentParser):
         help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
     )
     diarization.add_speaker_args(p, diarize_flag=True)
+    _add_vad_args(p)
 
 
 def _quantize_args(args) -> dict:
@@ -261,6 +262,40 @@ def _engine_kwargs(args) -> dict:
     }
 
 
+# --vad-* flag -> VadOptions field; unset flags keep `vad.TRANSCRIBE_VAD`'s values
+_VAD_FLAGS = {
+    "threshold": ("threshold", "speech when a 32 ms window's probability is at least this"),
+    "neg_threshold": ("neg-threshold", "inside speech, below this starts a pause (default threshold - 0.15)"),
+    "min_speech_duration_ms": ("min-speech-ms", "drop speech regions shorter than this"),
+    "min_silence_duration_ms": ("min-silence-ms", "a pause this long ends a speech region"),
+    "speech_pad_ms": ("speech-pad-ms", "pad each speech region by this much on both sides"),
+    "max_speech_duration_s": ("max-speech-s", "cut longer speech regions (chunked models: at most their chunk length)"),
+}
+
+
+def _add_vad_args(p: argparse.ArgumentParser):
+    p.add_argument(
+        "--vad",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decode only the speech Silero VAD finds; silence, noise and music are skipped (default: off)",
+    )
+    for field, (flag, what) in _VAD_FLAGS.items():
+        default = getattr(vad.TRANSCRIBE_VAD, field)
+        p.add_argument(
+            f"--vad-{flag}", dest=f"vad_{field}", type=float, default=None, help=f"{what} (default {default})"
+        )
+
+
+def _vad_options(args) -> dict:
+    """The --vad-* flags given -> TranscribeOptions' vad_options (as a dict, checked there)."""
+    given = {field: getattr(args, f"vad_{field}") for field in _VAD_FLAGS if getattr(args, f"vad_{field}") is not None}
+    if given and not args.vad:
+        flags = ", ".join(f"--vad-{_VAD_FLAGS[f][0]}" for f in given)
+        raise InvalidOptionError(f"{flags} applies only with --vad")
+    return {"vad_options": given} if given else {}
+
+
 def _options(args) -> TranscribeOptions:
     temps = (0.0,) if args.no_fallback else None
     if args.temperature:
@@ -282,6 +317,8 @@ def _options(args) -> TranscribeOptions:
         beam_size=args.beam_size,
         patience=args.patience,
         length_penalty=args.length_penalty,
+        vad=args.vad,
+        **_vad_options(args),
         **kw,
     )
 

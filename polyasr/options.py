@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from polyasr.errors import InvalidOptionError
+from polyasr.vad import TRANSCRIBE_VAD, VadOptions
 
 TASKS = ("transcribe", "translate")
 
@@ -34,6 +36,11 @@ class TranscribeOptions:
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
         min_speakers / max_speakers, as `DiarizeOptions` takes them.
+    vad: decode only the speech Silero VAD finds (pip install 'polyasr[vad]'); silence, noise and
+        music are skipped, timestamps stay in the file's time base (docs/architecture.md).
+    vad_options: the VAD's parameters (`polyasr.vad.VadOptions`, or a dict of its fields); default
+        faster-whisper's `vad_filter` settings (`polyasr.vad.TRANSCRIBE_VAD`). Chunked models
+        (CTC, TDT, Qwen3-ASR) cap `max_speech_duration_s` at their chunk length.
     """
 
     language: str | None = None
@@ -58,6 +65,8 @@ class TranscribeOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    vad: bool = False
+    vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -87,6 +96,9 @@ class TranscribeOptions:
             raise InvalidOptionError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.diarize:
             self.diarize_options()  # checks the speaker counts now, not after the transcription
+        if not isinstance(self.vad, bool):
+            raise InvalidOptionError(f"vad must be True or False, got {self.vad!r}")
+        self.vad_options = _vad_options(self.vad_options)
 
     def diarize_options(self):
         """The `DiarizeOptions` these options ask for."""
@@ -95,3 +107,16 @@ class TranscribeOptions:
         return DiarizeOptions(
             num_speakers=self.num_speakers, min_speakers=self.min_speakers, max_speakers=self.max_speakers
         )
+
+
+def _vad_options(value) -> VadOptions:
+    """A VadOptions, or a dict of its fields (as faster-whisper's `vad_parameters` takes them)."""
+    if isinstance(value, VadOptions):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidOptionError(f"vad_options must be a polyasr.vad.VadOptions or a dict, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(VadOptions)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidOptionError(f"unknown VAD option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(TRANSCRIBE_VAD, **value)

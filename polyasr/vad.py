@@ -86,6 +86,12 @@ def _check_range(name: str, value, lo: float, hi: float, hi_name: str | None = N
         raise InvalidOptionError(f"{name} must be a number from {lo:g} to {upper}, got {value!r}")
 
 
+# What `TranscribeOptions(vad=True)` uses unless told otherwise: faster-whisper's `vad_filter` defaults,
+# which its users expect from a transcriber (silero's own defaults suit a detector: 30 ms of padding
+# clips word edges, and a 100 ms pause would split a sentence into many pieces).
+TRANSCRIBE_VAD = VadOptions(min_speech_duration_ms=0, min_silence_duration_ms=2000, speech_pad_ms=400)
+
+
 @functools.lru_cache(maxsize=4)
 def load_vad(device: str = "cpu", path: str | None = None, weights: str = "jit"):
     """The Silero VAD network on `device` ("cpu", "cuda", "mlx", "auto"), loaded once per process, in

@@ -51,6 +51,17 @@ def skip_missing(what: str):
     pytest.skip(MISSING + what)
 
 
+def need_silero_vad() -> None:
+    """Skip (CI: fail) unless the silero-vad package, which ships the VAD's weights, is installed.
+    Checked without importing it: importing silero_vad sets torch to one thread for the whole process."""
+    from importlib import metadata
+
+    try:
+        metadata.distribution("silero-vad")
+    except metadata.PackageNotFoundError:
+        skip_missing("silero-vad (the Silero VAD weights' package)")
+
+
 def _missing_dependency(report) -> str | None:
     """The skip message of a report that skipped for a missing dependency, else None."""
     if not report.skipped or not isinstance(report.longrepr, tuple):  # (file, line, "Skipped: why")

@@ -19,13 +19,14 @@ import numpy as np
 
 from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
-from polyasr.models.base import AsrModel, ModelOutput
-from polyasr.models.chunking import in_kept_region, iter_chunk_batches, plan_chunks
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
+from polyasr.models.chunking import in_kept_region, iter_chunk_batches
 from polyasr.models.ctc_decode import ctc_greedy
 from polyasr.models.gigaam import model as net
 from polyasr.models.gigaam.config import GigaAMConfig
 from polyasr.models.gigaam.tokenizer import Vocabulary
 from polyasr.models.gigaam.weights import map_weights
+from polyasr.models.vad_guided import chunk_plans
 from polyasr.result import Segment
 
 CHUNK_SECS = 25.0  # GigaAM was trained on utterances up to about 25-30 s
@@ -46,6 +47,7 @@ class Recognition:
 
 
 class GigaAMModel(AsrModel):
+    capabilities = Capabilities(speech_chunks=True)
     languages = ("ru",)
 
     def description(self) -> str:
@@ -109,14 +111,14 @@ class GigaAMModel(AsrModel):
         """
         timings = {} if timings is None else timings
         audio = np.asarray(audio, dtype=np.float32)
-        chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=CHUNK_OVERLAP_SECS)
+        (chunks,) = chunk_plans(self, [audio], opts, opts.chunk_secs or CHUNK_SECS, CHUNK_OVERLAP_SECS, timings)
         hop = round(self.cfg.frame_secs * self.sample_rate)
         stream, done = [], 0
         with self.B.no_grad():
             for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
                 ids, conf, lengths = self.frames([a for _, a in batch], timings)
                 for (chunk, _), row_ids, row_conf, n in zip(batch, ids, conf, lengths, strict=True):
-                    start = chunk.start + np.arange(n) * hop
+                    start = chunk.to_file(np.arange(n) * hop)
                     keep = in_kept_region(start, chunk, first=chunk.start == 0, last=chunk.end == len(audio))
                     stream.append((row_ids[:n][keep], start[keep] / self.sample_rate, row_conf[:n][keep]))
                 done += len(batch)

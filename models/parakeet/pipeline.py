@@ -21,11 +21,12 @@ import numpy as np
 
 from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
-from polyasr.models.base import AsrModel, ModelOutput
-from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
+from polyasr.models.chunking import Chunk, iter_chunk_batches, keep_emissions
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
 from polyasr.models.parakeet.weights import map_weights
+from polyasr.models.vad_guided import chunk_plans
 from polyasr.result import Segment
 
 CHUNK_SECS = 120.0
@@ -35,6 +36,8 @@ CHUNK_OVERLAP_SECS = 2.0
 class ParakeetModel(AsrModel):
     """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
     checkpoint itself does not list them), None to accept any."""
+
+    capabilities = Capabilities(speech_chunks=True)
 
     def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
@@ -100,8 +103,9 @@ class ParakeetModel(AsrModel):
                 out[i] = hyp
         return out
 
-    def words(self, hyp: TdtHyp, offset: float = 0.0) -> list[Segment]:
-        """One utterance's tokens -> word segments, times in seconds from `offset`."""
+    def words(self, hyp: TdtHyp, chunk: Chunk | None = None) -> list[Segment]:
+        """One utterance's tokens -> word segments, times in seconds of the file `chunk` was taken
+        from (`Chunk.to_file`), or of the utterance itself without a chunk."""
         groups, current = [], []
         for i, tok in enumerate(hyp.tokens.tolist()):
             if current and self.tokenizer.starts_word(tok):
@@ -110,17 +114,20 @@ class ParakeetModel(AsrModel):
             current.append(i)
         if current:
             groups.append(current)
-        frame, segs = self.cfg.frame_secs, []
-        for idx in groups:
+        hop = round(self.cfg.frame_secs * self.sample_rate)
+        firsts = np.array([hyp.frames[idx[0]] for idx in groups], dtype=np.int64) * hop
+        ends = np.array([hyp.frames[i[-1]] + max(int(hyp.durations[i[-1]]), 1) for i in groups], np.int64) * hop
+        if chunk is not None:
+            firsts, ends = chunk.to_file(firsts), chunk.to_file(ends, end=True)
+        segs = []
+        for idx, first, end in zip(groups, firsts.tolist(), ends.tolist()):
             text = self.tokenizer.decode(hyp.tokens[idx]).strip()
             if not text:
                 continue
-            first, last = idx[0], idx[-1]
-            end_frame = int(hyp.frames[last]) + max(int(hyp.durations[last]), 1)
             segs.append(
                 Segment(
-                    start=round(offset + int(hyp.frames[first]) * frame, 3),
-                    end=round(offset + end_frame * frame, 3),
+                    start=round(first / self.sample_rate, 3),
+                    end=round(end / self.sample_rate, 3),
                     text=" " + text,
                     confidence=float(np.mean(hyp.confidences[idx])),
                     tokens=[int(t) for t in hyp.tokens[idx]],
@@ -132,14 +139,14 @@ class ParakeetModel(AsrModel):
         """Parakeet detects nothing and cannot be steered: a forced language it supports is reported
         back as the result's language (an English-only checkpoint reports "en") and changes nothing else."""
         audio = np.asarray(audio, dtype=np.float32)
-        chunks = plan_chunks(audio, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=CHUNK_OVERLAP_SECS)
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
+        (chunks,) = chunk_plans(self, [audio], opts, opts.chunk_secs or CHUNK_SECS, CHUNK_OVERLAP_SECS, timings)
         segments, done, index = [], 0, 0
         with self.B.no_grad():
             for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
                 hyps = self.recognize([a for _, a in batch], timings)
                 for (chunk, _), hyp in zip(batch, hyps, strict=True):
-                    words = [(w, w.start) for w in self.words(hyp, chunk.start / self.sample_rate)]
+                    words = [(w, w.start) for w in self.words(hyp, chunk)]
                     kept = keep_emissions(
                         words, chunk, self.sample_rate, first=index == 0, last=index == len(chunks) - 1
                     )

@@ -20,7 +20,6 @@ import numpy as np
 from polyasr.errors import CheckpointError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.checkpoint_io import read_config
-from polyasr.models.chunking import plan_chunks
 from polyasr.models.qwen3_asr import model as net
 from polyasr.models.qwen3_asr.checkpoint import load_checkpoint
 from polyasr.models.qwen3_asr.decode import DecodeStats, Generation, greedy, max_new_tokens
@@ -34,6 +33,7 @@ from polyasr.models.qwen3_asr.prompt import (
     parse_answer,
 )
 from polyasr.models.qwen3_asr.tokenizer import Qwen3Tokenizer
+from polyasr.models.vad_guided import chunk_plans
 from polyasr.result import Segment
 
 CHUNK_SECS = 30.0
@@ -51,7 +51,7 @@ class Piece:
 
 class Qwen3ASRModel(AsrModel):
     sample_rate = SAMPLE_RATE
-    capabilities = Capabilities(batched_inputs=True, language_detection=True)
+    capabilities = Capabilities(batched_inputs=True, language_detection=True, speech_chunks=True)
 
     def __init__(self, name: str, ckpt, B):
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
@@ -131,12 +131,12 @@ class Qwen3ASRModel(AsrModel):
         forced = language_name(self.forced_language(opts), self.cfg.support_languages)
         context, start = opts.initial_prompt or "", time.perf_counter()
         audios = [np.asarray(a, dtype=np.float32) for a in audios]
-        plans = [plan_chunks(a, self.sample_rate, opts.chunk_secs or CHUNK_SECS, overlap_secs=0.0) for a in audios]
+        timings, stats = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}, DecodeStats()
+        plans = chunk_plans(self, audios, opts, opts.chunk_secs or CHUNK_SECS, 0.0, timings)
         jobs = [(f, c) for f, plan in enumerate(plans) for c in plan]
         pieces: dict[tuple[int, int], Piece | None] = {}
-        timings, stats = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}, DecodeStats()
         for s in range(0, len(jobs), opts.batch_size):
-            batch = [(f, c, audios[f][c.start : c.end]) for f, c in jobs[s : s + opts.batch_size]]
+            batch = [(f, c, c.samples(audios[f])) for f, c in jobs[s : s + opts.batch_size]]
             speech = [(f, c, a) for f, c, a in batch if a.size and np.abs(a).max() >= SILENCE_PEAK]
             for f, c, _ in batch:
                 pieces[f, c.start] = None

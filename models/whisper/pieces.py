@@ -81,12 +81,21 @@ def merge_regions(file: int, regions, max_samples: int) -> list[Piece]:
     return pieces
 
 
-def speech_pieces(m, audios: list[np.ndarray]) -> list[list[Piece]]:
-    """Every file's pieces, the VAD running over all files as one batch on the model's backend."""
-    from polyasr.vad import VadOptions, batch_speech_timestamps, load_vad
+def speech_pieces(m, audios: list[np.ndarray], opts) -> list[list[Piece]]:
+    """Every file's pieces, the VAD running over all files as one batch on the model's backend:
+    faster-whisper's batched settings, or the caller's `vad_options` with `vad=True` (regions
+    still no longer than a piece)."""
+    import dataclasses
 
-    device = "mlx" if m.B.name == "mlx" else str(m.B.device).split(":")[0]
-    found = batch_speech_timestamps(audios, m.sample_rate, VadOptions(**VAD_SETTINGS), vad=load_vad(device))
+    from polyasr.models.vad_guided import speech_regions
+    from polyasr.vad import VadOptions
+
+    if opts.vad:
+        longest = min(opts.vad_options.max_speech_duration_s, PIECE_SECS)
+        settings = dataclasses.replace(opts.vad_options, max_speech_duration_s=longest)
+    else:
+        settings = VadOptions(**VAD_SETTINGS)
+    found = speech_regions(m, audios, settings)
     max_samples = int(PIECE_SECS * m.sample_rate)
     return [merge_regions(i, regions, max_samples) for i, regions in enumerate(found)]
 
@@ -124,7 +133,7 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
     """Every file's pieces decoded `opts.batch_size` at a time -> per-file segments and facts.
     log: a pipeline.WindowLog for the call's timings (the stages are shared by all files)."""
     t0 = time.perf_counter()
-    per_file = speech_pieces(m, audios)
+    per_file = speech_pieces(m, audios, opts)
     log.timings["vad"] = time.perf_counter() - t0
     n, forced = len(audios), m.reported_language(opts)
     empty = lambda: [[] for _ in range(n)]  # noqa: E731
