@@ -26,6 +26,8 @@ class TranscribeOptions:
     chunk_secs: CTC/TDT models cut longer audio into chunks of at most this many seconds
         (None: the model's own default).
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
+    word_timestamps: give every segment its words with start/end times (costs a second decoder
+        pass per window for Whisper; little for CTC/TDT models).
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     """
 
@@ -44,6 +46,7 @@ class TranscribeOptions:
     chunk_secs: float | None = None
     seed: int = 0
     batch_size: int = 1
+    word_timestamps: bool = False
 
     def __post_init__(self):
         if self.task not in TASKS:
