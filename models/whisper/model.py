@@ -98,10 +98,12 @@ def new_cache(params, cfg, B, audio_features, max_len: int) -> KVCache:
     return cache
 
 
-def decode(params, cfg, B, tokens, cache: KVCache):
+def decode(params, cfg, B, tokens, cache: KVCache, cross_queries: dict | None = None):
     """tokens: (B, T) ids following the cache's `length` positions -> hidden states (B, T, d).
 
     Writes the new keys/values into the cache and advances `cache.length` by T.
+    cross_queries: if given, receives each layer's cross-attention queries (B, H, T, D) under its
+    index, so word alignment can form the attention weights of a few heads (models/whisper/alignment.py).
     """
     start, t = cache.length, tokens.shape[1]
     room = min(cfg.max_target_positions, cache.self_k[0].shape[2])
@@ -117,8 +119,10 @@ def decode(params, cfg, B, tokens, cache: KVCache):
         values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, : start + t]
         a = B.attention(B.split_heads(q, h), keys, values, causal=True)
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
-        q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")
-        a = B.attention(B.split_heads(q, h), cache.cross_k[i], cache.cross_v[i])
+        q = B.split_heads(_lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q"), h)
+        if cross_queries is not None:
+            cross_queries[i] = q
+        a = B.attention(q, cache.cross_k[i], cache.cross_v[i])
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.cross_attn.out")
         x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
     cache.length = start + t
