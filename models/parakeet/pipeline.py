@@ -6,6 +6,11 @@ the batched device loop runs (decode.py). Tokens become words at SentencePiece w
 a word spans [frame of its first token, frame of its last token + that token's duration (>= 1))
 in 80 ms encoder frames, and its confidence is the mean posterior of its tokens.
 
+Word timestamps follow NeMo's `timestamps=True` for TDT: a token spans [frame, frame + duration)
+(a duration may be 0); a punctuation token is moved to the end of the token before it (it is
+often emitted late, after a pause); a word runs from its first token's start to its last token's
+end. Each segment then carries its word and takes its bounds.
+
 Long audio: full attention is quadratic in length, so audio longer than `chunk_secs` (default
 CHUNK_SECS) is cut at low-energy points with CHUNK_OVERLAP_SECS of overlap (models/chunking.py);
 chunks run `batch_size` at a time, so memory is bounded for any length, and each word is kept by
@@ -21,12 +26,12 @@ import numpy as np
 
 from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
-from polyasr.models.base import AsrModel, ModelOutput
+from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.chunking import iter_chunk_batches, keep_emissions, plan_chunks
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
 from polyasr.models.parakeet.weights import map_weights
-from polyasr.result import Segment
+from polyasr.result import Segment, Word
 
 CHUNK_SECS = 120.0
 CHUNK_OVERLAP_SECS = 2.0
@@ -35,6 +40,8 @@ CHUNK_OVERLAP_SECS = 2.0
 class ParakeetModel(AsrModel):
     """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
     checkpoint itself does not list them), None to accept any."""
+
+    capabilities = Capabilities(word_timestamps=True)
 
     def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
@@ -100,8 +107,20 @@ class ParakeetModel(AsrModel):
                 out[i] = hyp
         return out
 
-    def words(self, hyp: TdtHyp, offset: float = 0.0) -> list[Segment]:
-        """One utterance's tokens -> word segments, times in seconds from `offset`."""
+    def token_spans(self, hyp: TdtHyp) -> tuple[np.ndarray, np.ndarray]:
+        """Each token's [start, end) in encoder frames, NeMo's TDT offsets: [frame, frame + duration),
+        a punctuation token moved to an empty span at the end of the token before it."""
+        starts = hyp.frames.astype(np.int64)
+        ends = starts + hyp.durations
+        punctuation = self.tokenizer.punctuation
+        for k in range(1, len(starts)):
+            if self.tokenizer.decode([hyp.tokens[k]]) in punctuation:
+                starts[k] = ends[k] = ends[k - 1]
+        return starts, ends
+
+    def words(self, hyp: TdtHyp, offset: float = 0.0, word_timestamps: bool = False) -> list[Segment]:
+        """One utterance's tokens -> word segments, times in seconds from `offset`; with
+        `word_timestamps`, each carries its `Word` (see the module docstring) and its bounds."""
         groups, current = [], []
         for i, tok in enumerate(hyp.tokens.tolist()):
             if current and self.tokenizer.starts_word(tok):
@@ -111,6 +130,8 @@ class ParakeetModel(AsrModel):
         if current:
             groups.append(current)
         frame, segs = self.cfg.frame_secs, []
+        if word_timestamps:
+            starts, ends = self.token_spans(hyp)
         for idx in groups:
             text = self.tokenizer.decode(hyp.tokens[idx]).strip()
             if not text:
@@ -126,6 +147,11 @@ class ParakeetModel(AsrModel):
                     tokens=[int(t) for t in hyp.tokens[idx]],
                 )
             )
+            if word_timestamps:
+                seg = segs[-1]
+                seg.start = round(offset + int(starts[first]) * frame, 3)
+                seg.end = round(offset + int(ends[last]) * frame, 3)
+                seg.words = [Word(seg.start, seg.end, seg.text, seg.confidence)]
         return segs
 
     def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
@@ -139,7 +165,8 @@ class ParakeetModel(AsrModel):
             for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
                 hyps = self.recognize([a for _, a in batch], timings)
                 for (chunk, _), hyp in zip(batch, hyps, strict=True):
-                    words = [(w, w.start) for w in self.words(hyp, chunk.start / self.sample_rate)]
+                    found = self.words(hyp, chunk.start / self.sample_rate, opts.word_timestamps)
+                    words = [(w, w.start) for w in found]
                     kept = keep_emissions(
                         words, chunk, self.sample_rate, first=index == 0, last=index == len(chunks) - 1
                     )
