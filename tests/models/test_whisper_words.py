@@ -89,9 +89,9 @@ def test_words_match_openai_whisper(request, fixtures_dir, size, name):
         assert seg.start == seg.words[0].start and seg.end == seg.words[-1].end
 
 
-def word_errors(words, truth) -> tuple[np.ndarray, np.ndarray]:
+def word_errors(words, truth, with_truth: bool = False):
     """|start| and |end| errors (s) of the recognised words that match the true words (in order,
-    compared without case and punctuation)."""
+    compared without case and punctuation) -> (starts, ends[, the matched true words])."""
     from difflib import SequenceMatcher
 
     norm = lambda t: "".join(c for c in t.lower() if c.isalnum())
@@ -104,7 +104,7 @@ def word_errors(words, truth) -> tuple[np.ndarray, np.ndarray]:
     ]
     starts = np.array([abs(w.start - t["start"]) for w, t in pairs])
     ends = np.array([abs(w.end - t["end"]) for w, t in pairs])
-    return starts, ends
+    return (starts, ends, [t for _, t in pairs]) if with_truth else (starts, ends)
 
 
 @pytest.mark.slow
