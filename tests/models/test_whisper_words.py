@@ -108,13 +108,19 @@ def word_errors(words, truth, with_truth: bool = False):
 
 
 @pytest.mark.slow
-def test_word_starts_are_near_the_truth(whisper_base_engine, fixtures_dir):
-    """en_words: words spoken one by one with known silences between them (make_word_fixture.py)."""
+def test_word_boundaries_are_near_the_truth(whisper_base_engine, fixtures_dir):
+    """en_words: words spoken one by one with known gaps between them (make_word_fixture.py).
+
+    openai-whisper's method (which ours reproduces) makes words contiguous: a word starts where
+    the one before it ends, so the silence before a word is counted in it and starts come early
+    (the first word starts at 0 after the file's 0.5 s of lead silence). Ends follow the speech
+    closely. The bounds are loose against misalignment by a word (~0.4 s here) and met with room."""
     truth = json.loads((fixtures_dir / "en_words.json").read_text())["words"]
     result = whisper_base_engine.transcribe(
         load_audio(fixtures_dir / "en_words.flac"), TranscribeOptions(language="en", word_timestamps=True)
     )
     words = [w for s in result.segments for w in s.words]
     starts, ends = word_errors(words, truth)
-    assert len(starts) >= 0.8 * len(truth)  # most words recognised, so the bound speaks for them
-    assert starts.mean() < 0.15
+    assert len(starts) >= 0.8 * len(truth)  # most words recognised, so the bounds speak for them
+    assert ends.mean() < 0.15
+    assert starts.mean() < 0.3
