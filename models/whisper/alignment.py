@@ -225,9 +225,9 @@ def merge_punctuation(words: list[WordTiming]) -> None:
 # ---- one window ----------------------------------------------------------------------------------
 
 
-def head_weights(m, audio_features, tokens: list[int], heads) -> tuple[np.ndarray, np.ndarray]:
+def head_weights(m, audio_features, tokens: list[int], heads):
     """Feed `tokens` once over `audio_features` (1, T, d) -> (pre-softmax cross-attention scores of
-    `heads` (n_heads, len(tokens), T) float32, log-probabilities (len(tokens), eot) of the next token).
+    `heads` (n_heads, len(tokens), T) float32 on the host, decoder hidden states (1, len(tokens), d)).
 
     The scores are formed on the host from the layer's queries and cached keys: a few heads of a
     few hundred tokens, and what follows (median filter, DTW) runs on the host anyway."""
@@ -236,12 +236,18 @@ def head_weights(m, audio_features, tokens: list[int], heads) -> tuple[np.ndarra
     queries = {}
     hidden = net.decode(m.params, cfg, B, B.asarray(np.array([tokens], dtype=np.int64)), cache, queries)
     scale = (cfg.d_model // cfg.decoder_attention_heads) ** -0.5
-    layers = {layer: (B.to_numpy(queries[layer])[0], B.to_numpy(cache.cross_k[layer])[0]) for layer, _ in heads}
+    layers = {i: (B.to_numpy(queries[i])[0], B.to_numpy(cache.cross_k[i])[0]) for i, _ in heads}
     scores = np.stack([layers[i][0][h].astype(np.float32) @ layers[i][1][h].astype(np.float32).T for i, h in heads])
-    logits = B.to_numpy(net.logits(m.params, B, hidden))[0, :, : m.tok.eot].astype(np.float64)
+    return scores * np.float32(scale), hidden
+
+
+def token_probabilities(m, hidden, tokens: list[int]) -> np.ndarray:
+    """hidden (1, n, d) at the positions before `tokens` (n,) -> each token's probability, the
+    softmax taken over the text tokens (below <|endoftext|>), as the reference does."""
+    logits = m.B.to_numpy(net.logits(m.params, m.B, hidden))[0, :, : m.tok.eot].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
-    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    return scores * scale, logp
+    p = np.exp(logits[np.arange(len(tokens)), tokens]) / np.exp(logits).sum(axis=-1)
+    return p
 
 
 def find_alignment(m, audio_features, text_tokens, sot_seq, frames: int, heads, language) -> list[WordTiming]:
@@ -252,9 +258,9 @@ def find_alignment(m, audio_features, text_tokens, sot_seq, frames: int, heads, 
     if not text_tokens:
         return []
     tokens = [*sot_seq, tok.no_timestamps, *text_tokens, tok.eot]
-    scores, logp = head_weights(m, audio_features, tokens, heads)
+    scores, hidden = head_weights(m, audio_features, tokens, heads)
     n0 = len(sot_seq)
-    probs = np.exp(logp[n0 + np.arange(len(text_tokens)), text_tokens])
+    probs = token_probabilities(m, hidden[:, n0 : n0 + len(text_tokens)], text_tokens)
     w = scores[:, :, : frames // 2]
     w = np.exp(w - w.max(axis=-1, keepdims=True))
     w /= w.sum(axis=-1, keepdims=True)
