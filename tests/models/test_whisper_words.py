@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from polyasr import TranscribeOptions
-from polyasr.audio import load_audio
+from polyasr.audio import audio_duration, load_audio
 from polyasr.models.whisper.alignment import DEFAULT_ALIGNMENT_HEADS, alignment_heads, dtw, median_filter
 from polyasr.models.whisper.config import WhisperConfig
 
@@ -84,9 +84,11 @@ def test_words_match_openai_whisper(request, fixtures_dir, size, name):
     starts = np.array([[r["start"], w.start] for r, w in zip(ref_words, our_words)])
     assert np.abs(starts[:, 0] - starts[:, 1]).max() <= 0.02 + 1e-6
     assert np.abs(ends[:, 0] - ends[:, 1]).max() <= 0.02 + 1e-6
-    for seg in ours.segments:
-        assert "".join(w.text for w in seg.words) == seg.text
-        assert seg.start == seg.words[0].start and seg.end == seg.words[-1].end
+    # Segment bounds follow the words; openai-whisper's may run past the audio, ours stop at its end.
+    bounded = lambda t: min(t, audio_duration(audio))
+    ref_bounds = [(bounded(s["start"]), bounded(s["end"])) for s in ref["segments"]]
+    np.testing.assert_allclose(ref_bounds, [(s.start, s.end) for s in ours.segments], atol=0.02 + 1e-6)
+    assert all("".join(w.text for w in s.words) == s.text for s in ours.segments)
 
 
 def word_errors(words, truth, with_truth: bool = False):
