@@ -90,14 +90,14 @@ def test_overhead(benchmark, engines, audio, model, words):
         note(_group(model), f"alignment stage (second decoder pass + DTW): {result.timings['words']:.3f} s of one run")
 
 
-def test_accuracy(engines):
-    """Whisper base word boundaries against the true times of en_words.flac."""
+def test_accuracy(benchmark, engines):
+    """Whisper base word boundaries against the true times of en_words.flac (timed once, so that
+    `--benchmark-only` runs it too)."""
     from test_whisper_words import word_errors
 
     truth = json.loads((FIXTURES / "en_words.json").read_text())["words"]
-    result = engines["whisper-base"].transcribe(
-        load_audio(FIXTURES / "en_words.flac"), TranscribeOptions(language="en", word_timestamps=True)
-    )
+    audio, options = load_audio(FIXTURES / "en_words.flac"), TranscribeOptions(language="en", word_timestamps=True)
+    result = benchmark.pedantic(lambda: engines["whisper-base"].transcribe(audio, options), rounds=1, iterations=1)
     words = [w for s in result.segments for w in s.words]
     starts, ends, matched = word_errors(words, truth, with_truth=True)
     gaps = np.array([t["start"] - p["end"] for p, t in zip([None, *truth], truth) if p is not None])
