@@ -127,7 +127,7 @@ class Capabilities:
       than one by one); without it `transcribe_many` runs the inputs one after another.
     language_detection: with no forced language, the model reports the language it heard.
     translation: task "translate" (to English) is supported.
-    word_timestamps: segments carry per-word times (no family has them yet).
+    word_timestamps: with `word_timestamps=True`, segments carry their words with times.
     speech_chunks: the pipeline plans its chunks with `vad_guided.chunk_plans`, so with
       `TranscribeOptions.vad` the speech regions decide its cuts; without it, each input's speech
       regions are joined into one signal for the pipeline and its times mapped back
@@ -193,6 +193,8 @@ class AsrModel:
         """Refuse, before any work, what this model cannot do (InvalidOptionError naming what it can)."""
         if opts.task == "translate" and not self.capabilities.translation:
             raise InvalidOptionError(f"{self.name} only transcribes; task 'translate' needs a multilingual Whisper")
+        if opts.word_timestamps and not self.capabilities.word_timestamps:
+            raise InvalidOptionError(f"{self.name} gives no word timestamps; leave out --word-timestamps")
         self.forced_language(opts)
 
     def language_code(self, language: str) -> str:

@@ -35,3 +35,17 @@ def ctc_greedy(x, lengths=None, blank: int = 0) -> list[tuple[np.ndarray, np.nda
         np.ascontiguousarray(x), np.ascontiguousarray(lengths, np.int64), int(blank)
     )
     return [(tokens[a:b], frames[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def token_spans(labels: np.ndarray, frames: np.ndarray, posteriors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each emitted token fires, for word timestamps.
+
+    labels: (T,) the per-frame argmax ids `ctc_greedy` collapsed; frames: (N,) the frame each
+    token was emitted at (the first of its run); posteriors: (T,) each frame's max posterior.
+    Returns (last frame of each token's run (N,) int64: its label repeated up to there, before
+    a blank or another label; mean posterior over the run (N,) float64)."""
+    labels, frames = np.asarray(labels), np.asarray(frames, dtype=np.int64)
+    changes = np.append(np.flatnonzero(np.diff(labels)) + 1, len(labels))  # first frame of each run after the first
+    ends = changes[np.searchsorted(changes, frames, side="right")] - 1
+    sums = np.concatenate([[0.0], np.cumsum(np.asarray(posteriors, dtype=np.float64))])
+    return ends, (sums[ends + 1] - sums[frames]) / (ends + 1 - frames)

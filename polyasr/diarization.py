@@ -22,6 +22,7 @@ of words where the speaker changes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -331,6 +332,31 @@ def speaker_runs(speakers: list[str | None]) -> list[tuple[int, int, str | None]
         else:
             runs.append([i, i + 1, speaker])
     return [tuple(r) for r in runs]
+
+
+def split_at_speaker_changes(segment) -> list:
+    """A segment whose words (with their speakers set) change speaker -> one segment per run of
+    words, each with its words' bounds, text and speaker. Token ids cannot be split by word, so a
+    split segment's parts carry none; an unsplit segment is returned as it is."""
+    runs = speaker_runs([w.speaker for w in segment.words]) if segment.words else []
+    if len(runs) < 2:
+        return [segment]
+    parts = []
+    for first, stop, speaker in runs:
+        words = segment.words[first:stop]
+        parts.append(
+            dataclasses.replace(
+                segment,
+                start=words[0].start,
+                end=words[-1].end,
+                text="".join(w.text for w in words),
+                confidence=float(np.mean([w.probability for w in words])),
+                tokens=[],
+                speaker=speaker,
+                words=list(words),
+            )
+        )
+    return parts
 
 
 # ---------------------------------------------------------------- `polyasr diarize`

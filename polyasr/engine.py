@@ -148,13 +148,16 @@ class AsrEngine:
     def _diarize(self, audio: np.ndarray, output: ModelOutput, options) -> None:
         """Label output's segments with speakers (on the model's device family: MLX stays MLX, the
         rest run on the CPU, whose LSTM steps are faster than a GPU's for one recording)."""
-        from polyasr.diarization import assign_speakers, diarize_signal
+        from polyasr.diarization import assign_speakers, diarize_signal, split_at_speaker_changes
 
         t0 = time.perf_counter()
         device = "mlx" if self.backend.name == "mlx" else "cpu"
         turns = diarize_signal(audio, options.diarize_options(), device=device)
         for segment, speaker in zip(output.segments, assign_speakers(output.segments, turns), strict=True):
             segment.speaker = speaker
+            for word, word_speaker in zip(segment.words, assign_speakers(segment.words, turns), strict=True):
+                word.speaker = word_speaker or speaker
+        output.segments = [part for segment in output.segments for part in split_at_speaker_changes(segment)]
         output.timings["diarize"] = time.perf_counter() - t0
 
     def _result(

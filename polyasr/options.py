@@ -33,6 +33,8 @@ class TranscribeOptions:
     chunk_secs: CTC/TDT models cut longer audio into chunks of at most this many seconds
         (None: the model's own default).
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
+    word_timestamps: give every segment its words with start/end times (costs a second decoder
+        pass per window for Whisper; little for CTC/TDT models).
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
         min_speakers / max_speakers, as `DiarizeOptions` takes them.
@@ -67,6 +69,7 @@ class TranscribeOptions:
     max_speakers: int | None = None
     vad: bool = False
     vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
+    word_timestamps: bool = False
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -1,8 +1,25 @@
-"""The plain data a transcription returns: `Segment` and `TranscriptionResult`."""
+"""The plain data a transcription returns: `Word`, `Segment` and `TranscriptionResult`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Word:
+    """One word with its place in the audio (seconds from the beginning of the file).
+
+    text keeps openai-whisper's convention: a leading space where the word follows a space, and
+    punctuation attached, so a segment's words joined give its text exactly.
+    probability: in [0, 1]; mean probability of the word's tokens.
+    speaker: "SPEAKER_00", ... with `TranscribeOptions(diarize=True)`, else None.
+    """
+
+    start: float
+    end: float
+    text: str
+    probability: float
+    speaker: str | None = None
 
 
 @dataclass
@@ -21,6 +38,8 @@ class Segment:
     confidence: float
     tokens: list[int] = field(default_factory=list)
     speaker: str | None = None
+    # Empty unless word timestamps were asked for; then "".join(w.text for w in words) == text.
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass

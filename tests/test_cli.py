@@ -542,3 +542,32 @@ def test_console_script(whisper_tiny_en_dir):
 def test_chunk_and_batch_options_are_validated_before_loading(capsys, flag, value, fragment):
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "parakeet-tdt-v3", flag, value])
     _assert_user_error(code, err, 2, fragment)
+
+
+def test_word_timestamps_in_json_and_word_cues(capsys, shared_tiny_en):
+    code, out, _ = _run(capsys, ["transcribe", SHORT, *_tiny(shared_tiny_en), "--word-timestamps", "--format", "json"])
+    segments = json.loads(out)["segments"]
+    assert code == 0 and all("".join(w["text"] for w in s["words"]) == s["text"] for s in segments)
+    words = [w for s in segments for w in s["words"]]
+    code, out, _ = _run(
+        capsys,
+        [
+            "transcribe",
+            SHORT,
+            *_tiny(shared_tiny_en),
+            "--word-timestamps",
+            "--format",
+            "srt",
+            "--max-words-per-line",
+            "2",
+        ],
+    )
+    cues = _parse_cues(out, SRT_TIMING)
+    assert code == 0 and len(cues) == sum((len(s["words"]) + 1) // 2 for s in segments)
+    assert cues[0][0] == pytest.approx(words[0]["start"]) and cues[-1][1] == pytest.approx(words[-1]["end"])
+
+
+@pytest.mark.parametrize("flag", [["--highlight-words"], ["--max-words-per-line", "3"], ["--max-line-width", "20"]])
+def test_word_cue_options_need_word_timestamps(capsys, flag):
+    code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--format", "srt", *flag])
+    _assert_user_error(code, err, 2, flag[0], "--word-timestamps")

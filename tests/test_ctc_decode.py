@@ -88,3 +88,15 @@ def test_extension_itself_rejects_what_the_wrapper_would():
         _decode.ctc_greedy(np.zeros((1, 3), np.int64), np.array([4], np.int64), 0)
     with pytest.raises(TypeError):
         _decode.ctc_greedy(np.zeros((1, 3), np.float64), np.array([3], np.int64), 0)
+
+
+def test_token_spans_reach_the_last_frame_a_token_fires_on():
+    from polyasr.models.ctc_decode import token_spans
+
+    labels = np.array([0, 5, 5, 0, 5, 7, 7, 7, 0, 3])  # 5 twice (a blank between), then 7 over three frames
+    posteriors = np.array([0.9, 0.6, 0.8, 0.9, 0.5, 0.3, 0.6, 0.9, 0.9, 0.4])
+    ((tokens, frames),) = ctc_greedy(labels[None], blank=0)
+    ends, probs = token_spans(labels, frames, posteriors)
+    assert tokens.tolist() == [5, 5, 7, 3] and frames.tolist() == [1, 4, 5, 9]
+    assert ends.tolist() == [2, 4, 7, 9]
+    np.testing.assert_allclose(probs, [0.7, 0.5, 0.6, 0.4])

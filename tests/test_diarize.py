@@ -219,3 +219,23 @@ def test_transcribe_cli_flags_reach_the_options():
     opts = _options(args)
     assert opts.diarize and (opts.min_speakers, opts.max_speakers, opts.num_speakers) == (2, 3, None)
     assert not _options(_build_parser().parse_args(["transcribe", "a.wav"])).diarize
+
+
+def test_a_segment_is_split_where_its_words_change_speaker():
+    from polyasr.diarization import split_at_speaker_changes
+    from polyasr.result import Segment, Word
+
+    words = [
+        Word(0.0, 0.4, " Hello", 0.9, "SPEAKER_00"),
+        Word(0.4, 0.8, " there.", 0.7, "SPEAKER_00"),
+        Word(1.0, 1.3, " Hi", 0.5, "SPEAKER_01"),
+        Word(1.3, 1.5, " back.", 0.3, None),  # no turn covers it: it stays with the run before
+    ]
+    segment = Segment(0.0, 1.5, " Hello there. Hi back.", 0.6, [1, 2, 3], "SPEAKER_00", words)
+    first, second = split_at_speaker_changes(segment)
+    assert (first.start, first.end, first.text, first.speaker) == (0.0, 0.8, " Hello there.", "SPEAKER_00")
+    assert (second.start, second.end, second.text, second.speaker) == (1.0, 1.5, " Hi back.", "SPEAKER_01")
+    assert first.words == words[:2] and second.words == words[2:] and first.tokens == second.tokens == []
+    assert abs(first.confidence - 0.8) < 1e-9
+    unsplit = Segment(0.0, 0.8, " Hello there.", 0.8, [1, 2], "SPEAKER_00", words[:2])
+    assert split_at_speaker_changes(unsplit) == [unsplit]

@@ -7,7 +7,9 @@ chunk keeps (its kept region) are joined into one stream and `ctc_greedy` collap
 so a word that straddles a cut is joined. Segments are words: split at the vocabulary's space
 (characters) or at a SentencePiece piece that starts a word ("▁"); a word spans
 [first token frame, last token frame + 1) frames of `cfg.frame_secs` and its confidence is the
-mean max posterior over those frames.
+mean max posterior over those frames. With word timestamps each segment also carries its word:
+from its first token's frame to the last frame its last token fires on (a label repeats over
+the frames it lasts), probability the mean over its tokens of their frames' mean posterior.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from polyasr.audio import pad_batch
 from polyasr.errors import CheckpointError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.chunking import in_kept_region, iter_chunk_batches
-from polyasr.models.ctc_decode import ctc_greedy
+from polyasr.models.ctc_decode import ctc_greedy, token_spans
 from polyasr.models.gigaam import model as net
 from polyasr.models.gigaam.config import GigaAMConfig
 from polyasr.models.gigaam.tokenizer import Vocabulary
 from polyasr.models.gigaam.weights import map_weights
 from polyasr.models.vad_guided import chunk_plans
-from polyasr.result import Segment
+from polyasr.result import Segment, Word
 
 CHUNK_SECS = 25.0  # GigaAM was trained on utterances up to about 25-30 s
 CHUNK_OVERLAP_SECS = 1.0
@@ -36,18 +38,19 @@ CHUNK_OVERLAP_SECS = 1.0
 @dataclass
 class Recognition:
     """One file's greedy CTC result over its stitched frame stream: emitted token ids and their
-    frame indices (int32, (N,)), every kept frame's time in seconds and max posterior ((T,)), and
-    the number of chunks the file was cut into."""
+    frame indices (int32, (N,)), every kept frame's time in seconds and max posterior ((T,)), the
+    number of chunks the file was cut into, and every kept frame's argmax label ((T,))."""
 
     tokens: np.ndarray
     positions: np.ndarray
     times: np.ndarray
     confidence: np.ndarray
     chunks: int
+    labels: np.ndarray
 
 
 class GigaAMModel(AsrModel):
-    capabilities = Capabilities(speech_chunks=True)
+    capabilities = Capabilities(speech_chunks=True, word_timestamps=True)
     languages = ("ru",)
 
     def description(self) -> str:
@@ -128,34 +131,41 @@ class GigaAMModel(AsrModel):
         ids, times, conf = _concat(stream)
         ((tokens, positions),) = ctc_greedy(ids[None], blank=self.cfg.blank_id)
         timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t0
-        return Recognition(tokens, positions, times, conf, len(chunks))
+        return Recognition(tokens, positions, times, conf, len(chunks), ids)
 
-    def words(self, tokens, positions, times, conf) -> list[Segment]:
+    def words(self, tokens, positions, times, conf, labels=None) -> list[Segment]:
         """Emitted tokens at frame positions of a frame stream with per-frame times and max posteriors
         -> word segments: start/end from the first/last token's frame (40 ms long), confidence =
-        mean max posterior over the word's frames."""
+        mean max posterior over the word's frames. Given the frames' labels, each segment also
+        carries its `Word`, bounded by the frames its tokens fire on (and the segment with it)."""
         segs = []
+        if labels is not None:
+            ends, token_conf = token_spans(labels, positions, conf)
+            index = {int(f): k for k, f in enumerate(positions)}  # CTC emits at most one token per frame
         for ids, frames in self.vocab.words(np.asarray(tokens), np.asarray(positions)):
             text = self.vocab.decode(ids).strip()
             if not text:
                 continue
             first, last = frames[0], frames[-1]
-            segs.append(
-                Segment(
-                    start=round(float(times[first]), 3),
-                    end=round(float(times[last]) + self.cfg.frame_secs, 3),
-                    text=" " + text,
-                    confidence=float(conf[first : last + 1].mean()),
-                    tokens=ids,
-                )
+            seg = Segment(
+                start=round(float(times[first]), 3),
+                end=round(float(times[last]) + self.cfg.frame_secs, 3),
+                text=" " + text,
+                confidence=float(conf[first : last + 1].mean()),
+                tokens=ids,
             )
+            if labels is not None:
+                ks = [index[f] for f in frames]
+                seg.end = round(float(times[ends[ks[-1]]]) + self.cfg.frame_secs, 3)
+                seg.words = [Word(seg.start, seg.end, seg.text, float(token_conf[ks].mean()))]
+            segs.append(seg)
         return segs
 
     def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         r = self.recognize(audio, opts, progress, timings)
         t0 = time.perf_counter()
-        segments = self.words(r.tokens, r.positions, r.times, r.confidence)
+        segments = self.words(r.tokens, r.positions, r.times, r.confidence, r.labels if opts.word_timestamps else None)
         timings["decoder"] += time.perf_counter() - t0
         return ModelOutput(
             segments,

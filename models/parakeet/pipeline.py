@@ -6,6 +6,11 @@ the batched device loop runs (decode.py). Tokens become words at SentencePiece w
 a word spans [frame of its first token, frame of its last token + that token's duration (>= 1))
 in 80 ms encoder frames, and its confidence is the mean posterior of its tokens.
 
+Word timestamps follow NeMo's `timestamps=True` for TDT: a token spans [frame, frame + duration)
+(a duration may be 0); a punctuation token is moved to the end of the token before it (it is
+often emitted late, after a pause); a word runs from its first token's start to its last token's
+end. Each segment then carries its word and takes its bounds.
+
 Long audio: full attention is quadratic in length, so audio longer than `chunk_secs` (default
 CHUNK_SECS) is cut at low-energy points with CHUNK_OVERLAP_SECS of overlap (models/chunking.py);
 chunks run `batch_size` at a time, so memory is bounded for any length, and each word is kept by
@@ -27,7 +32,7 @@ from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
 from polyasr.models.parakeet.weights import map_weights
 from polyasr.models.vad_guided import chunk_plans
-from polyasr.result import Segment
+from polyasr.result import Segment, Word
 
 CHUNK_SECS = 120.0
 CHUNK_OVERLAP_SECS = 2.0
@@ -37,7 +42,7 @@ class ParakeetModel(AsrModel):
     """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
     checkpoint itself does not list them), None to accept any."""
 
-    capabilities = Capabilities(speech_chunks=True)
+    capabilities = Capabilities(speech_chunks=True, word_timestamps=True)
 
     def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
@@ -103,9 +108,21 @@ class ParakeetModel(AsrModel):
                 out[i] = hyp
         return out
 
-    def words(self, hyp: TdtHyp, chunk: Chunk | None = None) -> list[Segment]:
+    def token_spans(self, hyp: TdtHyp) -> tuple[np.ndarray, np.ndarray]:
+        """Each token's [start, end) in encoder frames, NeMo's TDT offsets: [frame, frame + duration),
+        a punctuation token moved to an empty span at the end of the token before it."""
+        starts = hyp.frames.astype(np.int64)
+        ends = starts + hyp.durations
+        punctuation = self.tokenizer.punctuation
+        for k in range(1, len(starts)):
+            if self.tokenizer.decode([hyp.tokens[k]]) in punctuation:
+                starts[k] = ends[k] = ends[k - 1]
+        return starts, ends
+
+    def words(self, hyp: TdtHyp, chunk: Chunk | None = None, word_timestamps: bool = False) -> list[Segment]:
         """One utterance's tokens -> word segments, times in seconds of the file `chunk` was taken
-        from (`Chunk.to_file`), or of the utterance itself without a chunk."""
+        from (`Chunk.to_file`), or of the utterance itself without a chunk; with `word_timestamps`,
+        each carries its `Word` and takes NeMo's TDT offsets as its bounds (`token_spans`)."""
         groups, current = [], []
         for i, tok in enumerate(hyp.tokens.tolist()):
             if current and self.tokenizer.starts_word(tok):
@@ -115,8 +132,13 @@ class ParakeetModel(AsrModel):
         if current:
             groups.append(current)
         hop = round(self.cfg.frame_secs * self.sample_rate)
-        firsts = np.array([hyp.frames[idx[0]] for idx in groups], dtype=np.int64) * hop
-        ends = np.array([hyp.frames[i[-1]] + max(int(hyp.durations[i[-1]]), 1) for i in groups], np.int64) * hop
+        if word_timestamps:
+            starts, stops = self.token_spans(hyp)
+            firsts = np.array([starts[idx[0]] for idx in groups], dtype=np.int64) * hop
+            ends = np.array([stops[idx[-1]] for idx in groups], dtype=np.int64) * hop
+        else:
+            firsts = np.array([hyp.frames[idx[0]] for idx in groups], dtype=np.int64) * hop
+            ends = np.array([hyp.frames[i[-1]] + max(int(hyp.durations[i[-1]]), 1) for i in groups], np.int64) * hop
         if chunk is not None:
             firsts, ends = chunk.to_file(firsts), chunk.to_file(ends, end=True)
         segs = []
@@ -133,6 +155,9 @@ class ParakeetModel(AsrModel):
                     tokens=[int(t) for t in hyp.tokens[idx]],
                 )
             )
+            if word_timestamps:
+                seg = segs[-1]
+                seg.words = [Word(seg.start, seg.end, seg.text, seg.confidence)]
         return segs
 
     def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
@@ -146,7 +171,7 @@ class ParakeetModel(AsrModel):
             for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
                 hyps = self.recognize([a for _, a in batch], timings)
                 for (chunk, _), hyp in zip(batch, hyps, strict=True):
-                    words = [(w, w.start) for w in self.words(hyp, chunk)]
+                    words = [(w, w.start) for w in self.words(hyp, chunk, opts.word_timestamps)]
                     kept = keep_emissions(
                         words, chunk, self.sample_rate, first=index == 0, last=index == len(chunks) - 1
                     )

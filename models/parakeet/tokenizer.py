@@ -7,6 +7,8 @@ the SentencePiece pieces in both; the blank (id vocab_size) never reaches the to
 
 from __future__ import annotations
 
+import unicodedata
+from functools import cached_property
 from pathlib import Path
 
 from polyasr.errors import CheckpointError
@@ -57,3 +59,9 @@ class ParakeetTokenizer:
 
     def starts_word(self, token_id: int) -> bool:
         return self.piece(token_id).startswith(WORD_START)
+
+    @cached_property
+    def punctuation(self) -> frozenset[str]:
+        """Every punctuation character (Unicode category P*) in the vocabulary's pieces."""
+        pieces = (self.piece(i) for i in range(self.vocab_size))
+        return frozenset(c for piece in pieces for c in piece if unicodedata.category(c).startswith("P"))

@@ -124,22 +124,26 @@ def reorder_cache(B, cache: KVCache, rows) -> None:
         cache.cross_v = [B.take_rows(v, audios) for v in cache.cross_v]
 
 
-def _cross_attention(params, cfg, B, x, cache: KVCache, i: int):
+def _cross_attention(params, cfg, B, x, cache: KVCache, i: int, cross_queries: dict | None = None):
     """x (R, t, d) -> (R, t, d). The rows of one audio attend to the same keys, so they are folded
     into its query axis, (N, group * t, d): one attention per audio, the same values as per row."""
     r, t, d = x.shape
     g, h = cache.group, cfg.decoder_attention_heads
     p = f"decoder.blocks.{i}"
     q = _lin(params, B, _ln(params, B, x, f"{p}.cross_attn_ln"), f"{p}.cross_attn.q")
+    if cross_queries is not None:
+        cross_queries[i] = B.split_heads(q, h)
     q = q.reshape(r // g, g * t, d) if g > 1 else q
     a = B.merge_heads(B.attention(B.split_heads(q, h), cache.cross_k[i], cache.cross_v[i]))
     return _lin(params, B, a.reshape(r, t, d) if g > 1 else a, f"{p}.cross_attn.out")
 
 
-def decode(params, cfg, B, tokens, cache: KVCache):
+def decode(params, cfg, B, tokens, cache: KVCache, cross_queries: dict | None = None):
     """tokens: (R, T) ids following the cache's `length` positions -> hidden states (R, T, d).
 
     Writes the new keys/values into the cache and advances `cache.length` by T.
+    cross_queries: if given, receives each layer's cross-attention queries (R, H, T, D) under its
+    index, so word alignment can form the attention weights of a few heads (models/whisper/alignment.py).
     """
     start, t = cache.length, tokens.shape[1]
     room = min(cfg.max_target_positions, cache.self_k[0].shape[2])
@@ -155,7 +159,7 @@ def decode(params, cfg, B, tokens, cache: KVCache):
         values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, : start + t]
         a = B.attention(B.split_heads(q, h), keys, values, causal=True)
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
-        x = x + _cross_attention(params, cfg, B, x, cache, i)
+        x = x + _cross_attention(params, cfg, B, x, cache, i, cross_queries)
         x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
     cache.length = start + t
     return _ln(params, B, x, "decoder.ln")

@@ -34,6 +34,7 @@ from polyasr.models.whisper.decode import (
 )
 from polyasr.models.whisper.features import WhisperFeatures
 from polyasr.models.whisper.pipeline import _is_silence, _keep, _segment
+from polyasr.result import Word
 
 PIECE_SECS = 30.0
 # faster-whisper's batched pipeline: regions no longer than a window, pauses of 160 ms end one
@@ -156,8 +157,11 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
         if log.first_token_secs is None:
             log.first_token_secs = time.perf_counter() - log.started
         log.add("decoder", t0)
-        for piece, result in zip(batch, results):
-            _collect(m, piece, result, opts, files)
+        t0 = time.perf_counter()
+        for j, (piece, result) in enumerate(zip(batch, results)):
+            _collect(m, piece, result, opts, files, features[j : j + 1] if opts.word_timestamps else None)
+        if opts.word_timestamps:
+            log.timings["words"] = log.timings.get("words", 0.0) + time.perf_counter() - t0
         if progress is not None:
             progress(min(first + opts.batch_size, len(pieces)) / len(pieces))
     for i in range(n):  # a file with no speech still reports a language when it must detect one
@@ -200,8 +204,34 @@ def _detect_whole(m, audio, log):
     return found
 
 
-def _collect(m, piece: Piece, result, opts, files: _Files):
-    """A piece's result -> segments in its file's time (none when the model thinks it is silence)."""
+def _add_words(m, piece: Piece, parts, audio_features, opts, language, segments) -> None:
+    """Words for a piece's `segments` (file time, one per `parts` entry): aligned in the piece's own
+    time (its window starts at 0), then mapped to the file's time as the segments were, each
+    segment then bounded by its words. A piece is decoded once, so the alignment's seek is unused."""
+    from polyasr.models.whisper.alignment import MEL_FRAMES_PER_SECOND, WordAligner
+
+    rate = m.sample_rate
+    local = [_segment(m.tok, tokens, lps, start, end) for start, end, tokens, lps in parts]
+    frames = min(round(piece.samples / rate * MEL_FRAMES_PER_SECOND), m.cfg.n_audio_frames)
+    aligner = WordAligner(m, m.tok.sot_sequence(language, opts.task), language)
+    aligner.add_words(local, audio_features, [t for _, _, tokens, _ in parts for t in tokens], 0, frames, 0)
+    for seg, aligned in zip(segments, local, strict=True):
+        seg.words = [
+            Word(
+                round(piece.file_time(w.start, rate), 2),
+                round(piece.file_time(w.end, rate, is_end=True), 2),
+                w.text,
+                w.probability,
+            )
+            for w in aligned.words
+        ]
+        if seg.words:
+            seg.start, seg.end = seg.words[0].start, seg.words[-1].end
+
+
+def _collect(m, piece: Piece, result, opts, files: _Files, audio_features=None):
+    """A piece's result -> segments in its file's time (none when the model thinks it is silence);
+    with `audio_features` (the piece's encoder output), their words too."""
     rate, f = m.sample_rate, piece.file
     files.fallbacks[f] += result.temperature > 0
     if needs_fallback(result, opts):
@@ -209,7 +239,11 @@ def _collect(m, piece: Piece, result, opts, files: _Files):
     if _is_silence(result, opts):
         files.skipped[f] += 1
         return
-    duration = piece.samples / rate
-    for start, end, tokens, lps in piece_segments(m.tok, result, duration):
-        seg = _segment(m.tok, tokens, lps, piece.file_time(start, rate), piece.file_time(end, rate, is_end=True))
-        files.segments[f] += _keep([seg])
+    parts = piece_segments(m.tok, result, piece.samples / rate)
+    segments = [
+        _segment(m.tok, tokens, lps, piece.file_time(start, rate), piece.file_time(end, rate, is_end=True))
+        for start, end, tokens, lps in parts
+    ]
+    if audio_features is not None:
+        _add_words(m, piece, parts, audio_features, opts, files.languages[f], segments)
+    files.segments[f] += _keep(segments)

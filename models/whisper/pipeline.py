@@ -17,6 +17,7 @@ import numpy as np
 from polyasr.errors import CheckpointError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.whisper import model as net
+from polyasr.models.whisper.alignment import WordAligner
 from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
@@ -59,6 +60,9 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
     all_tokens = tok.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     prompt_from, seek, segments = 0, 0, []
     rng = np.random.default_rng(opts.seed)
+    aligner = WordAligner(m, sot_seq, language) if opts.word_timestamps else None
+    if aligner is not None:
+        log.timings["words"] = 0.0
     frames_per_token = cfg.n_audio_frames // cfg.max_source_positions  # 2 mel frames per timestamp step
     while seek < feats.content_frames:
         size = min(cfg.n_audio_frames, feats.content_frames - seek)
@@ -82,6 +86,10 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         else:
             window_end = (seek + size) * feats.hop / m.sample_rate
             new, advance = _split_segments(tok, result, offset, window_end, size, frames_per_token)
+            if aligner is not None:  # words, and the seek to the end of the last one
+                t0 = time.perf_counter()
+                advance = aligner.add_words(new, af, result.tokens, seek, size, advance)
+                log.add("words", t0)
             seek += advance
             segments += new
             all_tokens += [t for s in new for t in s.tokens]
@@ -146,7 +154,9 @@ class WhisperModel(AsrModel):
         self.params = net.prepare({k: B.param(v, ckpt.dtypes.get(k)) for k, v in ckpt.params.items()}, self.cfg, B)
         multilingual = self.tok.multilingual
         # batched_inputs: with batch_size > 1 the speech pieces of several files share batches
-        self.capabilities = Capabilities(batched_inputs=True, language_detection=multilingual, translation=multilingual)
+        self.capabilities = Capabilities(
+            batched_inputs=True, language_detection=multilingual, translation=multilingual, word_timestamps=True
+        )
         # English-only vocabularies keep the language tokens, but the model was trained on English alone.
         self.languages = tuple(self.tok.languages) if multilingual else ("en",)
 

@@ -13,6 +13,7 @@ from test_gigaam_checkpoint import save_ckpt, tiny_cfg, v3_state_dict
 from polyasr import AsrEngine, TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.cli import main
+from polyasr.models.ctc_decode import ctc_greedy
 
 pytest.importorskip("omegaconf")  # only to WRITE the released layout; reading never needs it
 
@@ -101,3 +102,36 @@ def test_checkpoint_of_the_other_variant_is_refused(ckpt):
     path, _ = ckpt
     with pytest.raises(CheckpointError, match="use --model gigaam-v3-ctc"):
         AsrEngine.from_model("gigaam-v3-e2e-ctc", path, device="cpu")
+
+
+def test_words_span_the_frames_their_tokens_fire_on(ckpt):
+    """Constructed frame labels: a word runs from its first token's frame to the last frame its
+    last token repeats on; its probability is the mean over tokens of their frames' posterior."""
+    path, _ = ckpt
+    model = AsrEngine.from_model("gigaam-v3-ctc", path, device="cpu").model
+    blank, a, b, v, space = model.cfg.blank_id, 1, 2, 3, 0  # " абв..." is the tiny vocabulary
+    labels = np.array([blank, a, a, blank, b, space, v, v, v, blank])
+    conf = np.array([0.9, 0.4, 0.6, 0.9, 0.8, 0.7, 0.2, 0.5, 0.8, 0.9], np.float32)
+    times = np.arange(len(labels)) * model.cfg.frame_secs
+    ((tokens, positions),) = ctc_greedy(labels[None], blank=blank)
+    segments = model.words(tokens, positions, times, conf, labels)
+    f = model.cfg.frame_secs
+    assert [s.text for s in segments] == [" аб", " в"]
+    words = [w for s in segments for w in s.words]
+    assert [(w.text, w.start, w.end) for w in words] == [(" аб", round(f, 3), round(5 * f, 3)), (" в", 6 * f, 9 * f)]
+    assert words[0].probability == pytest.approx((0.5 + 0.8) / 2) and words[1].probability == pytest.approx(0.5)
+    assert [(s.start, s.end) for s in segments] == [(w.start, w.end) for w in words]
+
+
+def test_word_timestamps_end_to_end(ckpt, fixtures_dir):
+    path, _ = ckpt
+    engine = AsrEngine.from_model("gigaam-v3-ctc", path, device="cpu")
+    audio = load_audio(fixtures_dir / "ru_short.wav")
+    plain = engine.transcribe(audio, TranscribeOptions())
+    timed = engine.transcribe(audio, TranscribeOptions(word_timestamps=True))
+    assert [s.text for s in timed.segments] == [s.text for s in plain.segments] and timed.segments
+    for p, s in zip(plain.segments, timed.segments):
+        assert "".join(w.text for w in s.words) == s.text and len(s.words) == 1
+        assert s.start == p.start == s.words[0].start and s.end == s.words[0].end >= p.end
+        assert 0 < s.words[0].probability <= 1
+    assert not any(s.words for s in plain.segments)

@@ -251,3 +251,57 @@ def test_forced_language_is_checked_against_the_checkpoint(checkpoints):
     assert v3.transcribe(audio).language is None
     with pytest.raises(InvalidOptionError, match=r"'zh'.*bg, cs, da, de"):
         v3.transcribe(audio, TranscribeOptions(language="zh"))
+
+
+def test_word_offsets_follow_nemo_tdt_rules(engine):
+    """A constructed TDT hypothesis of "the quick, fox." (tokens, frames, durations): word offsets
+    as NeMo's `timestamps=True` derives them, worked out by hand from its rules."""
+    import io
+
+    import sentencepiece as spm
+
+    from polyasr.models.parakeet.decode import TdtHyp
+    from polyasr.models.parakeet.tokenizer import ParakeetTokenizer
+
+    text = "the quick, brown fox. jumps over the lazy dog!"
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([text] * 4 + text.split()),
+        model_writer=out,
+        vocab_size=40,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    model = copy.copy(engine.model)
+    model.tokenizer = ParakeetTokenizer(40, sentencepiece_model=out.getvalue())
+    ids = model.tokenizer._sp.encode("the quick, fox.")
+    pieces = ["▁the", "▁", "q", "u", "i", "ck", ",", "▁", "f", "o", "x", "."]
+    assert [model.tokenizer.piece(i) for i in ids] == pieces
+    frames = [0, 3, 3, 4, 5, 5, 9, 10, 10, 11, 12, 20]  # "," and "." come late, as after a pause
+    durations = [2, 0, 1, 1, 0, 2, 1, 0, 1, 1, 2, 1]
+    conf = np.linspace(0.5, 0.95, len(ids), dtype=np.float32)
+    hyp = TdtHyp(*(np.array(a, np.int32) for a in (ids, frames, durations)), conf)
+    segments = model.words(hyp, offset=1.0, word_timestamps=True)
+    words = [w for s in segments for w in s.words]
+    # Token spans [frame, frame + duration); "," and "." take an empty span at the end of the token
+    # before them ([7, 7) and [14, 14)); a word spans its first token's start to its last's end.
+    frame = model.cfg.frame_secs
+    expected = [(" the", 0, 2), (" quick,", 3, 7), (" fox.", 10, 14)]
+    assert [w.text for w in words] == [t for t, _, _ in expected]
+    for w, (_, a, b) in zip(words, expected):
+        assert (w.start, w.end) == (round(1.0 + a * frame, 3), round(1.0 + b * frame, 3))
+    assert words[1].probability == pytest.approx(float(np.mean(conf[1:7])))
+    assert [(s.start, s.end, s.text) for s in segments] == [(w.start, w.end, w.text) for w in words]
+
+
+def test_word_timestamps_end_to_end(engine, fixtures_dir):
+    audio = load_audio(fixtures_dir / "en_medium.wav")
+    plain = engine.transcribe(audio)
+    timed = engine.transcribe(audio, TranscribeOptions(word_timestamps=True))
+    assert [s.text for s in timed.segments] == [s.text for s in plain.segments] and timed.segments
+    for p, s in zip(plain.segments, timed.segments):
+        assert "".join(w.text for w in s.words) == s.text and len(s.words) == 1
+        assert s.start == p.start == s.words[0].start and s.end == s.words[0].end <= p.end
+        assert s.words[0].probability == p.confidence
+    assert not any(s.words for s in plain.segments)

@@ -68,6 +68,13 @@ def test_translate_is_refused(engine, fixtures_dir):
         engine.transcribe_file(fixtures_dir / "en_short.wav", TranscribeOptions(task="translate"))
 
 
+def test_word_timestamps_need_the_forced_aligner(engine, fixtures_dir):
+    from polyasr.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="Qwen3-ForcedAligner-0.6B"):
+        engine.transcribe_file(fixtures_dir / "en_short.wav", TranscribeOptions(word_timestamps=True))
+
+
 def test_both_layouts_give_the_same_transcript(ckpt, engine, fixtures_dir):
     audio = load_audio(fixtures_dir / "en_short.wav")
     hf = AsrEngine.from_model("qwen3-asr-0.6b", ckpt["transformers"], device="cpu")
