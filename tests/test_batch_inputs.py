@@ -159,7 +159,9 @@ def _subparser(name: str):
 
 def test_batch_takes_every_decoding_and_device_option_of_transcribe():
     """Options registered for `transcribe` (now and by later additions) reach `batch` unchanged."""
+    # transcribe's own: its inputs and output, and the SRT/VTT cue layout (batch writes default cues)
     own = {"help", "audio", "format", "output", "model", "model_path"}
+    own |= {"max_line_width", "max_line_count", "max_words_per_line", "highlight_words"}
     transcribe = {a.dest: a for a in _subparser("transcribe")._actions if a.dest not in own}
     batch = {a.dest: a for a in _subparser("batch")._actions}
     assert transcribe and set(transcribe) <= set(batch)

@@ -70,7 +70,7 @@ def test_subtitles_match_openai_whisper(result, fmt, opts):
 def test_json_carries_words(result):
     seg = json.loads(format_result(result, "json"))["segments"][0]
     assert [w["text"] for w in seg["words"]] == [" Hello", " there,", " my", " friend."]
-    assert seg["words"][1] == {"start": 0.4, "end": 0.9, "text": " there,", "probability": 0.9}
+    assert seg["words"][1] == {"start": 0.4, "end": 0.9, "text": " there,", "probability": 0.9, "speaker": None}
 
 
 def test_verbose_lists_words(result):

@@ -282,7 +282,7 @@ def test_word_offsets_follow_nemo_tdt_rules(engine):
     durations = [2, 0, 1, 1, 0, 2, 1, 0, 1, 1, 2, 1]
     conf = np.linspace(0.5, 0.95, len(ids), dtype=np.float32)
     hyp = TdtHyp(*(np.array(a, np.int32) for a in (ids, frames, durations)), conf)
-    segments = model.words(hyp, offset=1.0, word_timestamps=True)
+    segments = model.words(hyp, word_timestamps=True)
     words = [w for s in segments for w in s.words]
     # Token spans [frame, frame + duration); "," and "." take an empty span at the end of the token
     # before them ([7, 7) and [14, 14)); a word spans its first token's start to its last's end.
@@ -290,7 +290,7 @@ def test_word_offsets_follow_nemo_tdt_rules(engine):
     expected = [(" the", 0, 2), (" quick,", 3, 7), (" fox.", 10, 14)]
     assert [w.text for w in words] == [t for t, _, _ in expected]
     for w, (_, a, b) in zip(words, expected):
-        assert (w.start, w.end) == (round(1.0 + a * frame, 3), round(1.0 + b * frame, 3))
+        assert (w.start, w.end) == (round(a * frame, 3), round(b * frame, 3))
     assert words[1].probability == pytest.approx(float(np.mean(conf[1:7])))
     assert [(s.start, s.end, s.text) for s in segments] == [(w.start, w.end, w.text) for w in words]
 
