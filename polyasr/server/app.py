@@ -217,11 +217,11 @@ class Server:
             fields = {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form if k != "file"}
             req = parse_request(fields, task, self.config.max_batch)
             worker = self.worker(req.model)
+            check_word_request(req, worker.engine.model)
             try:
                 worker.engine.model.check_options(req.options)
             except InvalidOptionError as e:
                 raise api_error(e, param="language" if task == "transcribe" else None) from e
-            check_word_request(req, worker.engine.model)
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "the form field 'file' (the audio file) is required", param="file")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from polyasr.errors import (
     AsrError,
@@ -32,10 +32,9 @@ GRANULARITIES = ("segment", "word")
 # OpenAI's temperature: 0 lets the model raise it on failure (Whisper's fallback ladder), a higher
 # value starts the ladder there; the ladder climbs in these steps up to 1.
 TEMPERATURE_STEP = 0.2
+
+
 # Whether this build's TranscribeOptions can ask for word times at all.
-WORD_TIMESTAMPS = "word_timestamps" in {f.name for f in fields(TranscribeOptions)}
-
-
 class ApiError(Exception):
     """An answer in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
 
@@ -105,12 +104,6 @@ def parse_request(fields_: dict[str, list[str]], task: str, batch_size: int) -> 
     if stream not in ("true", "false"):
         raise ApiError(400, f"stream must be true or false, got {stream!r}", param="stream")
     words = "word" in granularities and fmt == "verbose_json"
-    if words and not WORD_TIMESTAMPS:
-        raise ApiError(
-            400,
-            "word timestamps are not available in this polyasr version; ask for timestamp_granularities[]=segment",
-            param="timestamp_granularities",
-        )
     try:
         options = TranscribeOptions(
             language=_one(fields_, "language") if task == "transcribe" else None,
@@ -118,7 +111,7 @@ def parse_request(fields_: dict[str, list[str]], task: str, batch_size: int) -> 
             temperatures=temperature_ladder(_one(fields_, "temperature")),
             initial_prompt=_one(fields_, "prompt") or None,
             batch_size=batch_size,
-            **({"word_timestamps": True} if words else {}),
+            word_timestamps=words,
         )
     except InvalidOptionError as e:
         raise api_error(e) from e

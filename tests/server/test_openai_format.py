@@ -11,7 +11,6 @@ import pytest
 
 from polyasr.result import Segment, TranscriptionResult
 from polyasr.server.openai_format import (
-    WORD_TIMESTAMPS,
     ApiError,
     parse_request,
     render,
@@ -88,12 +87,11 @@ def test_bad_fields_are_400_naming_the_field(fields, param):
     assert set(e.value.body()["error"]) == {"message", "type", "param", "code"}
 
 
-@pytest.mark.skipif(WORD_TIMESTAMPS, reason="this build's TranscribeOptions has word_timestamps")
-def test_word_granularity_without_word_timestamps_is_400():
+def test_word_granularity_asks_for_word_timestamps_in_verbose_json_only():
     fields = {"model": ["m"], "response_format": ["verbose_json"], "timestamp_granularities[]": ["word"]}
-    with pytest.raises(ApiError, match="word timestamps are not available") as e:
-        parse_request(fields, "transcribe", 1)
-    assert e.value.param == "timestamp_granularities"
+    assert parse_request(fields, "transcribe", 1).options.word_timestamps
+    fields["response_format"] = ["json"]  # OpenAI gives words in verbose_json only
+    assert not parse_request(fields, "transcribe", 1).options.word_timestamps
 
 
 def test_verbose_segment_fields():

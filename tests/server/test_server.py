@@ -35,7 +35,6 @@ from polyasr import TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.cli import main
 from polyasr.outputs import format_result
-from polyasr.server.openai_format import WORD_TIMESTAMPS
 
 MAX_BATCH = 8
 OPTIONS = TranscribeOptions(batch_size=MAX_BATCH)  # what the server makes of a request with no options
@@ -134,8 +133,16 @@ def test_word_granularity(server):
         transcribe(server, SHORT, QWEN, response_format="verbose_json", timestamp_granularities=["word"])
     error = e.value.body
     assert e.value.status_code == 400 and error["param"] == "timestamp_granularities"
-    want = "not available in this polyasr version" if not WORD_TIMESTAMPS else "does not produce word timestamps"
-    assert want in error["message"]
+    assert "does not produce word timestamps" in error["message"]
+
+
+@pytest.mark.slow
+def test_word_granularity_gives_the_engines_words(server, whisper_tiny_en_engine):
+    got = transcribe(server, SHORT, TINY, response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    want = whisper_tiny_en_engine.transcribe_file(SHORT, TranscribeOptions(batch_size=MAX_BATCH, word_timestamps=True))
+    words = [w for s in want.segments for w in s.words]
+    assert words and [(w.word, w.start, w.end) for w in got.words] == [(w.text.strip(), w.start, w.end) for w in words]
+    assert got.text == want.text and len(got.segments) == len(want.segments)
 
 
 def test_options_and_translation_errors(server):
