@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from whisper_refs import openai_whisper_model
+from whisper_refs import REAL_ENGINES, openai_models_for
 
 from polyasr import TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.models.whisper import model as net
-from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import decode_window
 
 pytestmark = pytest.mark.slow
@@ -28,21 +27,12 @@ CASES = [
     ("tiny.en", "en_short", "en", {}),
     ("tiny.en", "en_medium", "en", {"without_timestamps": True}),
 ]
-ENGINES = {"base": "whisper_base_engine", "tiny.en": "whisper_tiny_en_engine"}
-DIRS = {"base": "whisper_base_dir", "tiny.en": "whisper_tiny_en_dir"}
+ENGINES = REAL_ENGINES
 
 
 @pytest.fixture(scope="module")
 def openai_models(request):
-    cache = {}
-
-    def get(size):
-        if size not in cache:
-            ckpt = load_checkpoint(request.getfixturevalue(DIRS[size]))
-            cache[size] = openai_whisper_model(ckpt.params, ckpt.cfg)
-        return cache[size]
-
-    return get
+    return openai_models_for(request)
 
 
 @pytest.mark.parametrize("size, name, language, extra", CASES)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from whisper_refs import openai_whisper_model
+from whisper_refs import REAL_DIRS, REAL_ENGINES, openai_models_for
 
 from polyasr import TranscribeOptions
 from polyasr.audio import audio_duration, load_audio
 from polyasr.benchmark import normalize_text, word_error_rate
-from polyasr.models.whisper.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +25,7 @@ CASES = [
     ("tiny.en", "en_short", None),
     ("tiny.en", "en_long", None),
 ]
-ENGINES = {"base": "whisper_base_engine", "tiny.en": "whisper_tiny_en_engine"}
-DIRS = {"base": "whisper_base_dir", "tiny.en": "whisper_tiny_en_dir"}
+ENGINES, DIRS = REAL_ENGINES, REAL_DIRS
 
 # Whisper base takes espeak's Russian for Nynorsk when left to detect (a fact about the model,
 # seen with faster-whisper and openai-whisper alike), so the Russian case forces the language.
@@ -35,15 +33,7 @@ DIRS = {"base": "whisper_base_dir", "tiny.en": "whisper_tiny_en_dir"}
 
 @pytest.fixture(scope="module")
 def openai_models(request):
-    cache = {}
-
-    def get(size):
-        if size not in cache:
-            ckpt = load_checkpoint(request.getfixturevalue(DIRS[size]))
-            cache[size] = openai_whisper_model(ckpt.params, ckpt.cfg)
-        return cache[size]
-
-    return get
+    return openai_models_for(request)
 
 
 @pytest.mark.parametrize("size, name, language", CASES)

