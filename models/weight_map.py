@@ -106,10 +106,16 @@ RECORDERS: list = []
 
 
 def in_canonical_names(tensors, wm: WeightMap, expected) -> bool:
-    """Whether a checkpoint is already in canonical names (`polyasr convert --quantize` writes them): every
-    expected name present, anything else a tensor the table drops on purpose (a frontend buffer the family
-    reads beside the map)."""
+    """Whether a checkpoint is `polyasr convert --quantize` output, which is in canonical names: it
+    holds quantised weights, every expected name is present, and anything else is a tensor the table
+    drops on purpose (a frontend buffer the family reads beside the map). Names alone would not do:
+    a source layout can share canonical names (Parakeet's joint output with dropout) and must
+    still be checked against its own table."""
+    from polyasr.backends.quant_layout import QuantizedArray
+
     if not set(expected) <= set(tensors) or not expected:
+        return False
+    if not any(isinstance(tensors[k], QuantizedArray) for k in expected):
         return False
     compiled = [(t, _pattern(t)) for t in wm.rename]
     for name in set(tensors) - set(expected):
