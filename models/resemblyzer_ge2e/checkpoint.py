@@ -17,12 +17,11 @@ import pickle
 import pickletools
 import struct
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from polyasr.errors import CheckpointError, ModelNotFoundError
+from polyasr.errors import CheckpointError
 
 # GigaAM's torch-zip unpickler resolves only tensors, storages and plain containers; the legacy
 # layout differs from the zip one only in where the pickle and the storages' bytes are.
@@ -36,28 +35,10 @@ INSTALL = "`pip install 'polyasr[diarize]'` (or `pip install resemblyzer`)"
 def find_weights(path: str | os.PathLike | None = None) -> Path:
     """`path` (a file, or a directory holding `pretrained.pt`), else the installed resemblyzer
     package's file. Raises ModelNotFoundError saying what to install."""
-    if path is not None:
-        given = Path(path).expanduser()
-        file = given / WEIGHTS_FILE if given.is_dir() else given
-        if not file.is_file():
-            raise ModelNotFoundError(f"GE2E voice encoder weights {str(file)!r} do not exist")
-        return file
-    try:
-        dist = metadata.distribution(PACKAGE)
-    except metadata.PackageNotFoundError:
-        raise ModelNotFoundError(
-            f"the default speaker embedding (Resemblyzer's GE2E voice encoder) comes from the {PACKAGE} "
-            f"package, which is not installed; {INSTALL}"
-        ) from None
-    for rel in dist.files or ():
-        if rel.name == WEIGHTS_FILE and rel.parent.name == PACKAGE:
-            file = Path(dist.locate_file(rel))
-            if file.is_file():
-                return file
-    raise ModelNotFoundError(
-        f"the installed {PACKAGE} {dist.version} ships no {PACKAGE}/{WEIGHTS_FILE}; reinstall it: "
-        f"`pip install --force-reinstall {PACKAGE}`"
-    )
+    from polyasr.locate import packaged_file  # the registry's module: imported when needed
+
+    what = "the GE2E voice encoder weights (the default speaker embedding)"
+    return packaged_file(path, PACKAGE, PACKAGE, WEIGHTS_FILE, what, INSTALL)
 
 
 def read_checkpoint(file: Path, use_torch: bool = True) -> dict[str, np.ndarray]:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from polyasr.errors import CheckpointError, InvalidOptionError, ModelNotFoundError
+from polyasr.errors import CheckpointError, InvalidOptionError
 from polyasr.models.checkpoint_io import read_safetensors
 
 # GigaAM's torch-zip reader (restricted unpickler, storages as memory-mapped numpy) reads the
@@ -93,27 +92,9 @@ def find_weights(path: str | os.PathLike | None = None, fmt: str = "jit") -> Pat
     ModelNotFoundError saying what to install."""
     if fmt not in WEIGHT_FILES:
         raise InvalidOptionError(f"Silero VAD weights format must be one of {', '.join(WEIGHT_FILES)}, got {fmt!r}")
-    name = WEIGHT_FILES[fmt]
-    if path is not None:
-        given = Path(path).expanduser()
-        file = given / name if given.is_dir() else given
-        if not file.is_file():
-            raise ModelNotFoundError(f"Silero VAD weights {str(file)!r} do not exist")
-        return file
-    try:
-        dist = metadata.distribution(PACKAGE)
-    except metadata.PackageNotFoundError:
-        raise ModelNotFoundError(
-            f"the Silero VAD weights come from the {PACKAGE} package, which is not installed; {_INSTALL}"
-        ) from None
-    for rel in dist.files or ():
-        if rel.name == name and rel.parent.name == "data":
-            file = Path(dist.locate_file(rel))
-            if file.is_file():
-                return file
-    raise ModelNotFoundError(
-        f"the installed {PACKAGE} {dist.version} ships no {name}; upgrade it: `pip install -U {PACKAGE}`"
-    )
+    from polyasr.locate import packaged_file  # the registry's module: imported when needed
+
+    return packaged_file(path, PACKAGE, "data", WEIGHT_FILES[fmt], "the Silero VAD weights", _INSTALL)
 
 
 def load_weights(file: Path) -> tuple[SileroVADConfig, dict[str, np.ndarray]]:

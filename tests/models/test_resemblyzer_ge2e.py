@@ -100,7 +100,7 @@ def test_missing_package_names_what_to_install(monkeypatch):
     def missing(name):
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(checkpoint.metadata, "distribution", missing)
+    monkeypatch.setattr(metadata, "distribution", missing)
     with pytest.raises(ModelNotFoundError, match=r"polyasr\[diarize\]"):
         checkpoint.find_weights()
 

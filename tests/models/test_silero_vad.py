@@ -244,7 +244,7 @@ def test_missing_package_says_what_to_install(monkeypatch):
     def absent(name):
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(weights.metadata, "distribution", absent)
+    monkeypatch.setattr(metadata, "distribution", absent)
     with pytest.raises(ModelNotFoundError, match=r"pip install silero-vad.*--no-deps silero-vad"):
         weights.find_weights()
     with pytest.raises(ModelNotFoundError, match="do not exist"):

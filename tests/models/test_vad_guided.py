@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from polyasr.errors import InvalidOptionError, ModelNotFoundError
 from polyasr.models.base import AsrModel, ModelOutput
 from polyasr.models.chunking import Chunk, plan_speech_chunks
-from polyasr.models.silero_vad import weights as vad_weights
 from polyasr.options import TranscribeOptions
 from polyasr.result import Segment
 from polyasr.vad import TRANSCRIBE_VAD, VadOptions, load_vad
@@ -204,7 +203,7 @@ def test_missing_vad_weights_say_which_package_to_install(monkeypatch):
     def not_installed(name):
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(vad_weights.metadata, "distribution", not_installed)
+    monkeypatch.setattr(metadata, "distribution", not_installed)
     load_vad.cache_clear()
     try:
         with pytest.raises(ModelNotFoundError, match="pip install silero-vad"):
