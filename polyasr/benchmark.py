@@ -5,6 +5,7 @@ The JSON report (schema version 1) is documented in the README.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import re
 import resource
@@ -130,7 +131,7 @@ def run_benchmark(
     *,
     model_paths: dict[str, str] | None = None,
     reference_path: str | Path | None = None,
-    language: str | None = None,
+    options: TranscribeOptions | None = None,
     repeats: int = 3,
     threads: int | None = None,
     device: str = "auto",
@@ -144,12 +145,13 @@ def run_benchmark(
 
     Each model loads once, transcribes once to warm up, then `repeats` timed times. `model_paths`
     maps ids to checkpoints (others are located); `reference_path` is a transcript for WER;
+    `options` are the decoding options every model is timed with (default: `TranscribeOptions()`);
     the remaining keywords are `AsrEngine.from_model`'s."""
     _set_threads(threads)
     audio = load_audio(audio_path)
     reference = Path(reference_path).read_text(encoding="utf-8") if reference_path else None
     selected, skipped = _select(models, model_paths or {}, allow_download)
-    options = TranscribeOptions(language=language)
+    options = options or TranscribeOptions()
     engine_kw = {"device": device, "dtype": dtype, "allow_download": allow_download, "kernels": kernels}
     if quantize is not None:
         engine_kw.update(quantize=quantize, group_size=group_size)
@@ -161,6 +163,7 @@ def run_benchmark(
         "platform": platform.platform(),
         "processor": platform.machine(),
         "threads": threads,
+        "options": dataclasses.asdict(options),
         "results": results,
         "skipped": skipped,
     }

@@ -148,7 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated model ids, or {ALL_MODELS!r}: every model whose checkpoint is found",
     )
     b.add_argument("--model-path", action="append", default=[], metavar="ID=PATH", help="checkpoint per model id")
-    b.add_argument("--language", default=None)
+    _add_decode_args(b)  # every model is timed with the options `transcribe` would use
     b.add_argument("--repeats", type=int, default=3, help="timed runs per model after one warm-up (default 3)")
     b.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     b.add_argument("--output", "-o", default=None, help="write results as JSON to this file")
@@ -455,7 +455,7 @@ def cmd_benchmark(args) -> int:
         ALL_MODELS if models == [ALL_MODELS] else models,
         model_paths=parse_model_paths(args.model_path),
         reference_path=args.reference,
-        language=args.language,
+        options=_options(args),
         repeats=args.repeats,
         threads=args.threads,
         device=args.device,

@@ -437,6 +437,9 @@ def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
             "cpu",
             "--repeats",
             "1",
+            "--beam-size",
+            "1",
+            "--vad",
             "--output",
             report_file,
         ],
@@ -444,6 +447,7 @@ def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
     assert code == 0
     report = json.loads(report_file.read_text(encoding="utf-8"))
     assert report["schema"] == 1
+    assert report["options"]["beam_size"] == 1 and report["options"]["vad"] is True
     assert report["audio"]["path"] == str(SHORT)
     assert report["audio"]["duration_secs"] == pytest.approx(SHORT_SECS, abs=0.01)
     [r] = report["results"]
@@ -453,6 +457,21 @@ def test_benchmark_json_report(capsys, tmp_path, shared_tiny_en):
     assert r["peak_rss_mb"] > 50
     assert 0 <= r["wer"] < 0.3, r["text"]
     assert out.startswith("whisper-tiny.en: RTF ") and "WER " in out
+
+
+def test_benchmark_takes_every_decoding_option_of_transcribe():
+    """A model is timed with the options it would transcribe with, so every decoding flag of
+    `transcribe` (now and by later additions) is a flag of `benchmark` too, with the same default."""
+    from polyasr.cli import _build_parser
+
+    commands = _build_parser()._subparsers._group_actions[0].choices
+    own = {"help", "audio", "format", "output", "model", "model_path"}
+    own |= {"max_line_width", "max_line_count", "max_words_per_line", "highlight_words"}
+    transcribe = {a.dest: a for a in commands["transcribe"]._actions if a.dest not in own}
+    bench = {a.dest: a for a in commands["benchmark"]._actions}
+    assert transcribe and set(transcribe) <= set(bench)
+    for dest, action in transcribe.items():
+        assert (bench[dest].option_strings, bench[dest].default) == (action.option_strings, action.default), dest
 
 
 def test_benchmark_model_path_needs_id(capsys, shared_tiny_en):
