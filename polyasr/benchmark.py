@@ -80,7 +80,7 @@ def _select(models: list[str] | str, paths: dict, allow_download: bool) -> tuple
 
     if models == ALL_MODELS or models == [ALL_MODELS]:
         run, skipped = [], []
-        for spec in (s for s in REGISTRY.values() if s.available):
+        for spec in (s for s in REGISTRY.values() if s.available and s.kind == "asr"):
             try:
                 run.append((spec.id, locate_checkpoint(spec, paths.get(spec.id), allow_download=allow_download)))
             except ModelNotFoundError as e:
