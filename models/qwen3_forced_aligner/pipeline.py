@@ -164,12 +164,35 @@ class ForcedAlignerModel(AsrModel):
         return out
 
     def _time_batch(self, pieces: list[Piece], timings: dict):
-        B, t0 = self.B, time.perf_counter()
+        return self.times_from_logits(self.slot_logits(pieces, timings), pieces)
+
+    def times_from_logits(self, logits: np.ndarray, pieces: list[Piece]):
+        """Slot logits (sum 2 * units, classes), pieces in order -> per piece, per unit (start s, end s,
+        probability): the most likely class times the class duration, repaired, in seconds to the ms."""
+        classes = logits.argmax(axis=-1)
+        probs = 1.0 / np.exp(logits - logits.max(axis=-1, keepdims=True)).sum(axis=-1)  # softmax at the argmax
+        step, results, start = np.float32(self.cfg.timestamp_segment_time), [], 0
+        for p in pieces:
+            n = 2 * len(p.units)
+            ms, pr = fix_timestamps(classes[start : start + n].astype(np.float32) * step), probs[start : start + n]
+            results.append(
+                [
+                    (round(ms[2 * i] / 1000, 3), round(ms[2 * i + 1] / 1000, 3), float(pr[2 * i] + pr[2 * i + 1]) / 2)
+                    for i in range(len(p.units))
+                ]
+            )
+            start += n
+        return results
+
+    def slot_logits(self, pieces: list[Piece], timings: dict | None = None) -> np.ndarray:
+        """Pieces -> the class logits of their `<timestamp>` slots, pieces in order (sum 2 * units, classes)."""
+        B, t0, timings = self.B, time.perf_counter(), {} if timings is None else timings
         with B.no_grad():
             feats, frames = log_mel([p.audio for p in pieces], self.mel, B)
             embeds, tokens = asr.encode(self.params, self.cfg.backbone, B, B.cast(feats), frames)
+            B.evaluate(embeds)  # lazy (MLX) and asynchronous (CUDA) backends: count the encoder's time here
             t1 = time.perf_counter()
-            prompts = [self._prompt(n, p.units) for n, p in zip(tokens, pieces)]
+            prompts = [self.prompt(n, p.units) for n, p in zip(tokens, pieces)]
             length = max(len(p) for p in prompts)
             pad = np.array([length - len(p) for p in prompts], dtype=np.int64)
             ids = np.array([[self.prefix[0]] * k + p for k, p in zip(pad, prompts)], dtype=np.int64)
@@ -180,25 +203,9 @@ class ForcedAlignerModel(AsrModel):
             logits = net.timestamp_logits(self.params, self.cfg, B, x, pad, slots)
         timings["encoder"] = timings.get("encoder", 0.0) + t1 - t0
         timings["decoder"] = timings.get("decoder", 0.0) + time.perf_counter() - t1
-        classes = logits.argmax(axis=-1)
-        probs = 1.0 / np.exp(logits - logits.max(axis=-1, keepdims=True)).sum(axis=-1)  # softmax at the argmax
-        results, start = [], 0
-        for p in pieces:
-            n = 2 * len(p.units)
-            ms = fix_timestamps(
-                classes[start : start + n].astype(np.float32) * np.float32(self.cfg.timestamp_segment_time)
-            )
-            pr = probs[start : start + n]
-            results.append(
-                [
-                    (round(ms[2 * i] / 1000, 3), round(ms[2 * i + 1] / 1000, 3), float((pr[2 * i] + pr[2 * i + 1]) / 2))
-                    for i in range(len(p.units))
-                ]
-            )
-            start += n
-        return results
+        return logits
 
-    def _prompt(self, audio_tokens: int, units: list[Unit]) -> list[int]:
+    def prompt(self, audio_tokens: int, units: list[Unit]) -> list[int]:
         """Qwen's aligner prompt: the audio, then each unit followed by its two `<timestamp>` slots."""
         ts = self.cfg.timestamp_token_id
         ids = [self.prefix[0]] + [self.prefix[1]] * audio_tokens + [self.prefix[2]]
