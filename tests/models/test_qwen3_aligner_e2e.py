@@ -145,3 +145,15 @@ def test_aligner_times_another_models_transcript(capsys, aligner_dir, fixtures_d
     assert "weather" in result["text"].lower()
     for s in result["segments"]:
         assert s["words"] and "".join(w["text"] for w in s["words"]) == s["text"]
+
+
+@pytest.mark.mlx
+def test_mlx_backend_gives_the_same_times(aligner, aligner_dir, fixtures_dir):
+    pytest.importorskip("mlx.core")
+    text = (fixtures_dir / "en_short.txt").read_text()
+    mlx = AsrEngine.from_model(ALIGNER, aligner_dir, device="mlx")
+    times = [
+        [(w.start, w.end) for w in e.align(fixtures_dir / "en_short.wav", text, "en").segments[0].words]
+        for e in (aligner, mlx)
+    ]
+    assert times[0] == times[1]
