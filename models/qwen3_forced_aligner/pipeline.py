@@ -125,7 +125,7 @@ class ForcedAlignerModel(AsrModel):
         times = iter(self.time_units([piece], 1, timings)[0])  # consumed line by line
         segments = []
         for line, units in zip(lines, per_line):
-            words = [Word(a, b, text, p) for text, (a, b, p) in zip(word_texts(line, units), times)]
+            words = [Word(a, b, w, p) for w, (a, b, p) in zip(word_texts(line, units), times)]
             conf = float(np.mean([w.probability for w in words]))
             segments.append(Segment(words[0].start, words[-1].end, line, conf, words=words))
         return ModelOutput(segments, code, checkpoint_format=self.format, timings=timings)
