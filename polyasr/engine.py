@@ -131,11 +131,12 @@ class AsrEngine:
     def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
         if not self.model.batches_inputs(options) or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
+        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
-        outputs = self.model.transcribe_many(audios, self._model_options(options), progress)
+        outputs = self.model.transcribe_many(audios, self._model_options(aligner, options), progress)
         self.backend.synchronize()
         for audio, output in zip(audios, outputs, strict=True):
-            self._align_words(audio, output, options)
+            self._align_words(aligner, audio, output, options)
         if options.diarize:
             for audio, output in zip(audios, outputs, strict=True):
                 self._diarize(audio, output, options)
@@ -147,10 +148,11 @@ class AsrEngine:
         ]
 
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
+        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
-        output = self.model.transcribe(audio, self._model_options(options), progress)
+        output = self.model.transcribe(audio, self._model_options(aligner, options), progress)
         self.backend.synchronize()
-        self._align_words(audio, output, options)
+        self._align_words(aligner, audio, output, options)
         if options.diarize:
             self._diarize(audio, output, options)
         return self._result(audio, output, time.perf_counter() - t0, timings)
@@ -191,16 +193,24 @@ class AsrEngine:
         caps = self.model.capabilities
         return caps.aligner if options.word_timestamps and not caps.word_timestamps else None
 
-    def _model_options(self, options):
-        """With an aligner timing the words, the model transcribes without its own word timestamps."""
-        return options if self._aligner_id(options) is None else dataclasses.replace(options, word_timestamps=False)
-
-    def _align_words(self, audio: np.ndarray, output: ModelOutput, options) -> None:
-        """Time every segment's words with the forced aligner, within the segment's own audio."""
+    def _aligner_for(self, options) -> AsrEngine | None:
+        """The aligner this run needs, loaded, and the forced language checked against it."""
         aligner_id = self._aligner_id(options)
         if aligner_id is None:
-            return
+            return None
         aligner = self._aligner(aligner_id, options.aligner_path)
+        aligner.model.check_language(options.language)
+        return aligner
+
+    @staticmethod
+    def _model_options(aligner, options):
+        """With an aligner timing the words, the model transcribes without its own word timestamps."""
+        return options if aligner is None else dataclasses.replace(options, word_timestamps=False)
+
+    def _align_words(self, aligner, audio: np.ndarray, output: ModelOutput, options) -> None:
+        """Time every segment's words with the forced aligner, within the segment's own audio."""
+        if aligner is None:
+            return
         t0 = time.perf_counter()
         language = output.language or options.language
         skipped = aligner.model.align_segments(audio, output.segments, language, options.batch_size)

@@ -128,6 +128,12 @@ def test_qwen3_asr_word_timestamps_run_the_aligner(capsys, asr_dir, aligner_dir,
         assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] + 0.08 for w in s["words"])
 
 
+def test_an_aligner_that_is_not_one_is_refused(capsys, asr_dir, fixtures_dir):
+    args = ["transcribe", fixtures_dir / "en_short.wav", "--model", "qwen3-asr-0.6b", "--model-path", asr_dir]
+    code, _, err = _run(capsys, args + ["--device", "cpu", "--aligner", "qwen3-asr-0.6b", "--aligner-path", asr_dir])
+    _one_line_error(code, err, 2, "not a forced aligner")
+
+
 def test_qwen3_asr_word_timestamps_without_the_aligner_say_what_to_pass(asr_dir, fixtures_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: the aligner is nowhere
     engine = AsrEngine.from_model("qwen3-asr-0.6b", asr_dir, device="cpu")
