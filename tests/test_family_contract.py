@@ -193,7 +193,7 @@ def test_registering_a_taken_id_or_family_is_refused(toy_family):
 
 
 def test_builtin_families_declare_every_id():
-    assert list(FAMILIES) == ["whisper", "gigaam", "parakeet", "qwen3_asr"]
+    assert list(FAMILIES) == ["whisper", "gigaam", "parakeet", "qwen3_asr", "qwen3_forced_aligner"]
     assert {s.id for f in FAMILIES.values() for s in f.specs} == set(REGISTRY)
     assert {s.family for s in REGISTRY.values()} == set(FAMILIES)
     assert get_spec("parakeet-tdt-0.6b-v2").language_codes == ("en",)

@@ -69,10 +69,17 @@ def prepare(params, cfg, B) -> dict:
     """Checkpoint parameters -> what the functions below take, once at load time: linear weights in
     the backend's layout (models/layers.py), the sinusoid table, and the output projection (tied
     to the embedding or not)."""
-    out = layers.prepare(params, param_shapes(cfg), B)
+    out = prepare_shared(params, param_shapes(cfg), cfg, B)
     head = params["model.embed_tokens.weight"] if cfg.text.tie_word_embeddings else params.pop("lm_head.weight")
     out.pop("lm_head.weight", None)
     out["lm_head"] = B.prepare_linear(head)
+    return out
+
+
+def prepare_shared(params, shapes, cfg, B) -> dict:
+    """What every network on this encoder and decoder needs (Qwen3-ASR, Qwen3-ForcedAligner): the
+    declared weights laid out for the backend, and the encoder's sinusoid table."""
+    out = layers.prepare(params, shapes, B)
     out["audio_tower.positions"] = B.asarray(sinusoids(chunk_tokens(cfg.audio.chunk_frames), cfg.audio.d_model))
     return out
 

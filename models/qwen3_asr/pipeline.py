@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyasr.errors import CheckpointError, ModelNotFoundError
+from polyasr.errors import CheckpointError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
 from polyasr.models.checkpoint_io import read_config
 from polyasr.models.qwen3_asr import model as net
@@ -51,7 +51,10 @@ class Piece:
 
 class Qwen3ASRModel(AsrModel):
     sample_rate = SAMPLE_RATE
-    capabilities = Capabilities(batched_inputs=True, language_detection=True, speech_chunks=True)
+    # Word timestamps come from Qwen3-ForcedAligner, run by the engine after transcribing.
+    capabilities = Capabilities(
+        batched_inputs=True, language_detection=True, speech_chunks=True, aligner="qwen3-forced-aligner-0.6b"
+    )
 
     def __init__(self, name: str, ckpt, B):
         self.name, self.cfg, self.B, self.format = name, ckpt.cfg, B, ckpt.format
@@ -67,17 +70,6 @@ class Qwen3ASRModel(AsrModel):
         self.mel = mel_config(self.cfg.audio.num_mel_bins)
         supported = self.cfg.support_languages or tuple(LANGUAGES.values())
         self.languages = tuple(language_code(name) for name in supported)
-
-    def check_options(self, opts) -> None:
-        if opts.word_timestamps:
-            # Qwen3-ASR's text carries no times; Qwen aligns it with a separate model, which
-            # polyasr does not run yet.
-            raise ModelNotFoundError(
-                f"{self.name} gives word timestamps only through the Qwen3-ForcedAligner-0.6B "
-                "checkpoint, which polyasr cannot load yet; leave out --word-timestamps, or use a "
-                "Whisper, GigaAM or Parakeet model for word times"
-            )
-        super().check_options(opts)
 
     def language_code(self, language: str) -> str:
         """Qwen's prompt takes names: "Russian" and "ru" both mean ru."""

@@ -68,10 +68,11 @@ def test_translate_is_refused(engine, fixtures_dir):
         engine.transcribe_file(fixtures_dir / "en_short.wav", TranscribeOptions(task="translate"))
 
 
-def test_word_timestamps_need_the_forced_aligner(engine, fixtures_dir):
+def test_word_timestamps_need_the_forced_aligner(engine, fixtures_dir, tmp_path, monkeypatch):
     from polyasr.errors import ModelNotFoundError
 
-    with pytest.raises(ModelNotFoundError, match="Qwen3-ForcedAligner-0.6B"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: the aligner is nowhere
+    with pytest.raises(ModelNotFoundError, match="qwen3-forced-aligner-0.6b"):
         engine.transcribe_file(fixtures_dir / "en_short.wav", TranscribeOptions(word_timestamps=True))
 
 
