@@ -293,7 +293,7 @@ def _spectral(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
     n = len(x)
     best = None
-    for keep in (k for k in _KEEP if k * n >= 2) or (min(1.0, 2 / n),):
+    for keep in [k for k in _KEEP if k * n >= 2] or [min(1.0, 2 / n)]:  # few windows: keep two per row
         aff = affinity(x, keep)
         count, gap = eigengap(aff, lo, hi)
         if best is None or gap > best[0]:

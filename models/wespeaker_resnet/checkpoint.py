@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -112,8 +113,12 @@ def _read_torch(file: Path, torch):
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{file}: not a tensor checkpoint that can be loaded safely ({first})") from e
+        # torch's message is a page of advice; what matters is the global it refused, when it did
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        why = f"it references {refused.group(1)}" if refused else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"{file}: refused to load: not a tensor checkpoint that can be read safely ({why})"
+        ) from e
 
 
 def _read_restricted(file: Path):
