@@ -116,10 +116,15 @@ def load_embedding(name: str = "resemblyzer", path: str | None = None, device: s
     """The speaker-embedding network `name` on `device`, loaded once per process, in fp32."""
     from polyasr.backends import get_backend
 
+    return encoder_class(name).load(get_backend(device, dtype="float32"), path)
+
+
+def encoder_class(name: str):
+    """The encoder class of embedding `name` (imported now; the model packages import no framework)."""
     if name not in EMBEDDINGS:
         raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {name!r}")
     module, cls = _ENCODERS[name].split(":")
-    return getattr(importlib.import_module(module), cls).load(get_backend(device, dtype="float32"), path)
+    return getattr(importlib.import_module(module), cls)
 
 
 def diarize(

@@ -40,8 +40,8 @@ PYANNOTE_METADATA = (
 )
 HOW_TO_GET = (
     f"pass its file with --embedding-path (embedding_path=...): `pytorch_model.bin` of {HUB_REPO} "
-    "(e.g. `huggingface-cli download pyannote/wespeaker-voxceleb-resnet34-LM pytorch_model.bin`; its "
-    "terms must be accepted on the hub first), or WeSpeaker's own `avg_model.pt`, or a directory holding one"
+    "(e.g. `huggingface-cli download pyannote/wespeaker-voxceleb-resnet34-LM pytorch_model.bin`), "
+    "or WeSpeaker's own `avg_model.pt`, or a directory holding one"
 )
 
 

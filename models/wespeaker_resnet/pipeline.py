@@ -24,6 +24,7 @@ class WeSpeakerEncoder:
 
     name = "wespeaker-resnet34"
     target_dbfs = None  # the fbank is mean-normalised per window: a gain only shifts what CMN removes
+    prefers_accelerator = True  # convolutions over (frequency, time): a GPU's work
 
     def __init__(self, params: dict[str, np.ndarray], cfg: WeSpeakerConfig, backend, checkpoint_format: str = ""):
         self.cfg, self.backend, self.checkpoint_format = cfg, backend, checkpoint_format

@@ -219,3 +219,25 @@ def test_cli_diarize_with_wespeaker(fixtures_dir, tiny, capsys, tmp_path, monkey
     args = ["transcribe", "a.wav", "--diarize", "--embedding", "wespeaker-resnet34", "--embedding-path", "w.bin"]
     opts = _options(_build_parser().parse_args(args)).diarize_options()
     assert (opts.embedding, opts.embedding_path, opts.windows()) == ("wespeaker-resnet34", "w.bin", (1.5, 0.75))
+
+
+def test_transcribe_with_wespeaker_speakers(whisper_tiny_en_engine, fixtures_dir, tiny, tmp_path, monkeypatch):
+    """`TranscribeOptions(diarize=True, speaker_embedding=...)`: a missing checkpoint is reported
+    before the model runs; with one, segments get speakers."""
+    pytest.importorskip("sklearn")
+    from conftest import need_silero_vad
+
+    from polyasr.options import TranscribeOptions
+
+    need_silero_vad()
+    engine, audio = whisper_tiny_en_engine, load_audio(fixtures_dir / "en_short.wav")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with monkeypatch.context() as m:
+        m.setattr(engine.model, "transcribe", lambda *a, **k: pytest.fail("the model ran before the check"))
+        with pytest.raises(ModelNotFoundError, match="--embedding-path"):
+            engine.transcribe(audio, TranscribeOptions(diarize=True, speaker_embedding="wespeaker-resnet34"))
+    options = TranscribeOptions(
+        diarize=True, speaker_embedding="wespeaker-resnet34", speaker_embedding_path=str(tiny[1]), temperatures=(0.0,)
+    )
+    result = engine.transcribe(audio, options)
+    assert result.segments and all(s.speaker is not None for s in result.segments)
