@@ -72,27 +72,29 @@ class WeSpeakerConfig:
         return cls(m_channels=4, num_blocks=(2, 1, 1, 1), embed_dim=8)
 
     @classmethod
-    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], pooling_std_eps: float = 0.0) -> WeSpeakerConfig:
-        """The network's sizes from the state dict's shapes (our names: no `resnet.` prefix)."""
+    def from_shapes(
+        cls, shapes: dict[str, tuple[int, ...]], prefix: str = "", pooling_std_eps: float = 0.0
+    ) -> WeSpeakerConfig:
+        """The network's sizes from the state dict's shapes (its names: WeSpeaker's under `prefix`)."""
         try:
-            m = shapes["conv1.weight"][0]
-            embed, pooled = shapes["seg_1.weight"]
+            m = shapes[f"{prefix}conv1.weight"][0]
+            embed, pooled = shapes[f"{prefix}seg_1.weight"]
         except (KeyError, ValueError) as e:
-            name = e.args[0] if isinstance(e, KeyError) else "seg_1.weight"
+            name = e.args[0] if isinstance(e, KeyError) else f"{prefix}seg_1.weight"
             raise WeightsMismatchError(f"not a WeSpeaker ResNet checkpoint: tensor {name!r} is missing") from e
         blocks = []
         for layer in range(1, 5):
             n = 0
-            while f"layer{layer}.{n}.conv1.weight" in shapes:
+            while f"{prefix}layer{layer}.{n}.conv1.weight" in shapes:
                 n += 1
             blocks.append(n)
         if not all(blocks):
-            missing = f"layer{blocks.index(0) + 1}.0.conv1.weight"
+            missing = f"{prefix}layer{blocks.index(0) + 1}.0.conv1.weight"
             raise WeightsMismatchError(f"not a WeSpeaker ResNet checkpoint: tensor {missing!r} is missing")
         # seg_1 reads mean and std of 8m channels x (num_mel_bins / 8) bins
         if pooled % (2 * 8 * m):
             raise WeightsMismatchError(
-                f"tensor 'seg_1.weight' has {pooled} inputs, not a multiple of 2 x 8 x {m} pooled channels"
+                f"tensor '{prefix}seg_1.weight' has {pooled} inputs, not a multiple of 2 x 8 x {m} pooled channels"
             )
         return cls(
             num_mel_bins=pooled // (2 * m), m_channels=m, num_blocks=tuple(blocks), embed_dim=embed,

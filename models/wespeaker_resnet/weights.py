@@ -79,8 +79,8 @@ def map_weights(
     """Checkpoint tensors of `layout` -> (config from their shapes, fp32 parameters with BatchNorm
     folded); a missing, unexpected or mis-shaped tensor is a WeightsMismatchError naming it."""
     prefix = "resnet." if layout == "pyannote" else ""
-    shapes = {k.removeprefix(prefix): tuple(v.shape) for k, v in tensors.items() if k.startswith(prefix)}
-    cfg = WeSpeakerConfig.from_shapes(shapes, pooling_std_eps=POOLING_STD_EPS[layout])
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    cfg = WeSpeakerConfig.from_shapes(shapes, prefix, pooling_std_eps=POOLING_STD_EPS[layout])
     tags = {k: "float32" for k in tensors}
     params, _ = apply_weight_map(tensors, tags, MAPS[layout], param_shapes(cfg), source)
     return cfg, fold_batch_norms({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, cfg)

@@ -133,11 +133,15 @@ def test_checkpoint_errors(tiny, tmp_path, monkeypatch):
     state = dict(model.state_dict()) | {"resnet.layer9.0.conv3.weight": torch.zeros(1)}
     torch.save({"state_dict": state}, tmp_path / "unexpected.bin")
     torch.save({"lstm.weight_ih_l0": torch.zeros(4, 4)}, tmp_path / "other.pt")
+    torch.save(
+        {"state_dict": {k: v for k, v in model.state_dict().items() if "conv1" not in k}}, tmp_path / "no_conv1.bin"
+    )
     for use_torch in (True, False):
         for name, match in (
             ("missing.bin", "resnet.layer2.0.bn2.running_var"),
             ("unexpected.bin", "resnet.layer9.0.conv3.weight"),
-            ("other.pt", "conv1.weight"),
+            ("other.pt", "'conv1.weight'"),
+            ("no_conv1.bin", "'resnet.conv1.weight'"),
         ):
             with pytest.raises(WeightsMismatchError, match=match):
                 from polyasr.models.wespeaker_resnet.weights import map_weights
