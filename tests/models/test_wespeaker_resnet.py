@@ -10,6 +10,9 @@ mean pooling over the frames averages down) against our float64 one, and in summ
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -169,6 +172,26 @@ def test_found_in_the_hugging_face_cache(tiny, tmp_path, monkeypatch):
     (snapshot / "pytorch_model.bin").write_bytes(path.read_bytes())
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert checkpoint.find_checkpoint() == snapshot / "pytorch_model.bin"
+
+
+@pytest.mark.mlx
+def test_mlx_path_never_imports_torch(fixtures_dir, tiny):
+    """On MLX the pyannote checkpoint is read by the restricted unpickler: torch is never imported."""
+    pytest.importorskip("mlx.core")
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch fails\n"
+        "from polyasr.audio import load_audio\n"
+        "from polyasr.diarization import load_embedding\n"
+        f"wav = load_audio({str(fixtures_dir / 'en_short.wav')!r})[:16000]\n"
+        f"e = load_embedding('wespeaker-resnet34', {str(tiny[1])!r}, device='mlx').embed(wav)\n"
+        "assert e.shape == (8,)\n"
+        "print(*e.tolist())\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    wav = load_audio(fixtures_dir / "en_short.wav")[:16000]
+    embedding = np.array([float(v) for v in run.stdout.split()])
+    assert_close(embedding, reference_embedding(tiny[0], wav), atol=ATOL, what="MLX without torch")
 
 
 # ---------------------------------------------------------------- in the diarization pipeline
