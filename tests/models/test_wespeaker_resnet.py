@@ -248,6 +248,7 @@ def test_cli_diarize_with_wespeaker(fixtures_dir, tiny, capsys, tmp_path, monkey
     assert (opts.embedding, opts.embedding_path, opts.windows()) == ("wespeaker-resnet34", "w.bin", (1.5, 0.75))
 
 
+@pytest.mark.slow
 def test_transcribe_with_wespeaker_speakers(whisper_tiny_en_engine, fixtures_dir, tiny, tmp_path, monkeypatch):
     """`TranscribeOptions(diarize=True, speaker_embedding=...)`: a missing checkpoint is reported
     before the model runs; with one, segments get speakers."""
