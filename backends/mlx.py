@@ -276,6 +276,10 @@ class MLXBackend(ComposedOps):
     def any(x) -> bool:
         return bool(mx.any(x).item())
 
+    @staticmethod
+    def mean_std(x, correction: int = 1, eps: float = 0.0):
+        return mx.mean(x, axis=-1), mx.sqrt(mx.var(x, axis=-1, ddof=correction) + eps)
+
     # ---- audio frontend ---------------------------------------------------------------------
     def log_mel(self, batch: np.ndarray, lengths: np.ndarray, cfg, tables=None):
         """Pre-emphasis and the per-item centre padding are O(N) host work in numpy; the STFT, mel

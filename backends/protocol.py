@@ -286,6 +286,11 @@ class Backend(Protocol):
     def any(self, x: Array) -> bool:
         """Whether any element of a bool array is True, as a host bool (waits for x)."""
 
+    def mean_std(self, x: Array, correction: int = 1, eps: float = 0.0) -> tuple[Array, Array]:
+        """Mean and standard deviation over the last axis (statistics pooling): x (..., T) ->
+        (mean (...), std (...)), std = sqrt(sum((x - mean)^2) / (T - correction) + eps); correction 1
+        is the unbiased estimate (torch.std's default), T > correction."""
+
     # ---- audio frontend (see kernels/mel.py for the formula and MelConfig) --------------------
     def log_mel(self, batch: np.ndarray, lengths: np.ndarray, cfg: Any, tables: Any = None) -> tuple[Array, np.ndarray]:
         """Log-mel features of a zero-padded batch of host signals, each item exactly as if alone

@@ -329,6 +329,14 @@ class TorchBackend(ComposedOps):
     def any(x) -> bool:
         return bool(x.any())
 
+    @staticmethod
+    def mean_std(x, correction: int = 1, eps: float = 0.0):
+        if eps == 0.0:
+            std, mean = torch.std_mean(x, dim=-1, correction=correction)
+            return mean, std
+        var, mean = torch.var_mean(x, dim=-1, correction=correction)
+        return mean, torch.sqrt(var + eps)
+
     # ---- audio frontend ---------------------------------------------------------------------
     def log_mel(self, batch: np.ndarray, lengths: np.ndarray, cfg, tables=None):
         """`kernels.mel.log_mel_ref`; with Triton kernels on (the config's own tables, power 1 or 2)

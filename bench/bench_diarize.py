@@ -1,6 +1,7 @@
 """Speaker diarization on the CPU: the whole of `polyasr.diarize` (VAD + GE2E embeddings +
-clustering) beside the VAD alone on the same audio (the baseline: the part diarization cannot
-avoid), and the DER of the two-speaker fixture with the count given and estimated.
+clustering; and with WeSpeaker's ResNet34 at its published size, random weights, as the time does
+not depend on them) beside the VAD alone on the same audio (the baseline: the part diarization
+cannot avoid), and the DER of the two-speaker fixture with the count given and estimated (GE2E).
 
 The audio is the two-speaker conversation (tests/fixtures/diarize_2spk.flac) tiled to
 POLYASR_BENCH_DIARIZE_MINUTES (default 2; 10 for the issue's figure).
@@ -50,6 +51,28 @@ def test_diarize(benchmark, audio, clustering):
     record(GROUP, BASELINE, name, benchmark)
     _rtf(name, benchmark, audio)
     note(GROUP, f"{name}: {len({t.speaker for t in turns})} speakers, {len(turns)} turns")
+
+
+def test_diarize_wespeaker(benchmark, audio, tmp_path):
+    torch = pytest.importorskip("torch")
+    from polyasr.backends import get_backend
+    from polyasr.models.wespeaker_resnet.config import WeSpeakerConfig
+    from polyasr.models.wespeaker_resnet.pipeline import WeSpeakerEncoder
+    from polyasr.models.wespeaker_resnet.weights import param_shapes
+
+    gen = torch.Generator().manual_seed(0)
+    state = {
+        f"resnet.{k}": 0.1 * torch.randn(shape, generator=gen) for k, shape in param_shapes(WeSpeakerConfig()).items()
+    }
+    state |= {k: v.abs() + 0.5 for k, v in state.items() if k.endswith("running_var")}
+    torch.save({"state_dict": state}, tmp_path / "pytorch_model.bin")
+    vad, encoder = load_vad("cpu"), WeSpeakerEncoder.load(get_backend("cpu", dtype="float32"), tmp_path)
+    opts = DiarizeOptions(embedding="wespeaker-resnet34")
+    turns = benchmark.pedantic(lambda: diarize_signal(audio, opts, vad=vad, encoder=encoder), rounds=1, iterations=1)
+    name = "polyasr.diarize (WeSpeaker ResNet34, spectral)"
+    record(GROUP, BASELINE, name, benchmark)
+    _rtf(name, benchmark, audio)
+    note(GROUP, f"{name}: {len(turns)} turns (random weights: the count means nothing)")
 
 
 def test_der_of_the_fixture():

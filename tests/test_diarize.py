@@ -196,6 +196,18 @@ def test_transcribe_with_diarize_labels_segments(whisper_tiny_en_engine, fixture
     assert len(pairs) == 2 and len({p[1] for p in pairs}) == 2, pairs
 
 
+@pytest.mark.parametrize("method", ["spectral", "agglomerative"])
+def test_three_windows_cluster(method):
+    """A few seconds of speech at a 0.75 s step are three windows: too few for any pruned fraction
+    to keep two neighbours per row, so the affinity keeps two."""
+    pytest.importorskip("sklearn")
+    x = np.repeat(np.eye(2, 8), [2, 1], axis=0) + 0.05 * np.random.default_rng(0).standard_normal((3, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for opts in (DiarizeOptions(clustering=method), DiarizeOptions(clustering=method, num_speakers=2)):
+        labels = cluster(x, opts)
+        assert labels.shape == (3,) and labels[0] == labels[1]
+
+
 def test_long_recordings_cluster_centroids(monkeypatch):
     """Past MAX_CLUSTER_POINTS windows the clustering runs on k-means centroids: the same groups."""
     import polyasr.diarization as diarization

@@ -214,22 +214,23 @@ class _TorchZip:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only ALLOWED_GLOBALS; anything else stops the load before it can be called."""
 
-    def __init__(self, archive: _TorchZip):
+    def __init__(self, archive: _TorchZip, extra_globals: dict[str, object] | None = None):
         super().__init__(io.BytesIO(archive.pickle_bytes()))
         self.archive = archive
         self.storages: dict[str, _Storage] = {}
+        self.allowed = {**ALLOWED_GLOBALS, **(extra_globals or {})}
 
     def find_class(self, module: str, name: str):
         # Protocol-2 pickles spell Python 3 names the Python 2 way (__builtin__.long).
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualified = f"{module}.{name}"
-        if qualified not in ALLOWED_GLOBALS:
+        if qualified not in self.allowed:
             raise CheckpointError(
                 f"{self.archive.path}: refused to load: the pickle references {qualified!r}, "
-                "which is not a tensor, a storage or an omegaconf config object"
+                "which is not a tensor, a storage or a known inert metadata object"
             )
-        return ALLOWED_GLOBALS[qualified]
+        return self.allowed[qualified]
 
     def persistent_load(self, pid):
         if not (
@@ -247,11 +248,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def read_torch_zip(path: str | Path):
-    """Unpickle a torch.save archive with the restricted unpickler (tensors come back as _Tensor)."""
+def read_torch_zip(path: str | Path, extra_globals: dict[str, object] | None = None):
+    """Unpickle a torch.save archive with the restricted unpickler (tensors come back as _Tensor).
+    extra_globals: more qualified names the pickle may reference, each resolved to the inert stand-in
+    given (a caller's checkpoint metadata classes)."""
     archive = _TorchZip(Path(path))
     try:
-        return _RestrictedUnpickler(archive).load()
+        return _RestrictedUnpickler(archive, extra_globals).load()
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, KeyError, AttributeError, IndexError) as e:

@@ -17,6 +17,8 @@ class VoiceEncoder:
     """The loaded network: `embed_utterance` is resemblyzer's, `embed_windows` the diarization's."""
 
     name = "resemblyzer"
+    target_dbfs = -30.0  # resemblyzer's preprocess_wav raises quiet audio to this RMS: mel power follows gain
+    prefers_accelerator = False  # a 160-step LSTM over a few partials: the CPU's steps are faster
 
     def __init__(self, params: dict[str, np.ndarray], cfg: GE2EConfig, backend):
         self.cfg, self.backend = cfg, backend

@@ -788,6 +788,23 @@ def case_any(B):
     assert B.any(B.asarray(np.arange(4)) > 2) is True
 
 
+@case("mean_std")
+def case_mean_std(B):
+    for shape, correction, eps, offset in (((2, 5, 37), 1, 0.0, 3.0), ((3, 2), 1, 1e-7, 0.0), ((4, 9), 0, 0.0, -1.0)):
+        x = f32(*shape, scale=2.0, offset=offset)
+        mean, std = B.mean_std(B.asarray(x), correction=correction, eps=eps)
+        x64, t = x.astype(np.float64), shape[-1]
+        ref_mean = x64.mean(-1)
+        dev = x64 - ref_mean[..., None]
+        ref_std = np.sqrt(np.square(dev).sum(-1) / (t - correction) + eps)
+        # the mean's rounding is a sum of T terms of |x|; the variance's of T squared deviations,
+        # whose error reaches std through the square root (half the relative error), plus the
+        # mean's own error entering every deviation
+        mag = np.abs(x64).mean(-1)
+        check(B, mean, ref_mean, fp32_tol(mag, n=t), f"mean_std mean {shape}")
+        check(B, std, ref_std, fp32_tol(ref_std, n=t) + fp32_tol(mag, n=t), f"mean_std std {shape}")
+
+
 # ---- audio frontend ----------------------------------------------------------------------------
 
 NEMO = MelConfig(
