@@ -102,6 +102,13 @@ def _add_decode_args(p: argparse.ArgumentParser):
     p.add_argument(
         "--word-timestamps", action="store_true", help="times for every word (JSON, verbose, SRT/VTT word options)"
     )
+    p.add_argument(
+        "--trim-word-pauses",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Whisper: start words after the pauses before them, found from the signal's level "
+        "(--no-trim-word-pauses: openai-whisper's word times exactly; default: on)",
+    )
     diarization.add_speaker_args(p, diarize_flag=True)
     _add_vad_args(p)
 
@@ -327,6 +334,7 @@ def _options(args) -> TranscribeOptions:
         vad=args.vad,
         **_vad_options(args),
         word_timestamps=args.word_timestamps,
+        trim_word_pauses=args.trim_word_pauses,
         **kw,
     )
 

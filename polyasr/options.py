@@ -35,6 +35,9 @@ class TranscribeOptions:
     batch_size: chunks (CTC/TDT models) decoded in one forward pass.
     word_timestamps: give every segment its words with start/end times (costs a second decoder
         pass per window for Whisper; little for CTC/TDT models).
+    trim_word_pauses: Whisper's word times with the pauses taken out (a word's start moved past
+        the silence its alignment gave it, found from the signal's level: models/whisper/pauses.py);
+        False gives openai-whisper's `word_timestamps=True` times exactly.
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
         min_speakers / max_speakers, as `DiarizeOptions` takes them.
@@ -70,6 +73,7 @@ class TranscribeOptions:
     vad: bool = False
     vad_options: VadOptions = field(default_factory=lambda: TRANSCRIBE_VAD)
     word_timestamps: bool = False
+    trim_word_pauses: bool = True
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -102,6 +106,8 @@ class TranscribeOptions:
         if not isinstance(self.vad, bool):
             raise InvalidOptionError(f"vad must be True or False, got {self.vad!r}")
         self.vad_options = _vad_options(self.vad_options)
+        if not isinstance(self.trim_word_pauses, bool):
+            raise InvalidOptionError(f"trim_word_pauses must be True or False, got {self.trim_word_pauses!r}")
 
     def diarize_options(self):
         """The `DiarizeOptions` these options ask for."""
