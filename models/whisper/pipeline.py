@@ -21,6 +21,7 @@ from polyasr.models.whisper.alignment import WordAligner
 from polyasr.models.whisper.checkpoint import load_checkpoint
 from polyasr.models.whisper.decode import TIME_PRECISION, decode_with_fallback, detect_language, needs_fallback
 from polyasr.models.whisper.features import WhisperFeatures
+from polyasr.models.whisper.pauses import trim_pauses
 from polyasr.models.whisper.tokenizer import WhisperTokenizer
 from polyasr.result import Segment
 
@@ -142,6 +143,16 @@ def _segment(tok, tokens, lps, start, end) -> Segment:
     )
 
 
+def _trim_word_pauses(segments, audio, rate: int, opts, log: WindowLog) -> None:
+    """With word timestamps and `trim_word_pauses`, the pauses the alignment gave to words are
+    taken out of them (pauses.py); counted in the words' time."""
+    if opts.word_timestamps and opts.trim_word_pauses:
+        t0 = time.perf_counter()
+        trim_pauses(segments, audio, rate)
+        log.timings.setdefault("words", 0.0)
+        log.add("words", t0)
+
+
 def _keep(segments):
     """Drop instantaneous or empty segments, as the reference clears them."""
     return [s for s in segments if s.end > s.start and s.text.strip()]
@@ -165,6 +176,7 @@ class WhisperModel(AsrModel):
             return self._transcribe_many([audio], opts, progress)[0]
         with self.B.no_grad():
             segments, language, log = transcribe(self, audio, opts, progress)
+        _trim_word_pauses(segments, audio, self.sample_rate, opts, log)
         return ModelOutput(
             segments,
             language,
@@ -194,6 +206,8 @@ class WhisperModel(AsrModel):
         log.timings["vad"] = 0.0
         with self.B.no_grad():
             files = transcribe_batched(self, audios, opts, log, progress)
+        for segments, audio in zip(files.segments, audios):
+            _trim_word_pauses(segments, audio, self.sample_rate, opts, log)
         return [
             ModelOutput(
                 files.segments[i],

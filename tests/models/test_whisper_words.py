@@ -69,13 +69,13 @@ def _openai_words(request, size, audio):
 @pytest.mark.slow
 @pytest.mark.parametrize("size, name", [("base", "en_medium"), ("tiny.en", "en_long")])
 def test_words_match_openai_whisper(request, fixtures_dir, size, name):
-    """Same tokens (greedy, temperature 0), so the same words; times within one 20 ms frame.
-    en_long spans several windows, each after the first seeking to the end of its last word."""
+    """Same tokens (greedy, temperature 0), so the same words; times within one 20 ms frame
+    (openai-whisper's own times: `trim_word_pauses=False`). en_long spans several windows, each
+    after the first seeking to the end of its last word."""
     audio = load_audio(fixtures_dir / f"{name}.wav")
     ref = _openai_words(request, size, audio)
-    ours = request.getfixturevalue(ENGINES[size]).transcribe(
-        audio, TranscribeOptions(temperatures=(0.0,), beam_size=1, word_timestamps=True)
-    )
+    options = TranscribeOptions(temperatures=(0.0,), beam_size=1, word_timestamps=True, trim_word_pauses=False)
+    ours = request.getfixturevalue(ENGINES[size]).transcribe(audio, options)
     assert [s["tokens"] for s in ref["segments"]] == [s.tokens for s in ours.segments]
     ref_words = [w for s in ref["segments"] for w in s["words"]]
     our_words = [w for s in ours.segments for w in s.words]
@@ -110,19 +110,23 @@ def word_errors(words, truth, with_truth: bool = False):
 
 
 @pytest.mark.slow
-def test_word_boundaries_are_near_the_truth(whisper_base_engine, fixtures_dir):
-    """en_words: words spoken one by one with known gaps between them (make_word_fixture.py).
+@pytest.mark.parametrize("language, recognised", [("en", 0.8), ("ru", 0.3)])
+def test_word_boundaries_are_near_the_truth(whisper_base_engine, fixtures_dir, language, recognised):
+    """en_words / ru_words: words spoken one by one with known gaps between them
+    (make_word_fixture.py), with the default `trim_word_pauses`.
 
-    openai-whisper's method (which ours reproduces) makes words contiguous: a word starts where
-    the one before it ends, so the silence before a word is counted in it and starts come early
-    (the first word starts at 0 after the file's 0.5 s of lead silence). Ends follow the speech
-    closely. The bounds are loose against misalignment by a word (~0.4 s here) and met with room."""
-    truth = json.loads((fixtures_dir / "en_words.json").read_text())["words"]
+    openai-whisper's method alone makes words contiguous: a word starts where the one before it
+    ends, so the pause before a word is counted in it (mean start error 0.21 s on en_words,
+    bench/bench_word_timestamps.py). With the pauses taken out the starts follow the speech.
+    Whisper base hears espeak-ng's Russian poorly: a third of its words are recognised, and the
+    bounds speak for those. The bound is the issue's (0.15 s); misalignment by a word is ~0.4 s."""
+    stem = f"{language}_words"
+    truth = json.loads((fixtures_dir / f"{stem}.json").read_text(encoding="utf-8"))["words"]
     result = whisper_base_engine.transcribe(
-        load_audio(fixtures_dir / "en_words.flac"), TranscribeOptions(language="en", word_timestamps=True)
+        load_audio(fixtures_dir / f"{stem}.flac"), TranscribeOptions(language=language, word_timestamps=True)
     )
     words = [w for s in result.segments for w in s.words]
     starts, ends = word_errors(words, truth)
-    assert len(starts) >= 0.8 * len(truth)  # most words recognised, so the bounds speak for them
+    assert len(starts) >= recognised * len(truth)
+    assert starts.mean() < 0.15
     assert ends.mean() < 0.15
-    assert starts.mean() < 0.3
