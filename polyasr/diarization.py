@@ -138,12 +138,13 @@ def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "c
         return []
     encoder = encoder or load_embedding(opts.embedding, opts.embedding_path, device)
     signal = _normalize_volume(signal)
-    spans, embeddings = [], []
+    spans, starts = [], []
     for start, end in regions:
-        starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
-        embeddings.append(encoder.embed_windows(signal[start:end], starts, length))
-        spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in starts])
-    labels = cluster(np.concatenate(embeddings), opts)
+        region_starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
+        starts.append(region_starts)
+        spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in region_starts])
+    embeddings = encoder.embed_regions([signal[start:end] for start, end in regions], starts, length)
+    labels = cluster(embeddings, opts)
     return speaker_turns(spans, labels)
 
 
