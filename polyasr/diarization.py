@@ -131,11 +131,19 @@ def _samples(audio, sample_rate: int) -> np.ndarray:
 
 def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu", encoder=None, vad=None):
     """`diarize` of 16 kHz mono float32 samples."""
+    spans, embeddings = embed_speech(signal, opts, device=device, encoder=encoder, vad=vad)
+    return speaker_turns(spans, cluster(embeddings, opts)) if spans else []
+
+
+def embed_speech(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu", encoder=None, vad=None):
+    """The windows of 16 kHz samples' speech and their embeddings: (each VAD region's list of window
+    (start, end) seconds, (windows, E) L2-normalised embeddings in the same order); ([], None)
+    without speech."""
     from polyasr.vad import load_vad, speech_timestamps
 
     regions = speech_timestamps(signal, vad=vad or load_vad(device)) if len(signal) else []
     if not regions:
-        return []
+        return [], None
     encoder = encoder or load_embedding(opts.embedding, opts.embedding_path, device)
     signal = _normalize_volume(signal)
     spans, starts = [], []
@@ -143,9 +151,7 @@ def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "c
         region_starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
         starts.append(region_starts)
         spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in region_starts])
-    embeddings = encoder.embed_regions([signal[start:end] for start, end in regions], starts, length)
-    labels = cluster(embeddings, opts)
-    return speaker_turns(spans, labels)
+    return spans, encoder.embed_regions([signal[start:end] for start, end in regions], starts, length)
 
 
 def _normalize_volume(signal: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
