@@ -157,7 +157,12 @@ def embed_speech(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu
 def _normalize_volume(signal: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
     """Raise quiet audio to `target_dbfs` RMS, never lower loud audio: resemblyzer's `preprocess_wav`
     does this before embedding, and its network reads mel power, whose scale follows the gain."""
-    rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
+    # in float64 (float32 sums of an hour of squares drift), a million samples at a time (no
+    # float64 copy of the whole signal)
+    power = sum(
+        float(np.dot(c, c)) for c in (signal[i : i + 2**20].astype(np.float64) for i in range(0, len(signal), 2**20))
+    )
+    rms = math.sqrt(power / len(signal))
     if rms == 0:
         return signal
     gain_db = target_dbfs - 20 * math.log10(rms)
@@ -192,13 +197,19 @@ def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
             )
     if n == 1:
         return np.zeros(1, dtype=np.int64)
-    if n > MAX_CLUSTER_POINTS:
-        return _clustered_centroids(embeddings, opts)
-    lo = opts.num_speakers or opts.min_speakers or 1
-    hi = opts.num_speakers or min(opts.max_speakers or n, n)
-    if opts.clustering == "agglomerative":
-        return _agglomerative(embeddings, opts.threshold, lo, hi)
-    return _spectral(embeddings, lo, hi)
+    from threadpoolctl import threadpool_limits
+
+    # The matrices are at most MAX_CLUSTER_POINTS square: one BLAS thread finishes each eigen-
+    # decomposition in a fraction of a second, while several, on cores that other work shares,
+    # wait for each other at every step (bench/bench_diarize.py measures both).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n > MAX_CLUSTER_POINTS:
+            return _clustered_centroids(embeddings, opts)
+        lo = opts.num_speakers or opts.min_speakers or 1
+        hi = opts.num_speakers or min(opts.max_speakers or n, n)
+        if opts.clustering == "agglomerative":
+            return _agglomerative(embeddings, opts.threshold, lo, hi)
+        return _spectral(embeddings, lo, hi)
 
 
 # Both clusterings hold N x N matrices and spectral's diffusion and eigen-decomposition cost N^3:

@@ -291,3 +291,57 @@ def test_a_segment_is_split_where_its_words_change_speaker():
     assert abs(first.confidence - 0.8) < 1e-9
     unsplit = Segment(0.0, 0.8, " Hello there.", 0.8, [1, 2], "SPEAKER_00", words[:2])
     assert split_at_speaker_changes(unsplit) == [unsplit]
+
+
+_MEMORY_PROBE = """
+import resource, sys
+import numpy as np, psutil, torch
+import polyasr.diarization as D
+from polyasr.audio import load_audio
+from polyasr.models.resemblyzer_ge2e import model
+
+model.BATCH, D.MAX_CLUSTER_POINTS = 16, 32
+torch.set_num_threads(1)  # a memory probe: no thread pool contending with the other tests
+stem, minutes = sys.argv[1], float(sys.argv[2])
+piece = load_audio(stem + ".flac")
+turns = [(round(float(f[3]) * 16000), round((float(f[3]) + float(f[4])) * 16000)) for f in map(str.split, open(stem + ".rttm"))]
+rng = np.random.default_rng(0)
+parts, total = [], 0
+while total < minutes * 60 * 16000:  # random turns, each with noise of its own, and random pauses
+    a, b = turns[rng.integers(len(turns))]
+    parts += [piece[a:b] + 3e-3 * rng.standard_normal(b - a).astype(np.float32), np.zeros(rng.integers(4000, 16000), np.float32)]
+    total += len(parts[-2]) + len(parts[-1])
+audio = np.concatenate(parts)
+from polyasr.vad import load_vad
+vad, encoder = load_vad("cpu"), D.load_embedding()
+D.diarize_signal(piece, D.DiarizeOptions(), vad=vad, encoder=encoder)  # warm: lazy buffers, imports
+before = psutil.Process().memory_info().rss
+found = D.diarize_signal(audio, D.DiarizeOptions(), vad=vad, encoder=encoder)
+scale = 1 if sys.platform.startswith("linux") else 1 / 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+print(len(audio), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 * scale - before, len(found))
+"""
+
+
+@pytest.mark.slow
+def test_memory_is_bounded_by_batch_and_cluster_sizes(fixtures_dir):
+    """Memory beyond the signal does not grow with the audio's length: with LSTM batches of 16
+    partials and clustering over 32 k-means centroids, 2 minutes of conversation (over a hundred
+    windows: many batches, k-means) peak no higher than 1 minute but for the longer signal's own
+    copies (the samples, their volume-normalised copy and the VAD's: 12 bytes a sample) and 16 MB
+    of slack (allocator noise; the per-window embeddings, 1 KiB each). An hour at the default sizes
+    (256, 1000) holds the same working set plus its signal: its time and peak are in
+    bench/bench_diarize.py."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("sklearn")
+    pytest.importorskip("psutil")
+    stem = str(fixtures_dir / "diarize_4spk")
+    growth = {}
+    for minutes in (1, 2):
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, stem, str(minutes)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        growth[minutes] = (int(out[0]), float(out[1]), int(out[2]))
+    (n1, g1, _), (n2, g2, _) = growth[1], growth[2]
+    assert g2 - g1 <= 12 * (n2 - n1) + 16 * 2**20, growth
