@@ -164,28 +164,40 @@ def _samples(audio, sample_rate: int) -> np.ndarray:
 
 def diarize_signal(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu", encoder=None, vad=None):
     """`diarize` of 16 kHz mono float32 samples."""
+    spans, embeddings = embed_speech(signal, opts, device=device, encoder=encoder, vad=vad)
+    return speaker_turns(spans, cluster(embeddings, opts)) if spans else []
+
+
+def embed_speech(signal: np.ndarray, opts: DiarizeOptions, *, device: str = "cpu", encoder=None, vad=None):
+    """The windows of 16 kHz samples' speech and their embeddings: (each VAD region's list of window
+    (start, end) seconds, (windows, E) L2-normalised embeddings in the same order); ([], None)
+    without speech."""
     from polyasr.vad import load_vad, speech_timestamps
 
     regions = speech_timestamps(signal, vad=vad or load_vad(device)) if len(signal) else []
     if not regions:
-        return []
+        return [], None
     encoder = encoder or load_embedding(opts.embedding, opts.embedding_path, device)
     if encoder.target_dbfs is not None:
         signal = _normalize_volume(signal, encoder.target_dbfs)
-    spans, embeddings = [], []
+    spans, starts = [], []
     for start, end in regions:
-        starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
-        embeddings.append(encoder.embed_windows(signal[start:end], starts, length))
-        spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in starts])
-    labels = cluster(np.concatenate(embeddings), opts)
-    return speaker_turns(spans, labels)
+        region_starts, length = _window_starts(end - start, opts, encoder.cfg.hop)
+        starts.append(region_starts)
+        spans.append([((start + s) / SAMPLE_RATE, min(start + s + length, end) / SAMPLE_RATE) for s in region_starts])
+    return spans, encoder.embed_regions([signal[start:end] for start, end in regions], starts, length)
 
 
 def _normalize_volume(signal: np.ndarray, target_dbfs: float) -> np.ndarray:
     """Raise quiet audio to `target_dbfs` RMS, never lower loud audio: resemblyzer's `preprocess_wav`
     does this before embedding, and its network reads mel power, whose scale follows the gain (an
     encoder declares its `target_dbfs`, None where the gain does not matter)."""
-    rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
+    # in float64 (float32 sums of an hour of squares drift), a million samples at a time (no
+    # float64 copy of the whole signal)
+    power = sum(
+        float(np.dot(c, c)) for c in (signal[i : i + 2**20].astype(np.float64) for i in range(0, len(signal), 2**20))
+    )
+    rms = math.sqrt(power / len(signal))
     if rms == 0:
         return signal
     gain_db = target_dbfs - 20 * math.log10(rms)
@@ -221,13 +233,19 @@ def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
             )
     if n == 1:
         return np.zeros(1, dtype=np.int64)
-    if n > MAX_CLUSTER_POINTS:
-        return _clustered_centroids(embeddings, opts)
-    lo = opts.num_speakers or opts.min_speakers or 1
-    hi = opts.num_speakers or min(opts.max_speakers or n, n)
-    if opts.clustering == "agglomerative":
-        return _agglomerative(embeddings, opts.threshold, lo, hi)
-    return _spectral(embeddings, lo, hi)
+    from threadpoolctl import threadpool_limits
+
+    # The matrices are at most MAX_CLUSTER_POINTS square: one BLAS thread finishes each eigen-
+    # decomposition in a fraction of a second, while several, on cores that other work shares,
+    # wait for each other at every step (bench/bench_diarize.py measures both).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n > MAX_CLUSTER_POINTS:
+            return _clustered_centroids(embeddings, opts)
+        lo = opts.num_speakers or opts.min_speakers or 1
+        hi = opts.num_speakers or min(opts.max_speakers or n, n)
+        if opts.clustering == "agglomerative":
+            return _agglomerative(embeddings, opts.threshold, lo, hi)
+        return _spectral(embeddings, lo, hi)
 
 
 # Both clusterings hold N x N matrices and spectral's diffusion and eigen-decomposition cost N^3:

@@ -16,7 +16,7 @@ import numpy as np
 from polyasr.models.resemblyzer_ge2e.config import GE2EConfig
 
 # partials per LSTM batch: bounds the (P, 160, 4H) gate activations on long audio
-_BATCH = 256
+BATCH = 256
 
 
 def prepare(params: dict[str, np.ndarray], cfg: GE2EConfig, B) -> dict:
@@ -53,8 +53,8 @@ def partial_starts(n_samples: int, cfg: GE2EConfig, rate: float = 1.3, min_cover
 def embed_partials(p: dict, cfg: GE2EConfig, B, mels) -> np.ndarray:
     """mels (P, partials_n_frames, n_mels) backend array -> (P, embedding) float32 host, L2-normalised."""
     out = []
-    for first in range(0, mels.shape[0], _BATCH):
-        x = mels[first : first + _BATCH]
+    for first in range(0, mels.shape[0], BATCH):
+        x = mels[first : first + BATCH]
         for i in range(cfg.model_num_layers):
             x, (h, _) = B.lstm(
                 x,

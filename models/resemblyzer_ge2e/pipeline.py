@@ -41,22 +41,59 @@ class VoiceEncoder:
             return model.embed_utterance(self.params, self.cfg, self.backend, wav, rate, min_coverage)
 
     def embed_windows(self, region: np.ndarray, starts: list[int], length: int) -> np.ndarray:
-        """Embeddings (len(starts), E) of windows [start, start + length) samples of one speech region.
-        A window is embedded as `embed_utterance` embeds a signal of its length, its frames taken from
-        the region's mel so the window edges see real neighbours. A window longer than the region (a
-        short region) is cut to the region: one partial of the region's own frames, since padding
-        it with silence up to a full partial changes the LSTM's final state more than any voice."""
+        """Embeddings (len(starts), E) of windows [start, start + length) samples of one speech region:
+        `embed_regions` of that one region."""
+        return self.embed_regions([region], [starts], length)
+
+    def embed_regions(self, regions: list[np.ndarray], starts: list[list[int]], length: int) -> np.ndarray:
+        """Embeddings (total windows, E), in order, of the windows [s, s + length) samples, s in
+        starts[i], of each speech region regions[i]. A window is embedded as `embed_utterance` embeds a
+        signal of its length, its frames taken from its region's mel so the window edges see real
+        neighbours. A window longer than its region (a short region) is cut to the region: one partial
+        of the region's own frames, since padding it with silence up to a full partial changes the
+        LSTM's final state more than any voice.
+
+        Partials of equal frame count, across regions, share LSTM batches of up to model.BATCH; a
+        region's mel lives only until its partials are embedded, so memory is bounded by one batch
+        whatever the number of regions."""
         cfg, B = self.cfg, self.backend
+        window_of: list[np.ndarray] = []  # per batch: the window index of each partial
+        out: list[np.ndarray] = []  # per batch: the partials' embeddings
+        pending: dict[int, tuple[list, list[int]]] = {}  # frame count -> (mel slices, window indices)
+        first_window = 0
+        with B.no_grad():
+            for region, region_starts in zip(regions, starts):
+                n, frames, windows = self._partials(region, region_starts, length, first_window)
+                first_window += len(region_starts)
+                mel = model.mel_frames(cfg, B, self._padded(region, frames[-1] + n))
+                slices, owners = pending.setdefault(n, ([], []))
+                for f, w in zip(frames, windows):
+                    slices.append(mel[f : f + n])
+                    owners.append(w)
+                    if len(slices) == model.BATCH:
+                        out.append(model.embed_partials(self.params, cfg, B, B.stack(slices)))
+                        window_of.append(np.array(owners))
+                        slices.clear(), owners.clear()
+            for slices, owners in pending.values():
+                if slices:
+                    out.append(model.embed_partials(self.params, cfg, B, B.stack(slices)))
+                    window_of.append(np.array(owners))
+        mean = np.zeros((first_window, out[0].shape[1]), dtype=np.float32)
+        np.add.at(mean, np.concatenate(window_of), np.concatenate(out))
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+    def _partials(self, region: np.ndarray, starts: list[int], length: int, first_window: int):
+        """(frames per partial, first frame of each partial, its window's index) of one region's windows."""
+        cfg = self.cfg
         n = cfg.partials_n_frames
         if len(region) < n * cfg.hop:
             n, offsets = max(1, len(region) // cfg.hop), [0]
         else:
             offsets = model.partial_starts(length, cfg)
-        last = starts[-1] // cfg.hop + offsets[-1] + n  # frames the last window's last partial needs
-        wav = np.pad(region, (0, max(0, last * cfg.hop - len(region))))
-        with B.no_grad():
-            mel = model.mel_frames(cfg, B, wav)
-            frames = [s // cfg.hop + o for s in starts for o in offsets]
-            partials = model.embed_partials(self.params, cfg, B, B.stack([mel[f : f + n] for f in frames]))
-        mean = partials.reshape(len(starts), len(offsets), -1).mean(axis=1)
-        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        frames = [s // cfg.hop + o for s in starts for o in offsets]
+        windows = [first_window + i for i in range(len(starts)) for _ in offsets]
+        return n, frames, windows
+
+    def _padded(self, region: np.ndarray, frames: int) -> np.ndarray:
+        """The region zero-padded to cover `frames` frames (the last window's last partial may run past it)."""
+        return np.pad(region, (0, max(0, frames * self.cfg.hop - len(region))))

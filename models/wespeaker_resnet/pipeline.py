@@ -63,6 +63,11 @@ class WeSpeakerEncoder:
         raw = self._embed_batches(windows)
         return raw / np.linalg.norm(raw, axis=1, keepdims=True)
 
+    def embed_regions(self, regions: list[np.ndarray], starts: list[list[int]], length: int) -> np.ndarray:
+        """Embeddings (total windows, E), in order, of the windows of each speech region:
+        `embed_windows` region by region, so one region's fbank is held at a time."""
+        return np.concatenate([self.embed_windows(r, s, length) for r, s in zip(regions, starts, strict=True)])
+
     def _long_enough(self, wav: np.ndarray) -> np.ndarray:
         """A signal too short for MIN_FRAMES frames repeated until it is long enough (padding with
         silence would put log-floor frames among the speech)."""

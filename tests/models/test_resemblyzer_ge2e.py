@@ -80,6 +80,23 @@ def test_windows_of_a_region_are_utterances_of_their_own(signals):
     assert short.shape == (1, 256) and np.isfinite(short).all()
 
 
+def test_regions_batched_together_equal_each_region_alone(signals, monkeypatch):
+    """`embed_regions` puts partials of many regions (full ones and short ones of equal frame count)
+    into shared LSTM batches; each window's embedding is the one its region alone gives (the
+    batches differ only in GEMM blocking), in order, with batches cut mid-region."""
+    from polyasr.models.resemblyzer_ge2e import model
+
+    enc = VoiceEncoder.load(get_backend("cpu", dtype="float32"))
+    en, ru = signals["en_short"], signals["ru_short"]
+    regions = [en[:40000], ru[:7000], en[3200:10200], ru[8000:60000], en[:3000]]
+    starts = [[0, 6400, 12800, 14400], [0], [0], list(range(0, 26400, 6400)), [0]]
+    alone = np.concatenate([enc.embed_windows(r, s, 25600) for r, s in zip(regions, starts)])
+    monkeypatch.setattr(model, "BATCH", 3)
+    together = enc.embed_regions(regions, starts, 25600)
+    assert together.shape == (sum(map(len, starts)), 256)
+    assert_close(together, alone, atol=ATOL, what="regions batched together")
+
+
 def test_weights_are_found_and_checked(tmp_path):
     file = checkpoint.find_weights()
     assert file.name == "pretrained.pt" and file.parent.name == "resemblyzer"
