@@ -187,7 +187,8 @@ def _bad_uploads() -> list[tuple[dict, int, str]]:
 def test_whisper_requests_share_one_batch_of_pieces(whisper_tiny_en_engine, monkeypatch):
     """Four requests that arrive together are one model call: their speech pieces go through the
     encoder as one batch of four and their decoders step together; each answer equals the request's
-    result alone."""
+    result alone, and the answer of a server that decodes one request per call (--max-batch 1,
+    the same --batch-size)."""
     from polyasr.models.whisper import decode, model
 
     names = ["en_short.wav", "en_medium.wav", "ru_short.wav", "en_short_stereo_44k.flac"]
@@ -211,7 +212,11 @@ def test_whisper_requests_share_one_batch_of_pieces(whisper_tiny_en_engine, monk
         batches = metric(url, "polyasr_batch_size_sum", model=TINY), metric(url, "polyasr_batch_size_count", model=TINY)
     assert batches == (len(names), 1)
     assert encoded == [len(names)] and decoded[0] == len(names)  # later decode calls: temperature fallback
-    for name, (status, _, body) in zip(names, answers):
+    with running(engines, max_batch=1, batch_size=len(names), max_wait_ms=0) as url:
+        with ThreadPoolExecutor(len(names)) as pool:
+            answers += pool.map(lambda n: post_audio(url, FIXTURES / n, TINY, response_format="verbose_json"), names)
+    assert encoded[1:] == [1] * len(names)
+    for name, (status, _, body) in zip(names * 2, answers):
         assert status == 200, body
         got = json.loads(body)
         want = alone[name]
