@@ -136,10 +136,11 @@ def test_long_file(benchmark, workdir, whisper_base_dir, row):
     baseline = ROWS[0][0] if model == WHISPER else name
     RESULTS.setdefault(group, (baseline, {}))[1][name] = out["secs"]
     vad = f", VAD RTF {out['timings']['vad'] / seconds:.4f}" if "vad" in out["timings"] else ""
-    note(
-        group,
+    line = (
         f"{name}: RTF {out['secs'] / seconds:.4f}{vad}, peak RSS +{out['growth_mb']:.0f} MB over "
         f"{out['rss_mb']:.0f} MB (samples: {seconds * SAMPLE_RATE * 4 / 2**20:.0f} MB), "
-        f"{out['chunks']} chunks, {out['words']} words",
+        f"{out['chunks']} chunks, {out['words']} words"
     )
+    note(group, line)
+    print(f"\n{model}, {seconds:g} s, {line}", flush=True)  # with -s: each row as it ends (an hour takes long)
     benchmark.extra_info.update(out)
