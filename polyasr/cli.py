@@ -291,6 +291,13 @@ def _add_serve_parser(sub):
     )
     s.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     s.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="pieces of audio per forward pass (default: --max-batch; Whisper: 1 decodes 30 s windows "
+        "one request at a time, above 1 speech pieces that requests share)",
+    )
+    s.add_argument(
         "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
     )
     s.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 503 (default 64)")
@@ -630,6 +637,7 @@ def cmd_serve(args) -> int:
         port=args.port,
         api_key=args.api_key or os.environ.get("POLYASR_API_KEY") or None,
         max_batch=args.max_batch,
+        batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb,

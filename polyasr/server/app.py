@@ -40,22 +40,26 @@ RETRY_AFTER_SECS = 1
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """`polyasr serve`'s settings. max_wait_ms: how long the oldest waiting request waits for others
-    to share its batch; max_queue: requests waiting per model before 503; max_upload_mb: request
-    body limit (413 past it); request_timeout: seconds from arrival to answer (504 past it)."""
+    """`polyasr serve`'s settings. max_batch: requests decoded in one model call; batch_size: pieces
+    of audio per forward pass inside a call (`TranscribeOptions.batch_size`; None: max_batch). It
+    picks Whisper's decoding: above 1, speech pieces, which requests can share; 1, the sequential
+    window loop, one request per call. max_wait_ms: how long the oldest waiting request waits for
+    others to share its batch; max_queue: requests waiting per model before 503; max_upload_mb:
+    request body limit (413 past it); request_timeout: seconds from arrival to answer (504 past it)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
     max_batch: int = 8
+    batch_size: int | None = None
     max_wait_ms: float = 10.0
     max_queue: int = 64
     max_upload_mb: float = 25.0
     request_timeout: float = 300.0
 
     def __post_init__(self):
-        for name in ("max_batch", "max_queue"):
-            if getattr(self, name) < 1:
+        for name in ("max_batch", "max_queue", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidOptionError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("max_upload_mb", "request_timeout"):
             if not getattr(self, name) > 0:
@@ -215,7 +219,7 @@ class Server:
             raise too_large(self.config) from None
         try:
             fields = {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form if k != "file"}
-            req = parse_request(fields, task, self.config.max_batch)
+            req = parse_request(fields, task, self.config.batch_size or self.config.max_batch)
             worker = self.worker(req.model)
             check_word_request(req, worker.engine.model)
             try:

@@ -84,7 +84,8 @@ def parse_request(fields_: dict[str, list[str]], task: str, batch_size: int) -> 
     """The form's text fields (name -> values) -> an AudioRequest, or ApiError 400 naming the field.
 
     Fields OpenAI defines that polyasr has no use for (include[], chunking_strategy, ...) are ignored.
-    batch_size: the server's; pieces of audio decoded in one pass (it does not change the text).
+    batch_size: the server's; pieces of audio decoded in one pass (for Whisper, 1 is the sequential
+    window loop and above 1 speech pieces; within either, it does not change the text).
     """
     model = _one(fields_, "model")
     if not model:

@@ -183,6 +183,49 @@ def _bad_uploads() -> list[tuple[dict, int, str]]:
     ]
 
 
+@pytest.mark.slow  # real Whisper weights
+def test_whisper_requests_share_one_batch_of_pieces(whisper_tiny_en_engine, monkeypatch):
+    """Four requests that arrive together are one model call: their speech pieces go through the
+    encoder as one batch of four and their decoders step together; each answer equals the request's
+    result alone, and the answer of a server that decodes one request per call (--max-batch 1,
+    the same --batch-size)."""
+    from polyasr.models.whisper import decode, model
+
+    names = ["en_short.wav", "en_medium.wav", "ru_short.wav", "en_short_stereo_44k.flac"]
+    options = TranscribeOptions(batch_size=len(names))
+    alone = {n: whisper_tiny_en_engine.transcribe_file(FIXTURES / n, options) for n in names}
+    encoded, decoded = [], []
+    real_encode, real_decode = model.encode, decode.decode_batch
+    monkeypatch.setattr(model, "encode", lambda p, c, B, mel: encoded.append(mel.shape[0]) or real_encode(p, c, B, mel))
+
+    def decode_batch(m, features, initial, *args, **kwargs):
+        decoded.append(len(initial))
+        return real_decode(m, features, initial, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_batch", decode_batch)
+    engines = {TINY: whisper_tiny_en_engine}
+    with running(engines, max_batch=len(names), max_wait_ms=30_000) as url:  # the batch is due when full
+        with ThreadPoolExecutor(len(names)) as pool:
+            answers = list(
+                pool.map(lambda n: post_audio(url, FIXTURES / n, TINY, response_format="verbose_json"), names)
+            )
+        batches = metric(url, "polyasr_batch_size_sum", model=TINY), metric(url, "polyasr_batch_size_count", model=TINY)
+    assert batches == (len(names), 1)
+    assert encoded == [len(names)] and decoded[0] == len(names)  # later decode calls: temperature fallback
+    with running(engines, max_batch=1, batch_size=len(names), max_wait_ms=0) as url:
+        with ThreadPoolExecutor(len(names)) as pool:
+            answers += pool.map(lambda n: post_audio(url, FIXTURES / n, TINY, response_format="verbose_json"), names)
+    assert encoded[1:] == [1] * len(names)
+    for name, (status, _, body) in zip(names * 2, answers):
+        assert status == 200, body
+        got = json.loads(body)
+        want = alone[name]
+        assert got["text"] == want.text
+        assert [(s["start"], s["end"], s["tokens"]) for s in got["segments"]] == [
+            (s.start, s.end, s.tokens) for s in want.segments
+        ]
+
+
 @pytest.mark.slow  # real Whisper weights among the requests
 def test_concurrent_mixed_requests_with_bad_uploads(both, expected):
     """32 good requests (both models, every format) and 8 bad ones interleaved, from 8 threads."""
