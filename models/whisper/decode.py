@@ -99,6 +99,15 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
         return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
 
 
+def _top_tokens(logprobs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n most likely tokens of each row, best first (equal values: lower token first), and
+    their log-probabilities: (rows, n) each."""
+    top = np.argpartition(-logprobs, n - 1, axis=1)[:, :n]
+    values = np.take_along_axis(logprobs, top, axis=1)
+    order = np.lexsort((top, -values), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
 def _choose(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
     if temperature == 0:
         return logits.argmax(axis=1)
@@ -239,10 +248,11 @@ class _BeamSearch:
 
     def step(self, logits: np.ndarray):
         """logits (rows, vocab) after the rules -> (source row of each new row, next token of each)."""
-        g, eot, logprobs = self.group, self.tok.eot, _log_softmax(logits)
+        g, eot = self.group, self.tok.eot
+        top = _top_tokens(_log_softmax(logits), g + 1)
         source, nxt, rows, lps, sums, done = [], [], [], [], [], np.zeros(len(self.windows), dtype=bool)
         for k in range(len(self.windows)):
-            picked, ended = self._extend(logprobs, k)
+            picked, ended = self._extend(*top, k)
             room = self.max_finished - len(self.finished[k])
             self.finished[k] += [(s, self.rows[r] + [eot], self.lps[r] + [lp]) for s, r, lp in ended[:room]]
             done[k] = len(self.finished[k]) >= self.max_finished
@@ -261,23 +271,25 @@ class _BeamSearch:
         self.rows, self.lps, self.sums = [rows[i] for i in keep], [lps[i] for i in keep], self.sums[keep]
         return source[keep], nxt[keep]
 
-    def _extend(self, logprobs: np.ndarray, k: int):
-        """Window k's candidates -> (beam_size best that go on: (sum, source row, token, logprob);
-        those that end ranked above the last of them: (sum, source row, logprob)), best first."""
+    def _extend(self, tokens: np.ndarray, logprobs: np.ndarray, k: int):
+        """Window k's candidates from each row's best tokens and their log-probabilities (rows, g + 1)
+        -> (beam_size best that go on: (sum, source row, token, logprob); those that end ranked above
+        the last of them: (sum, source row, logprob)), best first."""
         g, eot = self.group, self.tok.eot
         first = not self.rows[k * g]
-        candidates = []
-        for r in range(k * g, k * g + (1 if first else g)):  # at the first step the beams are one prefix
-            row = logprobs[r]
-            top = np.argpartition(-row, g)[: g + 1]
-            top = top[np.lexsort((top, -row[top]))]
-            candidates += [(self.sums[r] + row[t], r, int(t), float(row[t])) for t in top]
+        rows = slice(k * g, k * g + (1 if first else g))  # at the first step the beams are one prefix
+        scores = (self.sums[rows, None] + logprobs[rows]).ravel()
+        # a stable sort of the row-major candidates: ties keep row order, then token rank
+        order = np.argsort(-scores, kind="stable")
         picked, finished = [], []
-        for score, r, t, lp in sorted(candidates, key=lambda c: -c[0]):
+        for c in order:
+            r, j = divmod(int(c), tokens.shape[1])
+            r += rows.start
+            t, lp = int(tokens[r, j]), float(logprobs[r, j])
             if t == eot:
-                finished.append((score, r, lp))
+                finished.append((scores[c], r, lp))
             else:
-                picked.append((score, r, t, lp))
+                picked.append((scores[c], r, t, lp))
                 if len(picked) == g:
                     break
         return picked, finished
@@ -327,10 +339,14 @@ def decode_batch(m, features, initial: list[list[int]], opts, temperature: float
     limit = sample_limit(cfg, n_initial)
     rules = LogitRules(tok, cfg, n_initial, opts)
     search = _search(tok, len(initial), opts, temperature, rngs)
-    cache = net.new_cache(m.params, cfg, B, features, n_initial + limit - 1, search.group)
-    ids = np.repeat(np.array(initial, dtype=np.int64), search.group, axis=0)
-    hidden = net.decode(m.params, cfg, B, B.asarray(ids), cache)
-    search.no_speech = _no_speech_probs(m, hidden, initial[0].index(tok.sot), search.group)
+    # The given tokens are the same in every row of a window: decoded once per window, then copied.
+    cache = net.new_cache(m.params, cfg, B, features, n_initial + limit - 1)
+    hidden = net.decode(m.params, cfg, B, B.asarray(np.array(initial, dtype=np.int64)), cache)
+    search.no_speech = _no_speech_probs(m, hidden, initial[0].index(tok.sot))
+    hidden = hidden[:, -1:]
+    if search.group > 1:
+        net.expand_cache(B, cache, search.group)
+        hidden = B.take_rows(hidden, np.repeat(np.arange(len(initial)), search.group))
     for step in range(limit):
         logits = B.to_numpy(net.logits(m.params, B, hidden[:, -1:]))[:, 0].astype(np.float32)
         rules(logits, search.rows)
@@ -354,9 +370,9 @@ def decode_window(
     return decode_batch(m, audio_features, [initial], opts, temperature, [rng], on_first_token)[0]
 
 
-def _no_speech_probs(m, hidden, sot_at: int, group: int) -> list[float]:
-    """Probability of <|nospeech|> after <|startoftranscript|> per window, from its first row's prefill."""
-    first = m.B.to_numpy(net.logits(m.params, m.B, hidden[::group, sot_at : sot_at + 1]))[:, 0]
+def _no_speech_probs(m, hidden, sot_at: int) -> list[float]:
+    """Probability of <|nospeech|> after <|startoftranscript|> per window, from its prefill (N, T, d)."""
+    first = m.B.to_numpy(net.logits(m.params, m.B, hidden[:, sot_at : sot_at + 1]))[:, 0]
     index = np.full(len(first), m.tok.no_speech)
     return [float(p) for p in np.exp(_log_softmax_at(first.astype(np.float32), index))]
 

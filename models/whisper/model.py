@@ -80,7 +80,9 @@ class KVCache:
 
     The sequences of one audio (beams, sampled candidates) are `group` consecutive rows, R = N * group:
     they share that audio's cross K/V row instead of holding copies of it. `length` is how many
-    positions are filled."""
+    positions are filled; the first `shared` of them hold the same keys/values in every row of a
+    group (the given tokens, computed once per audio and copied by `expand_cache`), so reordering
+    a group's rows never moves them."""
 
     self_k: list
     self_v: list
@@ -88,6 +90,7 @@ class KVCache:
     cross_v: list
     length: int = 0
     group: int = 1
+    shared: int = 0
 
 
 def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1) -> KVCache:
@@ -106,18 +109,28 @@ def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1) -> K
     return cache
 
 
+def expand_cache(B, cache: KVCache, group: int) -> None:
+    """A cache of one row per audio (its given tokens decoded once) -> `group` identical rows per
+    audio: the filled positions become the group's `shared` prefix."""
+    rows = np.repeat(np.arange(cache.self_k[0].shape[0]), group)
+    cache.self_k = [B.take_rows(k, rows) for k in cache.self_k]
+    cache.self_v = [B.take_rows(v, rows) for v in cache.self_v]
+    cache.group, cache.shared = group, cache.length
+
+
 def reorder_cache(B, cache: KVCache, rows) -> None:
     """Row i of the cache becomes row rows[i] (host ints; beams within their audio's group). When
     whole groups are dropped (their audio is done) the cache shrinks to the rows kept, the cross
-    K/V to the audios kept. Only the filled positions move when the row count stays."""
+    K/V to the audios kept. When the row count stays, only the filled positions past the group's
+    shared prefix move."""
     rows = np.asarray(rows, dtype=np.int64)
-    n_rows, filled = cache.self_k[0].shape[0], cache.length
+    n_rows, shared, filled = cache.self_k[0].shape[0], cache.shared, cache.length
     for buffers in (cache.self_k, cache.self_v):
         for i, buf in enumerate(buffers):
-            if len(rows) == n_rows:  # beams swap places: one gather of what is filled, written back
-                B.cache_write(buf, B.take_rows(buf[:, :, :filled], rows), 0)
-            else:
+            if len(rows) != n_rows:
                 buffers[i] = B.take_rows(buf, rows)
+            elif filled > shared:  # beams swap places: one gather of what differs, written back
+                B.cache_write(buf, B.take_rows(buf[:, :, shared:filled], rows), shared)
     if len(rows) != n_rows:
         audios = rows[:: cache.group] // cache.group
         cache.cross_k = [B.take_rows(k, audios) for k in cache.cross_k]
@@ -151,13 +164,15 @@ def decode(params, cfg, B, tokens, cache: KVCache, cross_queries: dict | None = 
         raise ValueError(f"decoder context overflow: {start + t} > {room}")
     x = B.embedding(tokens, params["decoder.token_embedding.weight"])
     x = x + params["decoder.positional_embedding"][start : start + t]
-    h, d = cfg.decoder_attention_heads, cfg.d_model
+    h = cfg.decoder_attention_heads
     for i in range(cfg.decoder_layers):
         p = f"decoder.blocks.{i}"
-        q, k, v = B.split(_lin(params, B, _ln(params, B, x, f"{p}.attn_ln"), f"{p}.attn.qkv"), [d] * 3)
-        keys = B.cache_write(cache.self_k[i], B.split_heads(k, h), start)[:, :, : start + t]
-        values = B.cache_write(cache.self_v[i], B.split_heads(v, h), start)[:, :, : start + t]
-        a = B.attention(B.split_heads(q, h), keys, values, causal=True)
+        # q, k and v heads are consecutive head groups of the fused projection: one reshape for all three
+        qkv = B.split_heads(_lin(params, B, _ln(params, B, x, f"{p}.attn_ln"), f"{p}.attn.qkv"), 3 * h)
+        q, k, v = B.split(qkv, [h] * 3, axis=1)
+        keys = B.cache_write(cache.self_k[i], k, start)[:, :, : start + t]
+        values = B.cache_write(cache.self_v[i], v, start)[:, :, : start + t]
+        a = B.attention(q, keys, values, causal=True)
         x = x + _lin(params, B, B.merge_heads(a), f"{p}.attn.out")
         x = x + _cross_attention(params, cfg, B, x, cache, i, cross_queries)
         x = x + _mlp(params, B, _ln(params, B, x, f"{p}.mlp_ln"), p)
