@@ -16,14 +16,14 @@ import os
 
 import pytest
 import torch
-from conftest import FIXTURES, note, side_by_side
+from conftest import FIXTURES, WHISPER_THREADS, note, side_by_side
 
-from polyasr import AsrEngine, TranscribeOptions
+from polyasr import TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.benchmark import word_error_rate
 
 AUDIO = "en_long"
-THREADS = 2
+THREADS = WHISPER_THREADS
 ROUNDS = int(os.environ.get("POLYASR_BENCH_ROUNDS", "1"))
 GROUP = f"Whisper base, {AUDIO}.wav, {THREADS} threads, beam 5"
 BASELINE = "faster-whisper batched 8"
@@ -40,34 +40,25 @@ def reference():
     return (FIXTURES / f"{AUDIO}.txt").read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def engine(whisper_base_dir):
-    return AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def fw_model(whisper_base_dir):
-    fw = pytest.importorskip("faster_whisper")
-    return fw.WhisperModel(str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=THREADS)
-
-
 @pytest.mark.parametrize("batch_size", [1, 8], ids=["sequential", "batched8"])
-def test_polyasr_vs_faster_whisper(benchmark, audio, reference, engine, fw_model, batch_size):
+def test_polyasr_vs_faster_whisper(
+    benchmark, audio, reference, whisper_base_fp32, faster_whisper_base_fp32, batch_size
+):
     """polyasr and faster-whisper at the same batch size, alternating round by round."""
     from faster_whisper import BatchedInferencePipeline
 
     options = TranscribeOptions(language="en", beam_size=5, batch_size=batch_size)
     name = "polyasr sequential" if batch_size == 1 else "polyasr batched 8"
     theirs_name = "faster-whisper sequential" if batch_size == 1 else BASELINE
-    pipeline = BatchedInferencePipeline(fw_model)
+    pipeline = BatchedInferencePipeline(faster_whisper_base_fp32)
     texts = {}
 
     def ours():
-        texts[name] = engine.transcribe(audio, options).text
+        texts[name] = whisper_base_fp32.transcribe(audio, options).text
 
     def theirs():
         if batch_size == 1:
-            segments, _ = fw_model.transcribe(audio, language="en", beam_size=5, vad_filter=False)
+            segments, _ = faster_whisper_base_fp32.transcribe(audio, language="en", beam_size=5, vad_filter=False)
         else:
             segments, _ = pipeline.transcribe(audio, language="en", beam_size=5, batch_size=8, without_timestamps=False)
         texts[theirs_name] = "".join(s.text for s in segments)

@@ -28,6 +28,7 @@ from conftest import (
     FIXTURES,
     FULL,
     RESULTS,
+    WHISPER_THREADS,
     count_flops,
     encoder_rounds,
     gemm_share,
@@ -36,12 +37,12 @@ from conftest import (
     side_by_side,
 )
 
-from polyasr import AsrEngine, TranscribeOptions
+from polyasr import TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.benchmark import word_error_rate
 
 AUDIO = "en_long"
-THREADS = 2
+THREADS = WHISPER_THREADS
 ROUNDS = 3 if FULL else 2
 BASELINE = "faster-whisper (ct2 fp32)"
 DECODING = {"greedy": 1, "beam5": 5}
@@ -62,24 +63,13 @@ def reference():
     return (FIXTURES / f"{AUDIO}.txt").read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def engine(whisper_base_dir):
-    return AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def fw_model(whisper_base_dir):
-    fw = pytest.importorskip("faster_whisper")
-    return fw.WhisperModel(str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=THREADS)
-
-
 def _options(beam: int) -> dict:
     """The same decoding settings for both libraries: greedy without fallback, or beam 5 with the default ladder."""
     return {"beam_size": 1, "temperatures": (0.0,)} if beam == 1 else {"beam_size": beam}
 
 
 @pytest.mark.parametrize("decoding", list(DECODING))
-def test_end_to_end(benchmark, audio, reference, engine, fw_model, decoding):
+def test_end_to_end(benchmark, audio, reference, whisper_base_fp32, faster_whisper_base_fp32, decoding):
     beam, texts = DECODING[decoding], {}
     options = TranscribeOptions(language="en", **_options(beam))
     fw_kwargs = {"language": "en", "beam_size": beam, "vad_filter": False}
@@ -87,10 +77,10 @@ def test_end_to_end(benchmark, audio, reference, engine, fw_model, decoding):
         fw_kwargs.update(best_of=1, temperature=[0.0])
 
     def ours(samples=audio):
-        texts["polyasr"] = engine.transcribe(samples, options).text
+        texts["polyasr"] = whisper_base_fp32.transcribe(samples, options).text
 
     def theirs(samples=audio):
-        segments, _ = fw_model.transcribe(samples, **fw_kwargs)
+        segments, _ = faster_whisper_base_fp32.transcribe(samples, **fw_kwargs)
         texts[BASELINE] = "".join(s.text for s in segments)
 
     short = load_audio(FIXTURES / "en_short.wav")
@@ -127,11 +117,11 @@ def test_openai_whisper(benchmark, audio, whisper_base_dir):
 
 
 @pytest.mark.parametrize("seconds, batch", ENCODER_SHAPES)
-def test_encoder(benchmark, audio, engine, fw_model, gemm_rate, seconds, batch):
+def test_encoder(benchmark, audio, whisper_base_fp32, faster_whisper_base_fp32, gemm_rate, seconds, batch):
     """The encoder on `batch` items of `seconds` each: ceil(seconds / 30) windows per item."""
     from polyasr.models.whisper import model as net
 
-    ours_model, windows = engine.model, batch * math.ceil(seconds / 30)
+    ours_model, windows = whisper_base_fp32.model, batch * math.ceil(seconds / 30)
     cfg = ours_model.cfg
     mel = torch.randn(windows, cfg.num_mel_bins, cfg.n_audio_frames, generator=torch.Generator().manual_seed(0))
     mel_np = mel.numpy()
@@ -143,7 +133,13 @@ def test_encoder(benchmark, audio, engine, fw_model, gemm_rate, seconds, batch):
     rounds, warmup = encoder_rounds(seconds, batch)
     group = f"Whisper base encoder, {seconds:.0f} s x {batch} ({windows} windows), {THREADS} threads"
     t_ours, t_ref = side_by_side(
-        benchmark, group, BASELINE, ours, lambda: fw_model.encode(mel_np), max(rounds, 2), max(warmup, 1)
+        benchmark,
+        group,
+        BASELINE,
+        ours,
+        lambda: faster_whisper_base_fp32.encode(mel_np),
+        max(rounds, 2),
+        max(warmup, 1),
     )
     gemm_share(group, "polyasr", flops, t_ours, gemm_rate)
     gemm_share(group, BASELINE, flops, t_ref, gemm_rate)

@@ -36,6 +36,23 @@ def whisper_base_dir() -> Path:
         pytest.skip(str(e))
 
 
+WHISPER_THREADS = 2  # the Whisper benches' torch and CTranslate2 threads
+
+
+@pytest.fixture(scope="module")
+def whisper_base_fp32(whisper_base_dir):
+    from polyasr import AsrEngine
+
+    return AsrEngine.from_model("whisper-base", whisper_base_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def faster_whisper_base_fp32(whisper_base_dir):
+    """faster-whisper on the same weights and threads: the Whisper benches' baseline."""
+    fw = pytest.importorskip("faster_whisper")
+    return fw.WhisperModel(str(whisper_base_dir), device="cpu", compute_type="float32", cpu_threads=WHISPER_THREADS)
+
+
 NOTES: dict[str, list[str]] = {}  # group title -> lines printed under its table (RTF, memory, ...)
 
 

@@ -27,19 +27,26 @@ class Checkpoint:
     format: str
 
 
-def load_checkpoint(path) -> Checkpoint:
-    """A Qwen3-ASR directory (config.json + model.safetensors or shards + index) -> canonical params."""
+def checkpoint_dir(path, what: str) -> Path:
+    """The directory of a Qwen3 checkpoint (`path` or the directory of a file in it), checked to hold
+    config.json and the safetensors weights; `what` names the model in the error."""
     directory = Path(path)
     if directory.is_file():
         directory = directory.parent
-    config = directory / "config.json"
-    if not config.exists():
+    if not (directory / "config.json").exists():
         raise CheckpointError(
-            f"{directory}: no config.json; a Qwen3-ASR checkpoint directory has config.json, "
+            f"{directory}: no config.json; a {what} checkpoint directory has config.json, "
             "model.safetensors (or shards + model.safetensors.index.json) and tokenizer files"
         )
     if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
         raise CheckpointError(f"{directory}: no model.safetensors nor model.safetensors.index.json")
+    return directory
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """A Qwen3-ASR directory (config.json + model.safetensors or shards + index) -> canonical params."""
+    directory = checkpoint_dir(path, "Qwen3-ASR")
+    config = directory / "config.json"
     cfg = Qwen3ASRConfig.from_dict(read_config(config))
     cfg.check()
     tensors, tags = read_safetensors_dir(directory)

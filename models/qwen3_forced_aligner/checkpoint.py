@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from polyasr.errors import CheckpointError
 from polyasr.models.checkpoint_io import read_config, read_safetensors_dir
+from polyasr.models.qwen3_asr.checkpoint import checkpoint_dir
 from polyasr.models.qwen3_asr.weights import check_present
 from polyasr.models.qwen3_forced_aligner.config import ForcedAlignerConfig
 from polyasr.models.qwen3_forced_aligner.model import param_shapes
@@ -28,16 +28,7 @@ class Checkpoint:
 
 def load_checkpoint(path) -> Checkpoint:
     """A Qwen3-ForcedAligner directory -> config and canonical params (every tensor checked by name and shape)."""
-    directory = Path(path)
-    if directory.is_file():
-        directory = directory.parent
-    if not (directory / "config.json").exists():
-        raise CheckpointError(
-            f"{directory}: no config.json; a Qwen3-ForcedAligner checkpoint directory has config.json, "
-            "model.safetensors (or shards + model.safetensors.index.json) and tokenizer files"
-        )
-    if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
-        raise CheckpointError(f"{directory}: no model.safetensors nor model.safetensors.index.json")
+    directory = checkpoint_dir(path, "Qwen3-ForcedAligner")
     processor = read_config(directory / "processor_config.json", optional=True)
     cfg = ForcedAlignerConfig.from_dict(read_config(directory / "config.json"), processor)
     cfg.check()
