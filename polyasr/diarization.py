@@ -3,14 +3,14 @@
     import polyasr
     polyasr.diarize("meeting.wav")                    # [SpeakerTurn(start=0.52, end=3.1, speaker="SPEAKER_00"), ...]
     polyasr.diarize(samples, num_speakers=2)
-    polyasr.diarize(samples, min_speakers=2, max_speakers=4, clustering="agglomerative")
+    polyasr.diarize(samples, min_speakers=2, max_speakers=4, clustering="spectral")
 
 The pipeline: Silero VAD speech regions (`polyasr.vad`) -> sliding windows over each region
 (`window_secs` long, every `step_secs`; a region shorter than a window is one window of its own)
 -> one speaker embedding per window (Resemblyzer's GE2E voice encoder, or WeSpeaker's ResNet34 as
 pyannote uses it, on polyasr's backends) ->
-clustering of the embeddings (spectral, the number of speakers from the eigen-gap of the
-affinity's Laplacian, or agglomerative with a cosine-distance threshold; `num_speakers` fixes
+clustering of the embeddings (agglomerative with a cosine-distance threshold, or spectral, the
+number of speakers from the eigen-gap of the affinity's Laplacian; `num_speakers` fixes
 the count, `min_speakers` / `max_speakers` bound it, as pyannote's pipeline takes them) ->
 speaker turns: where two windows of a region overlap the boundary is their midpoint, adjacent
 spans of one speaker merge. Each stretch of speech gets exactly one speaker: overlapping speech
@@ -47,6 +47,11 @@ EMBEDDINGS = tuple(_ENCODERS)
 # pyannote's 10 s chunks need its segmentation model's per-speaker masks, which this pipeline lacks.
 DEFAULT_WINDOWS = {"resemblyzer": (1.6, 0.4), "wespeaker-resnet34": (1.5, 0.75)}
 CLUSTERINGS = ("spectral", "agglomerative")
+# The clustering used when none is asked for. GE2E: agglomerative at its threshold, which estimated
+# the speaker count right on every conversation tried, where the eigen-gap of the spectral affinity
+# undercounts once speakers' turns are shuffled or many (bench/bench_diarize.py, tests/test_diarize.py).
+# WeSpeaker: spectral, which needs no distance threshold tuned on its real weights.
+DEFAULT_CLUSTERING = {"resemblyzer": "agglomerative", "wespeaker-resnet34": "spectral"}
 
 
 class SpeakerTurn(NamedTuple):
@@ -62,7 +67,7 @@ class DiarizeOptions:
     """num_speakers: the exact number of speakers, when known; else the number is estimated within
         [min_speakers, max_speakers] (each optional).
     clustering: "spectral" (eigen-gap estimate) or "agglomerative" (average linkage on cosine
-        distance, cut at `threshold`).
+        distance, cut at `threshold`); None: the embedding's default, `DEFAULT_CLUSTERING`.
     window_secs, step_secs: the sliding windows embedded over each speech region (None: the
         embedding's default, `DEFAULT_WINDOWS`).
     embedding: the speaker-embedding network, "resemblyzer" (GE2E) or "wespeaker-resnet34";
@@ -73,7 +78,7 @@ class DiarizeOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
-    clustering: str = "spectral"
+    clustering: str | None = None
     threshold: float = 0.4
     window_secs: float | None = None
     step_secs: float | None = None
@@ -91,7 +96,7 @@ class DiarizeOptions:
             raise InvalidOptionError(
                 f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers})"
             )
-        if self.clustering not in CLUSTERINGS:
+        if self.clustering is not None and self.clustering not in CLUSTERINGS:
             raise InvalidOptionError(f"clustering must be one of {', '.join(CLUSTERINGS)}, got {self.clustering!r}")
         if self.embedding not in EMBEDDINGS:
             raise InvalidOptionError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
@@ -102,6 +107,10 @@ class DiarizeOptions:
             raise InvalidOptionError(f"window_secs must be from 0.5 to 10 seconds, got {window}")
         if not 0 < step <= window:
             raise InvalidOptionError(f"step_secs must be > 0 and at most window_secs ({window}), got {step}")
+
+    def method(self) -> str:
+        """The clustering: the one asked for, else the embedding's default."""
+        return self.clustering or DEFAULT_CLUSTERING[self.embedding]
 
     def windows(self) -> tuple[float, float]:
         """(window_secs, step_secs), the embedding's defaults where not given."""
@@ -243,7 +252,7 @@ def cluster(embeddings: np.ndarray, opts: DiarizeOptions) -> np.ndarray:
             return _clustered_centroids(embeddings, opts)
         lo = opts.num_speakers or opts.min_speakers or 1
         hi = opts.num_speakers or min(opts.max_speakers or n, n)
-        if opts.clustering == "agglomerative":
+        if opts.method() == "agglomerative":
             return _agglomerative(embeddings, opts.threshold, lo, hi)
         return _spectral(embeddings, lo, hi)
 
@@ -442,7 +451,13 @@ def add_cli_parser(sub) -> None:
     d.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     add_speaker_args(d)
     defaults = DiarizeOptions()
-    d.add_argument("--clustering", default=defaults.clustering, choices=CLUSTERINGS)
+    d.add_argument(
+        "--clustering",
+        default=defaults.clustering,
+        choices=CLUSTERINGS,
+        help="how windows are grouped into speakers (default: agglomerative for resemblyzer, spectral for "
+        "wespeaker-resnet34)",
+    )
     d.add_argument("--threshold", type=float, default=defaults.threshold, help="agglomerative: cosine distance cut")
     per_embedding = "; ".join(f"{name}: {w:g} / {s:g} s" for name, (w, s) in DEFAULT_WINDOWS.items())
     d.add_argument("--window-secs", type=float, default=None, help=f"embedding window length ({per_embedding})")

@@ -176,7 +176,9 @@ def nemo_state_dict(model, fe, joint_dropout: float = 0.2) -> dict[str, torch.Te
             name = re.sub(pattern, repl.replace("{joint_out}", "2" if joint_dropout else "1"), name)
         out[name] = t.detach().clone()
     out["preprocessor.featurizer.window"] = torch.hann_window(fe.win_length, periodic=False)
-    out["preprocessor.featurizer.fb"] = fe.mel_filters.T[None].clone()  # (1, n_mels, F) as NeMo stores it
+    out["preprocessor.featurizer.fb"] = torch.as_tensor(fe.mel_filters)[
+        None
+    ].clone()  # (1, n_mels, F) as NeMo stores it
     return out
 
 

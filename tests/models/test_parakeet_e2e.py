@@ -305,3 +305,34 @@ def test_word_timestamps_end_to_end(engine, fixtures_dir):
         assert s.start == p.start == s.words[0].start and s.end == s.words[0].end <= p.end
         assert s.words[0].probability == p.confidence
     assert not any(s.words for s in plain.segments)
+
+
+@pytest.fixture(scope="module")
+def nemo_model(checkpoints):
+    """NeMo's own EncDecRNNTBPEModel restored from the same `.nemo` archive (test-only reference)."""
+    pytest.importorskip("nemo.collections.asr")
+    from nemo.collections.asr.models import ASRModel
+    from omegaconf import open_dict
+
+    model = ASRModel.restore_from(str(checkpoints["nemo"]), map_location="cpu").eval()
+    with open_dict(model.cfg):  # released archives carry it; transcribe() reads its sample rate
+        model.cfg.validation_ds = {"sample_rate": 16000}
+    return model
+
+
+@pytest.mark.parametrize("name", ["en_short.wav", "en_medium.wav", "ru_short.wav"])
+def test_words_equal_nemo_timestamps(nemo_model, engine, fixtures_dir, name):
+    """The same random-weight model in NeMo's layout: our words and their start / end times equal
+    NeMo's `transcribe(timestamps=True)` word offsets, except that an end past the file's last
+    sample (a token's duration running over it) is the file's end here."""
+    audio = load_audio(fixtures_dir / name)
+    [hyp] = nemo_model.transcribe([audio], timestamps=True, batch_size=1, verbose=False)
+    ours = engine.transcribe(audio, TranscribeOptions(word_timestamps=True))
+    words = [w for s in ours.segments for w in s.words]
+    theirs = hyp.timestamp["word"]
+    assert ours.text.strip() == hyp.text and len(theirs) > 0
+    assert [w.text.strip() for w in words] == [w["word"] for w in theirs]
+    duration = len(audio) / 16000
+    for w, t in zip(words, theirs):
+        assert w.start == pytest.approx(t["start"], abs=1e-3), w.text
+        assert w.end == pytest.approx(min(t["end"], duration), abs=1e-3), w.text
