@@ -150,3 +150,8 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"  {name:<28} {secs:8.3f} s   {ratio}")
         for line in NOTES.get(group, []):
             terminalreporter.write_line(f"    {line}")
+    for group, lines in NOTES.items():  # groups with notes only (no timed table)
+        if group != MACHINE and group not in RESULTS:
+            terminalreporter.write_line(f"\n{group}:")
+            for line in lines:
+                terminalreporter.write_line(f"    {line}")
