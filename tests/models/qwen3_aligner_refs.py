@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import torch
-from qwen3_asr_refs import SPECIALS, _qwen_config, _qwen_name, make_tokenizer, save_safetensors, small_config
+from qwen3_asr_refs import SPECIALS, _qwen_config, _qwen_name, make_tokenizer, randomize, save_safetensors, small_config
 
 TIMESTAMP = "<timestamp>"
 ALIGNER_SPECIALS = [*SPECIALS, (TIMESTAMP, True)]
@@ -45,15 +45,7 @@ def build_aligner(cfg: dict, seed: int = 0):
 
     torch.manual_seed(seed)
     model = Qwen3ASRForTokenClassification(Qwen3ASRConfig(**cfg)).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or "layer_norm.weight" in name or name.endswith("ln_post.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_((1.0 if name.startswith("score.") else 0.3) * torch.randn(p.shape, generator=g))
-    model.config._attn_implementation = "eager"
-    return model
+    return randomize(model, seed, std=lambda name: 1.0 if name.startswith("score.") else 0.3)
 
 
 def _tokenizer_config(tok) -> dict:

@@ -131,18 +131,23 @@ def small_config(tok, *, tied: bool = True, n_window_infer: int = 200, layers: i
 
 
 def build_reference(cfg: dict, seed: int = 0):
-    """transformers' model at `cfg` with random weights (std 0.1 matrices, norms near 1), fp32, eval."""
+    """transformers' model at `cfg` with random weights (std 0.3 matrices, norms near 1), fp32, eval."""
     from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = Qwen3ASRForConditionalGeneration(Qwen3ASRConfig(**cfg)).eval()
+    return randomize(Qwen3ASRForConditionalGeneration(Qwen3ASRConfig(**cfg)).eval(), seed)
+
+
+def randomize(model, seed: int, std=lambda name: 0.3):
+    """Fill a transformers Qwen3-ASR model's weights in place: norms near 1, every other tensor
+    normal with `std(name)`; eager attention (the reference the tests compare with) -> the model."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight") or "layer_norm.weight" in name or name.endswith("ln_post.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+                p.copy_(std(name) * torch.randn(p.shape, generator=g))
     model.config._attn_implementation = "eager"
     return model
 
