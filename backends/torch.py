@@ -20,6 +20,7 @@ from polyasr.backends import torch_quant
 from polyasr.backends.composed import ComposedOps
 from polyasr.backends.kernel_dispatch import resolve_kernels
 from polyasr.backends.quant_layout import QuantizedArray
+from polyasr.backends.torch_wide_linear import WIDE_OUTPUT, WideLinear, packing_available
 from polyasr.errors import BackendError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -137,17 +138,22 @@ class TorchBackend(ComposedOps):
     def prepare_linear(self, w):
         """On CPU (Cin, Cout), contiguous: a decoder step is a chain of (1, Cin) GEMVs whose weights
         come from DRAM, and MKL streams the transposed layout faster (`docs/architecture.md`); the
-        encoder's large GEMMs are indifferent. GPUs keep (Cout, Cin). With `quantize`, a
+        encoder's large GEMMs are indifferent. A vocabulary-wide fp32 weight becomes a `WideLinear`
+        (`torch_wide_linear.py`), multiplied by oneDNN when several rows come. GPUs keep (Cout, Cin). With `quantize`, a
         `torch_quant.QuantizedWeight` instead, unless the layer is left in full precision
         (`Quantizer.selects`); a weight read quantised from a checkpoint (`param`) stays as it is."""
         if isinstance(w, torch_quant.QuantizedWeight) or (self.quantizer and self.quantizer.selects(w)):
             self.quantized_layers += 1
             return w if isinstance(w, torch_quant.QuantizedWeight) else self.quantizer.quantize(w)
         self.full_precision_layers += 1
-        return w.t().contiguous() if self.device.type == "cpu" else w
+        if not self.on_cpu:
+            return w
+        if w.shape[0] >= WIDE_OUTPUT and w.dtype == torch.float32 and packing_available():
+            return WideLinear(w.t().contiguous())
+        return w.t().contiguous()
 
     def linear(self, x, w, b=None):
-        if isinstance(w, torch_quant.QuantizedWeight):
+        if isinstance(w, (torch_quant.QuantizedWeight, WideLinear)):
             return w.linear(x, b)
         if not self.on_cpu:
             return F.linear(x, w, b)

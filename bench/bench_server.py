@@ -5,10 +5,9 @@ latency of one request at a time against the library call on the same audio, all
 Each measurement starts a real uvicorn server on a loopback port in this process and sends
 requests from client threads over HTTP (the multipart upload, the decode of the upload, the queue
 and the JSON answer are all in the timing). A model that batches across inputs
-(`capabilities.batched_inputs`: Whisper with batch_size > 1, Qwen3-ASR) decodes a batch in one
-call; any other (Parakeet) runs the batch's requests one by one, so on/off differ only by the
-queueing. The server decodes every request with batch_size = --max-batch: batching on, Whisper
-decodes speech pieces (Silero VAD, `models/whisper/pieces.py`) and the requests of a batch share
+(`capabilities.batched_inputs`: Whisper with batch_size > 1, Parakeet, Qwen3-ASR) decodes a batch
+in one call (one padded encoder pass). The server decodes every request with batch_size =
+--max-batch: batching on, Whisper decodes speech pieces (Silero VAD, `models/whisper/pieces.py`) and the requests of a batch share
 the encoder pass and the decoder's steps. Batching off is --max-batch 1 with the same
 --batch-size 16: the same decoding of each request, one request per model call (with --max-batch 1
 alone, batch_size would be 1 too, and Whisper would decode another way: its 30 s window loop).
@@ -50,8 +49,8 @@ FULL = any(os.environ.get(v, "") not in ("", "0") for v in ("POLYASR_BENCH_FULL"
 WHISPER, PARAKEET, QWEN = "whisper-base", "parakeet-tdt-v3", "qwen3-asr-0.6b"
 AUDIO = FIXTURES / "en_short.wav"
 CONCURRENCY = (1, 4, 16)
-# Quick default: Parakeet does not batch across inputs (on and off differ only by queueing, which 16
-# shows); Qwen3-ASR decodes every request to its token bound (seconds each, minutes at 16 unbatched).
+# Quick default: Parakeet at 16; Qwen3-ASR decodes every request to its token bound (seconds each, minutes at
+# 16 unbatched).
 QUICK_SKIP = {(PARAKEET, 1), (PARAKEET, 4), (QWEN, 1), (QWEN, 16)}
 PER_THREAD = 2 if FULL else 1  # requests each client thread sends per measurement
 LATENCY_ROUNDS = 5  # 1 for Qwen3-ASR in the quick default (each request decodes to its token bound)

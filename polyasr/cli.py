@@ -303,6 +303,18 @@ def _add_serve_parser(sub):
     s.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 503 (default 64)")
     s.add_argument("--max-upload-mb", type=float, default=25.0, help="request body limit, 413 past it (default 25)")
     s.add_argument("--request-timeout", type=float, default=300.0, help="seconds to answer, 504 past it (default 300)")
+    s.add_argument(
+        "--aligner",
+        default=None,
+        metavar="ID",
+        help=f"time the words of every model's word-granularity answers with this forced aligner ({DEFAULT_ALIGNER})",
+    )
+    s.add_argument(
+        "--aligner-path",
+        default=None,
+        metavar="DIR",
+        help="the aligner's checkpoint directory (Qwen3-ASR's word timestamps come from its aligner)",
+    )
     _add_model_args(s)
 
 
@@ -642,6 +654,8 @@ def cmd_serve(args) -> int:
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb,
         request_timeout=args.request_timeout,
+        aligner=args.aligner,
+        aligner_path=args.aligner_path,
     )
     quant, engines = _quantize_args(args), {}
     for model, path in args.models or [[DEFAULT_MODEL, None]]:

@@ -131,7 +131,7 @@ class AsrEngine:
     def _run_many(self, audios: list[np.ndarray], options, progress, reads) -> list[TranscriptionResult]:
         if not self.model.batches_inputs(options) or len(audios) < 2:
             return [self._run(a, options, progress, read) for a, read in zip(audios, reads, strict=True)]
-        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
+        aligner = self.aligner_for(options)  # loaded (and checked) before any decoding
         self._load_embedding(options)  # loaded once, before the timed decoding
         t0 = time.perf_counter()
         outputs = self.model.transcribe_many(audios, self._model_options(aligner, options), progress)
@@ -149,7 +149,7 @@ class AsrEngine:
         ]
 
     def _run(self, audio: np.ndarray, options, progress, timings) -> TranscriptionResult:
-        aligner = self._aligner_for(options)  # loaded (and checked) before any decoding
+        aligner = self.aligner_for(options)  # loaded (and checked) before any decoding
         self._load_embedding(options)  # loaded once, before the timed decoding
         t0 = time.perf_counter()
         output = self.model.transcribe(audio, self._model_options(aligner, options), progress)
@@ -195,8 +195,17 @@ class AsrEngine:
         caps = self.model.capabilities
         return caps.aligner if options.word_timestamps and not caps.word_timestamps else None
 
-    def _aligner_for(self, options) -> AsrEngine | None:
-        """The aligner this run needs, loaded, and the forced language checked against it."""
+    def check_options(self, options) -> None:
+        """Refuse, before any work, what the model cannot do with these options (InvalidOptionError),
+        as it will get them: without its own word timestamps when a forced aligner times the words."""
+        model_options = (
+            options if self._aligner_id(options) is None else dataclasses.replace(options, word_timestamps=False)
+        )
+        self.model.check_options(model_options)
+
+    def aligner_for(self, options) -> AsrEngine | None:
+        """The forced aligner these options need (None: none), loaded once and kept, and the forced
+        language checked against it; a server calls it at start so no request waits for the load."""
         aligner_id = self._aligner_id(options)
         if aligner_id is None:
             return None

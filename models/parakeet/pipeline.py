@@ -25,9 +25,9 @@ import time
 import numpy as np
 
 from polyasr.audio import pad_batch
-from polyasr.errors import CheckpointError
+from polyasr.errors import CheckpointError, InvalidOptionError
 from polyasr.models.base import AsrModel, Capabilities, ModelOutput
-from polyasr.models.chunking import Chunk, iter_chunk_batches, keep_emissions
+from polyasr.models.chunking import Chunk, keep_emissions
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.decode import TdtHyp, Transducer
 from polyasr.models.parakeet.weights import map_weights
@@ -42,7 +42,7 @@ class ParakeetModel(AsrModel):
     """languages: the ISO codes the checkpoint was trained on (the model id's declaration; the
     checkpoint itself does not list them), None to accept any."""
 
-    capabilities = Capabilities(speech_chunks=True, word_timestamps=True)
+    capabilities = Capabilities(batched_inputs=True, speech_chunks=True, word_timestamps=True)
 
     def __init__(self, name: str, ckpt, B, languages: tuple[str, ...] | None = None):
         self.name, self.B, self.format, self.cfg = name, B, ckpt.format, ckpt.cfg
@@ -161,28 +161,37 @@ class ParakeetModel(AsrModel):
         return segs
 
     def _transcribe(self, audio, opts, progress=None) -> ModelOutput:
-        """Parakeet detects nothing and cannot be steered: a forced language it supports is reported
+        return self._transcribe_many([audio], opts, progress)[0]
+
+    def _transcribe_many(self, audios: list, opts, progress=None) -> list[ModelOutput]:
+        """Several signals, their chunks batched together `opts.batch_size` at a time (one padded
+        forward pass each; an item's frames past its length are masked, so it decodes as alone)
+        -> one ModelOutput per signal; timings are the whole call's.
+
+        Parakeet detects nothing and cannot be steered: a forced language it supports is reported
         back as the result's language (an English-only checkpoint reports "en") and changes nothing else."""
-        audio = np.asarray(audio, dtype=np.float32)
+        if opts.batch_size < 1:
+            raise InvalidOptionError(f"batch size must be >= 1, got {opts.batch_size}")
+        audios = [np.asarray(a, dtype=np.float32) for a in audios]
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
-        (chunks,) = chunk_plans(self, [audio], opts, opts.chunk_secs or CHUNK_SECS, CHUNK_OVERLAP_SECS, timings)
-        segments, done, index = [], 0, 0
+        plans = chunk_plans(self, audios, opts, opts.chunk_secs or CHUNK_SECS, CHUNK_OVERLAP_SECS, timings)
+        jobs = [(f, i, chunk) for f, plan in enumerate(plans) for i, chunk in enumerate(plan)]
+        segments: list[list[Segment]] = [[] for _ in audios]
         with self.B.no_grad():
-            for batch in iter_chunk_batches(audio, chunks, opts.batch_size):
-                hyps = self.recognize([a for _, a in batch], timings)
-                for (chunk, _), hyp in zip(batch, hyps, strict=True):
+            for s in range(0, len(jobs), opts.batch_size):
+                batch = jobs[s : s + opts.batch_size]
+                hyps = self.recognize([chunk.samples(audios[f]) for f, _, chunk in batch], timings)
+                for (f, i, chunk), hyp in zip(batch, hyps, strict=True):
                     words = [(w, w.start) for w in self.words(hyp, chunk, opts.word_timestamps)]
-                    kept = keep_emissions(
-                        words, chunk, self.sample_rate, first=index == 0, last=index == len(chunks) - 1
-                    )
-                    segments += [w for w, _ in kept]
-                    index += 1
-                done += len(batch)
+                    kept = keep_emissions(words, chunk, self.sample_rate, first=i == 0, last=i == len(plans[f]) - 1)
+                    segments[f] += [w for w, _ in kept]
                 if progress is not None:
-                    progress(done / len(chunks))
-        return ModelOutput(
-            segments, self.reported_language(opts), checkpoint_format=self.format, chunks=len(chunks), timings=timings
-        )
+                    progress(min(s + opts.batch_size, len(jobs)) / len(jobs))
+        language = self.reported_language(opts)
+        return [
+            ModelOutput(segs, language, checkpoint_format=self.format, chunks=len(plan), timings=dict(timings))
+            for segs, plan in zip(segments, plans, strict=True)
+        ]
 
 
 def load_model(spec, path, B) -> ParakeetModel:

@@ -92,18 +92,16 @@ def _log_softmax_at(logits: np.ndarray, index: np.ndarray) -> np.ndarray:
     return logits[np.arange(len(index)), index] - lse
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """(n, vocab) float32 -> log-probabilities, float32 as the reference ranks beams in."""
+def _top_tokens(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n most likely tokens of each row of logits (rows, vocab) float32, best first (equal
+    values: lower token first), and their log-probabilities, (rows, n) each: the values a float32
+    log-softmax of the whole row gives (the reference ranks beams by those), computed at the n
+    tokens only. The log-softmax is monotonic in the logits, so their top n are the same tokens."""
+    top = np.argpartition(logits, -n, axis=1)[:, -n:]
     m = logits.max(axis=1, keepdims=True)
     with np.errstate(divide="ignore"):
-        return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-
-
-def _top_tokens(logprobs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n most likely tokens of each row, best first (equal values: lower token first), and
-    their log-probabilities: (rows, n) each."""
-    top = np.argpartition(-logprobs, n - 1, axis=1)[:, :n]
-    values = np.take_along_axis(logprobs, top, axis=1)
+        log_sum = np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+    values = np.take_along_axis(logits, top, axis=1) - m - log_sum
     order = np.lexsort((top, -values), axis=1)
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
 
@@ -249,7 +247,7 @@ class _BeamSearch:
     def step(self, logits: np.ndarray):
         """logits (rows, vocab) after the rules -> (source row of each new row, next token of each)."""
         g, eot = self.group, self.tok.eot
-        top = _top_tokens(_log_softmax(logits), g + 1)
+        top = _top_tokens(logits, g + 1)
         source, nxt, rows, lps, sums, done = [], [], [], [], [], np.zeros(len(self.windows), dtype=bool)
         for k in range(len(self.windows)):
             picked, ended = self._extend(*top, k)

@@ -62,7 +62,9 @@ def encode(params, cfg, B, mel):
     x = B.transpose(mel, (0, 2, 1))
     x = B.gelu(B.conv1d(x, params["encoder.conv1.weight"], params["encoder.conv1.bias"], padding=1))
     x = B.gelu(B.conv1d(x, params["encoder.conv2.weight"], params["encoder.conv2.bias"], stride=2, padding=1))
-    x = x + params["encoder.positional_embedding"][: x.shape[1]]
+    # The convolutions leave (B, T, C) as a transposed view of (B, C, T) memory; made contiguous once
+    # here, or every residual add keeps that layout and every layer norm copies it.
+    x = B.contiguous(x + params["encoder.positional_embedding"][: x.shape[1]])
     h = cfg.encoder_attention_heads
     for i in range(cfg.encoder_layers):
         p = f"encoder.blocks.{i}"

@@ -26,7 +26,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from polyasr.audio import load_audio
-from polyasr.errors import AsrError, AudioError, InvalidOptionError
+from polyasr.errors import AsrError, AudioError, InvalidOptionError, ModelNotFoundError
+from polyasr.options import TranscribeOptions
 from polyasr.registry import get_spec
 from polyasr.server.batching import Job, ModelWorker, QueueFull, ShuttingDown
 from polyasr.server.metrics import Metrics
@@ -45,7 +46,9 @@ class ServerConfig:
     picks Whisper's decoding: above 1, speech pieces, which requests can share; 1, the sequential
     window loop, one request per call. max_wait_ms: how long the oldest waiting request waits for
     others to share its batch; max_queue: requests waiting per model before 503; max_upload_mb:
-    request body limit (413 past it); request_timeout: seconds from arrival to answer (504 past it)."""
+    request body limit (413 past it); request_timeout: seconds from arrival to answer (504 past it).
+    aligner: a forced aligner that times the words of every model's word-granularity answers;
+    aligner_path: its checkpoint, or that of the aligner a model declares (Qwen3-ASR's words)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -56,6 +59,8 @@ class ServerConfig:
     max_queue: int = 64
     max_upload_mb: float = 25.0
     request_timeout: float = 300.0
+    aligner: str | None = None
+    aligner_path: str | None = None
 
     def __post_init__(self):
         for name in ("max_batch", "max_queue", "batch_size"):
@@ -165,6 +170,8 @@ class Server:
             )
             for name, engine in engines.items()
         }
+        # loaded with the models, so no request waits for an aligner to load
+        self.word_aligners = {name: _word_aligner(engine, config) for name, engine in engines.items()}
 
     def worker(self, model: str) -> ModelWorker:
         try:
@@ -219,11 +226,12 @@ class Server:
             raise too_large(self.config) from None
         try:
             fields = {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form if k != "file"}
-            req = parse_request(fields, task, self.config.batch_size or self.config.max_batch)
+            batch_size, config = self.config.batch_size or self.config.max_batch, self.config
+            req = parse_request(fields, task, batch_size, aligner=config.aligner, aligner_path=config.aligner_path)
             worker = self.worker(req.model)
-            check_word_request(req, worker.engine.model)
+            check_word_request(req, worker.engine.model, self.word_aligners[worker.name])
             try:
-                worker.engine.model.check_options(req.options)
+                worker.engine.check_options(req.options)
             except InvalidOptionError as e:
                 raise api_error(e, param="language" if task == "transcribe" else None) from e
             upload = form.get("file")
@@ -268,6 +276,20 @@ class Server:
     def models(self) -> dict:
         data = [{"id": n, "object": "model", "created": self.started, "owned_by": "polyasr"} for n in self.workers]
         return {"object": "list", "data": data}
+
+
+def _word_aligner(engine, config: ServerConfig) -> str | None:
+    """The id of the forced aligner that times `engine`'s words, loaded now; None when the model
+    times its own words (and no --aligner was given), or when the aligner it declares was not found
+    and the server was not told where it is: its word requests then get a 400 that says how."""
+    options = TranscribeOptions(word_timestamps=True, aligner=config.aligner, aligner_path=config.aligner_path)
+    try:
+        aligner = engine.aligner_for(options)
+    except ModelNotFoundError:
+        if config.aligner is not None or config.aligner_path is not None:
+            raise
+        return None
+    return None if aligner is None else aligner.spec.id
 
 
 async def _client_gone(receive) -> None:

@@ -80,12 +80,19 @@ class AudioRequest:
     stream: bool
 
 
-def parse_request(fields_: dict[str, list[str]], task: str, batch_size: int) -> AudioRequest:
+def parse_request(
+    fields_: dict[str, list[str]],
+    task: str,
+    batch_size: int,
+    aligner: str | None = None,
+    aligner_path: str | None = None,
+) -> AudioRequest:
     """The form's text fields (name -> values) -> an AudioRequest, or ApiError 400 naming the field.
 
     Fields OpenAI defines that polyasr has no use for (include[], chunking_strategy, ...) are ignored.
     batch_size: the server's; pieces of audio decoded in one pass (for Whisper, 1 is the sequential
     window loop and above 1 speech pieces; within either, it does not change the text).
+    aligner, aligner_path: the server's forced aligner for word timestamps (`ServerConfig`).
     """
     model = _one(fields_, "model")
     if not model:
@@ -113,6 +120,8 @@ def parse_request(fields_: dict[str, list[str]], task: str, batch_size: int) -> 
             initial_prompt=_one(fields_, "prompt") or None,
             batch_size=batch_size,
             word_timestamps=words,
+            aligner=aligner if words else None,
+            aligner_path=aligner_path,
         )
     except InvalidOptionError as e:
         raise api_error(e) from e
@@ -140,9 +149,20 @@ def temperature_ladder(value: str | None) -> tuple[float, ...]:
     return tuple(round(start + k * TEMPERATURE_STEP, 6) for k in range(steps + 1))
 
 
-def check_word_request(req: AudioRequest, model) -> None:
-    """Word granularity needs a model that has word timestamps (400 otherwise)."""
-    if "word" in req.granularities and req.response_format == "verbose_json" and not model.capabilities.word_timestamps:
+def check_word_request(req: AudioRequest, model, aligner: str | None = None) -> None:
+    """Word granularity needs a model that times its own words, or a forced aligner the server
+    loaded for it (`aligner`, its id); 400 otherwise, saying how to get one where there is."""
+    if "word" not in req.granularities or req.response_format != "verbose_json" or aligner is not None:
+        return
+    caps = model.capabilities
+    if caps.aligner is not None and not caps.word_timestamps:
+        raise ApiError(
+            400,
+            f"{model.name}'s word timestamps come from the forced aligner {caps.aligner}, which this server "
+            "has not loaded: start it with --aligner-path DIR, or ask for timestamp_granularities[]=segment",
+            param="timestamp_granularities",
+        )
+    if not caps.word_timestamps:
         raise ApiError(
             400,
             f"{model.name} does not produce word timestamps; ask for timestamp_granularities[]=segment",

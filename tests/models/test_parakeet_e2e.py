@@ -188,6 +188,28 @@ def test_ten_minutes_run_in_chunks_with_every_word_once(engine, fixtures_dir):
     assert [s.text for s in first] == [s.text for s in head.segments if s.end <= 24.0]
 
 
+def test_batched_files_equal_one_by_one(engine, fixtures_dir):
+    """Chunks of several files share padded batches (`transcribe_many`, as the server batches
+    requests) and each file still gets what it gets alone: words, times, confidences."""
+    audios = [load_audio(fixtures_dir / f) for f in ("en_short.wav", "ru_short.wav", "en_medium.wav")]
+    audios.append(audios[0][:1600])  # 0.1 s: two encoder frames
+    opts = dict(chunk_secs=6.0, word_timestamps=True)
+    assert engine.model.batches_inputs(TranscribeOptions(**opts))
+    many = engine.model.transcribe_many(audios, TranscribeOptions(batch_size=5, **opts))
+    assert sum(out.chunks for out in many) > 5  # the medium file's chunks span two batches
+    for audio, out in zip(audios, many, strict=True):
+        one = engine.model.transcribe(audio, TranscribeOptions(batch_size=1, **opts))
+        assert [(s.start, s.end, s.text, s.tokens) for s in out.segments] == [
+            (s.start, s.end, s.text, s.tokens) for s in one.segments
+        ]
+        assert_close(
+            [s.confidence for s in out.segments],
+            [s.confidence for s in one.segments],
+            transducer_confidence_tolerance(engine.model.cfg),
+            what="confidences",
+        )
+
+
 @pytest.mark.slow
 def test_one_hour_runs_in_bounded_memory(checkpoints):
     """One hour of audio (230 MB of samples) in a fresh process: peak RSS stays bounded by the

@@ -47,3 +47,14 @@ def qwen_engine(qwen_dir):
     from polyasr import AsrEngine
 
     return AsrEngine.from_model(QWEN, qwen_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def aligner_dir(tmp_path_factory) -> Path:
+    """A random-weight Qwen3-ForcedAligner checkpoint: Qwen3-ASR's word timestamps come from it."""
+    pytest.importorskip("transformers.models.qwen3_asr")
+    from qwen3_aligner_refs import aligner_config, aligner_tokenizer, build_aligner, save_aligner
+
+    tok = aligner_tokenizer()
+    cfg = aligner_config(tok)
+    return save_aligner(build_aligner(cfg, seed=1), cfg, tok, tmp_path_factory.mktemp("serve-aligner") / "a", "qwen")

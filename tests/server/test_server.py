@@ -29,7 +29,7 @@ from serve_helpers import (
     running,
     subprocess_server,
 )
-from server_fixtures import _one_thread, qwen_dir, qwen_engine  # noqa: F401
+from server_fixtures import _one_thread, aligner_dir, qwen_dir, qwen_engine  # noqa: F401
 
 from polyasr import TranscribeOptions
 from polyasr.audio import load_audio
@@ -133,7 +133,22 @@ def test_word_granularity(server):
         transcribe(server, SHORT, QWEN, response_format="verbose_json", timestamp_granularities=["word"])
     error = e.value.body
     assert e.value.status_code == 400 and error["param"] == "timestamp_granularities"
-    assert "does not produce word timestamps" in error["message"]
+    assert "come from the forced aligner qwen3-forced-aligner-0.6b" in error["message"]
+    assert "--aligner-path" in error["message"]
+
+
+def test_word_granularity_through_the_forced_aligner(qwen_engine, aligner_dir):
+    """With --aligner-path, Qwen3-ASR's word answers are its transcript timed by the aligner, as
+    `transcribe --word-timestamps --aligner-path` gives them; the aligner loads with the server."""
+    opts = TranscribeOptions(batch_size=MAX_BATCH, word_timestamps=True, aligner_path=str(aligner_dir))
+    want = qwen_engine.transcribe_file(SHORT, opts)
+    words = [w for s in want.segments for w in s.words]
+    assert words and want.info["aligner"] == "qwen3-forced-aligner-0.6b"
+    with running({QWEN: qwen_engine}, max_batch=MAX_BATCH, aligner_path=str(aligner_dir)) as url:
+        got = transcribe(url, SHORT, QWEN, response_format="verbose_json", timestamp_granularities=["word"])
+        plain = transcribe(url, SHORT, QWEN, response_format="verbose_json")
+    assert [(w.word, w.start, w.end) for w in got.words] == [(w.text.strip(), w.start, w.end) for w in words]
+    assert got.text == plain.text == want.text and not getattr(plain, "words", None)
 
 
 @pytest.mark.slow
@@ -435,6 +450,14 @@ def test_serve_refuses_bad_settings_in_one_line(capsys):
     assert main(["serve", "--max-batch", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["polyasr: error: --max-batch must be >= 1, got 0"]
+
+
+def test_serve_with_a_missing_aligner_stops_at_start_in_one_line(qwen_dir, tmp_path, capsys):
+    """--aligner-path is loaded with the models: a wrong one stops `polyasr serve` before it listens."""
+    args = ["serve", "--model", QWEN, "--model-path", str(qwen_dir), "--device", "cpu"]
+    assert main([*args, "--aligner-path", str(tmp_path / "missing"), "--port", "1"]) == 4  # model not found
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("polyasr: error: ") and "qwen3-forced-aligner-0.6b" in err[0]
 
 
 @pytest.mark.slow
