@@ -7,8 +7,8 @@ requests from client threads over HTTP (the multipart upload, the decode of the 
 and the JSON answer are all in the timing). A model that batches across inputs
 (`capabilities.batched_inputs`: Whisper with batch_size > 1, Parakeet, Qwen3-ASR) decodes a batch
 in one call (one padded encoder pass). The server decodes every request with batch_size =
---max-batch: batching on, Whisper decodes speech pieces (Silero VAD, `models/whisper/pieces.py`) and the requests of a batch share
-the encoder pass and the decoder's steps. Batching off is --max-batch 1 with the same
+--max-batch: batching on, Whisper decodes speech pieces (Silero VAD, `models/whisper/pieces.py`)
+and the requests of a batch share the encoder pass and the decoder's steps. Batching off is --max-batch 1 with the same
 --batch-size 16: the same decoding of each request, one request per model call (with --max-batch 1
 alone, batch_size would be 1 too, and Whisper would decode another way: its 30 s window loop).
 
