@@ -324,21 +324,24 @@ def _search(tok, n_windows: int, opts, temperature: float, rngs):
     return _Sampling(tok, n_windows, group, temperature, rngs, opts.length_penalty)
 
 
-def decode_batch(m, features, initial: list[list[int]], opts, temperature: float, rngs, on_first_token=None):
+def decode_batch(
+    m, features, initial: list[list[int]], opts, temperature: float, rngs, on_first_token=None, cross=None
+):
     """Decode N windows' features (N, T, d) together at one temperature -> N DecodeResults.
 
     initial: each window's given tokens (`initial_tokens`), all of one length; rngs: each window's
     sampler. A window's rows (beams, best-of candidates) step together with every other window's
     on one KV cache, and leave it when their window is done; every row's cache grows by one
     position per step, so `sample_limit` bounds all of them.
-    on_first_token: called once when the first token has been chosen (latency measurement)."""
+    on_first_token: called once when the first token has been chosen (latency measurement).
+    cross: the windows' cross K/V (`net.cross_kv`), when computed already."""
     B, cfg, tok = m.B, m.cfg, m.tok
     n_initial = len(initial[0])
     limit = sample_limit(cfg, n_initial)
     rules = LogitRules(tok, cfg, n_initial, opts)
     search = _search(tok, len(initial), opts, temperature, rngs)
     # The given tokens are the same in every row of a window: decoded once per window, then copied.
-    cache = net.new_cache(m.params, cfg, B, features, n_initial + limit - 1)
+    cache = net.new_cache(m.params, cfg, B, features, n_initial + limit - 1, cross=cross)
     hidden = net.decode(m.params, cfg, B, B.asarray(np.array(initial, dtype=np.int64)), cache)
     search.no_speech = _no_speech_probs(m, hidden, initial[0].index(tok.sot))
     hidden = hidden[:, -1:]
@@ -360,12 +363,12 @@ def decode_batch(m, features, initial: list[list[int]], opts, temperature: float
 
 
 def decode_window(
-    m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None
+    m, audio_features, prompt, sot_seq, opts, temperature: float, rng, on_first_token=None, cross=None
 ) -> DecodeResult:
     """Decode one window's features (1, T, d) at one temperature: beam search at 0 (greedy with
     beam_size 1), the best of `opts.best_of` samples above."""
     initial = initial_tokens(m.tok, m.cfg, prompt, sot_seq, opts.without_timestamps)
-    return decode_batch(m, audio_features, [initial], opts, temperature, [rng], on_first_token)[0]
+    return decode_batch(m, audio_features, [initial], opts, temperature, [rng], on_first_token, cross)[0]
 
 
 def _no_speech_probs(m, hidden, sot_at: int) -> list[float]:
@@ -394,25 +397,30 @@ def needs_fallback(result: DecodeResult, opts) -> bool:
     return failed
 
 
-def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first_token=None) -> DecodeResult:
+def decode_with_fallback(m, audio_features, prompt, sot_seq, opts, rng, on_first_token=None, cross=None):
     """Retry at the next temperature while `needs_fallback`; the last temperature's result is
-    returned even if it fails too (the reference keeps it)."""
+    returned even if it fails too (the reference keeps it). The cross K/V is computed once for all."""
     result = None
+    cross = cross if cross is not None else net.cross_kv(m.params, m.cfg, m.B, audio_features)
     for t in opts.temperatures:
-        result = decode_window(m, audio_features, prompt, sot_seq, opts, t, rng, on_first_token)
+        result = decode_window(m, audio_features, prompt, sot_seq, opts, t, rng, on_first_token, cross)
         on_first_token = None
         if not needs_fallback(result, opts):
             break
     return result
 
 
-def decode_batch_with_fallback(m, features, initial: list[list[int]], opts, rngs) -> list[DecodeResult]:
+def decode_batch_with_fallback(m, features, initial: list[list[int]], opts, rngs, cross=None) -> list[DecodeResult]:
     """`decode_batch` of N windows, then the windows that `needs_fallback` again, together, at the
     next temperature; each keeps the last temperature's result as `decode_with_fallback` does."""
     results, todo = [None] * len(initial), list(range(len(initial)))
+    cross = cross if cross is not None else net.cross_kv(m.params, m.cfg, m.B, features)
     for t in opts.temperatures:
-        part = features if len(todo) == len(initial) else m.B.take_rows(features, todo)
-        for i, result in zip(todo, decode_batch(m, part, [initial[i] for i in todo], opts, t, [rngs[i] for i in todo])):
+        part, part_cross = features, cross
+        if len(todo) != len(initial):
+            part, part_cross = m.B.take_rows(features, todo), net.take_cross_kv(m.B, cross, todo)
+        found = decode_batch(m, part, [initial[i] for i in todo], opts, t, [rngs[i] for i in todo], cross=part_cross)
+        for i, result in zip(todo, found):
             results[i] = result
         todo = [i for i in todo if needs_fallback(results[i], opts)]
         if not todo:
@@ -420,15 +428,22 @@ def decode_batch_with_fallback(m, features, initial: list[list[int]], opts, rngs
     return results
 
 
-def detect_language(m, audio_features) -> tuple[str, float]:
+def detect_language(m, audio_features, cross=None) -> tuple[str, float]:
     """Most likely language of one window's features (1, T, d), with its probability."""
+    return detect_languages(m, audio_features, cross)[0]
+
+
+def detect_languages(m, audio_features, cross=None) -> list[tuple[str, float]]:
+    """Most likely language of each window's features (N, T, d), with its probability: one
+    decoder step of <|startoftranscript|> for all of them. cross: their `net.cross_kv`, if computed."""
     B, tok = m.B, m.tok
-    cache = net.new_cache(m.params, m.cfg, B, audio_features, 1)
-    hidden = net.decode(m.params, m.cfg, B, B.asarray(np.array([[tok.sot]], dtype=np.int64)), cache)
-    logits = B.to_numpy(net.logits(m.params, B, hidden))[0, 0]
+    n = audio_features.shape[0]
+    cache = net.new_cache(m.params, m.cfg, B, audio_features, 1, cross=cross)
+    hidden = net.decode(m.params, m.cfg, B, B.asarray(np.full((n, 1), tok.sot, dtype=np.int64)), cache)
+    logits = B.to_numpy(net.logits(m.params, B, hidden))[:, 0]
     codes = list(tok.languages)
-    lang_logits = logits[[tok.languages[c] for c in codes]]
-    p = np.exp(lang_logits - lang_logits.max())
-    p /= p.sum()
-    k = int(p.argmax())
-    return codes[k], float(p[k])
+    lang_logits = logits[:, [tok.languages[c] for c in codes]]
+    p = np.exp(lang_logits - lang_logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    best = p.argmax(axis=1)
+    return [(codes[k], float(row[k])) for k, row in zip(best, p)]

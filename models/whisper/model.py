@@ -95,19 +95,34 @@ class KVCache:
     shared: int = 0
 
 
-def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1) -> KVCache:
-    """Empty self-attention cache for `group` sequences per audio of `max_len` tokens, plus the
-    cross K/V of `audio_features` (N, T, d)."""
-    n, h = audio_features.shape[0], cfg.decoder_attention_heads
-    shape = (n * group, h, max_len, cfg.d_model // h)
-    cache = KVCache([], [], [], [], group=group)
+def cross_kv(params, cfg, B, audio_features) -> tuple[list, list]:
+    """The cross-attention keys and values of `audio_features` (N, T, d), per decoder layer, each
+    (N, H, T, D): computed once per window and shared by everything that decodes over it (language
+    detection, every temperature of the fallback)."""
+    h, keys, values = cfg.decoder_attention_heads, [], []
     for i in range(cfg.decoder_layers):
-        cache.self_k.append(B.zeros(shape))
-        cache.self_v.append(B.zeros(shape))
         k, v = B.split(_lin(params, B, audio_features, f"decoder.blocks.{i}.cross_attn.kv"), [cfg.d_model] * 2)
         # Contiguous once here, or attention would copy the strided views at every decoded token.
-        cache.cross_k.append(B.contiguous(B.split_heads(k, h)))
-        cache.cross_v.append(B.contiguous(B.split_heads(v, h)))
+        keys.append(B.contiguous(B.split_heads(k, h)))
+        values.append(B.contiguous(B.split_heads(v, h)))
+    return keys, values
+
+
+def take_cross_kv(B, cross: tuple[list, list], rows) -> tuple[list, list]:
+    """The cross K/V of some windows (host ints) of a `cross_kv`."""
+    return tuple([B.take_rows(x, rows) for x in part] for part in cross)
+
+
+def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1, cross=None) -> KVCache:
+    """Empty self-attention cache for `group` sequences per audio of `max_len` tokens, plus the
+    cross K/V of `audio_features` (N, T, d), or `cross` when that was computed already (`cross_kv`)."""
+    n, h = audio_features.shape[0], cfg.decoder_attention_heads
+    shape = (n * group, h, max_len, cfg.d_model // h)
+    keys, values = cross if cross is not None else cross_kv(params, cfg, B, audio_features)
+    cache = KVCache([], [], list(keys), list(values), group=group)
+    for _ in range(cfg.decoder_layers):
+        cache.self_k.append(B.zeros(shape))
+        cache.self_v.append(B.zeros(shape))
     return cache
 
 

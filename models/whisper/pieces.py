@@ -29,6 +29,7 @@ from polyasr.models.whisper.decode import (
     TIME_PRECISION,
     decode_batch_with_fallback,
     detect_language,
+    detect_languages,
     initial_tokens,
     needs_fallback,
 )
@@ -144,8 +145,9 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
     for first in range(0, len(pieces), opts.batch_size):
         batch = pieces[first : first + opts.batch_size]
         features = _encode(m, [p.audio(audios[p.file]) for p in batch], log)
-        _detect(m, batch, features, files, log)
         t0 = time.perf_counter()
+        cross = net.cross_kv(m.params, m.cfg, m.B, features)  # shared by detection and every temperature
+        _detect(m, batch, features, cross, files)
         initial = [
             initial_tokens(
                 m.tok, m.cfg, prompt, m.tok.sot_sequence(files.languages[p.file], opts.task), opts.without_timestamps
@@ -153,7 +155,7 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
             for p in batch
         ]
         rngs = [np.random.default_rng([opts.seed, p.file, first + j]) for j, p in enumerate(batch)]
-        results = decode_batch_with_fallback(m, features, initial, opts, rngs)
+        results = decode_batch_with_fallback(m, features, initial, opts, rngs, cross)
         if log.first_token_secs is None:
             log.first_token_secs = time.perf_counter() - log.started
         log.add("decoder", t0)
@@ -185,14 +187,19 @@ def _encode(m, pieces_audio: list[np.ndarray], log):
     return features
 
 
-def _detect(m, batch, features, files: _Files, log):
-    """The language of each file whose first piece is in this batch, from that piece."""
-    t0 = time.perf_counter()
+def _detect(m, batch, features, cross, files: _Files):
+    """The language of each file whose first piece is in this batch, from that piece (one decoder
+    step for all of them)."""
+    rows = {}  # file -> its first row in the batch
     for j, piece in enumerate(batch):
         if files.languages[piece.file] is None:
-            lang, p = detect_language(m, features[j : j + 1])
-            files.languages[piece.file], files.language_probability[piece.file] = lang, p
-    log.add("decoder", t0)
+            rows.setdefault(piece.file, j)
+    if not rows:
+        return
+    index = list(rows.values())
+    found = detect_languages(m, m.B.take_rows(features, index), net.take_cross_kv(m.B, cross, index))
+    for file, (lang, p) in zip(rows, found):
+        files.languages[file], files.language_probability[file] = lang, p
 
 
 def _detect_whole(m, audio, log):

@@ -52,11 +52,15 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
     feats = WhisperFeatures(audio, cfg.num_mel_bins, cfg.n_audio_frames, m.B)
     t0 = log.add("features", t0)
     language = m.reported_language(opts)  # checked against the tokenizer's languages before any work
+    detected = None  # the first window's encoder output and cross K/V, when detection made them
     if language is None:
         af = net.encode(m.params, cfg, m.B, feats.window(0, cfg.n_audio_frames, zero_pad=False))
         m.B.evaluate(af)  # lazy (MLX) and asynchronous (CUDA) backends: the encoder's time is counted here
-        language, log.language_probability = detect_language(m, af)
+        cross = net.cross_kv(m.params, cfg, m.B, af)
+        language, log.language_probability = detect_language(m, af, cross)
         log.add("encoder", t0)
+        if feats.content_frames >= cfg.n_audio_frames:  # a full first window is the mel detection saw
+            detected = af, cross
     sot_seq = tok.sot_sequence(language, opts.task)
     all_tokens = tok.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     prompt_from, seek, segments = 0, 0, []
@@ -69,13 +73,17 @@ def transcribe(m, audio: np.ndarray, opts, progress=None):
         size = min(cfg.n_audio_frames, feats.content_frames - seek)
         offset = seek * feats.hop / m.sample_rate
         t0 = time.perf_counter()
-        mel = feats.window(seek, size)
-        t0 = log.add("features", t0)
-        af = net.encode(m.params, cfg, m.B, mel)
-        m.B.evaluate(af)
-        t0 = log.add("encoder", t0)
+        cross = None
+        if seek == 0 and detected is not None:
+            (af, cross), detected = detected, None
+        else:
+            mel = feats.window(seek, size)
+            t0 = log.add("features", t0)
+            af = net.encode(m.params, cfg, m.B, mel)
+            m.B.evaluate(af)
+            t0 = log.add("encoder", t0)
         first_token = None if log.windows else (lambda: setattr(log, "first_token_secs", time.perf_counter() - start))
-        result = decode_with_fallback(m, af, all_tokens[prompt_from:], sot_seq, opts, rng, first_token)
+        result = decode_with_fallback(m, af, all_tokens[prompt_from:], sot_seq, opts, rng, first_token, cross)
         log.add("decoder", t0)
         log.windows += 1
         log.fallbacks += result.temperature > 0

@@ -108,3 +108,56 @@ def test_batched_pieces_carry_words_near_the_sequential_ones(whisper_tiny_en_eng
     assert len(shared) >= 0.8 * len(ours)
     # One VAD piece starting near 0: the same audio under the same weights, so the same places.
     assert max(abs(start - theirs[t]) for t, start in shared) < 0.2
+
+
+@pytest.mark.slow
+def test_detection_shares_the_batch_encoder_and_cross_attention(whisper_base_engine, fixtures_dir, monkeypatch):
+    """Without a forced language, the files of a batch are detected in one decoder step over the
+    cross K/V their decoding then uses: one `cross_kv` per batch, each language (and probability)
+    the one a window detected alone gets."""
+    from polyasr.models.whisper import decode, pieces
+    from polyasr.models.whisper import model as net
+
+    m = whisper_base_engine.model
+    audios = [load_audio(fixtures_dir / f) for f in ("en_short.wav", "en_medium.wav")]
+    cross_calls, detected = [], []
+    cross_kv, detect_languages = net.cross_kv, decode.detect_languages
+
+    def spy_cross(params, cfg, B, features):
+        cross_calls.append(features.shape[0])
+        return cross_kv(params, cfg, B, features)
+
+    def spy_detect(m_, features, cross=None):
+        detected.append(features)
+        return detect_languages(m_, features, cross)
+
+    monkeypatch.setattr(net, "cross_kv", spy_cross)
+    monkeypatch.setattr(pieces, "detect_languages", spy_detect)
+    files = transcribe_batched(m, audios, TranscribeOptions(batch_size=8), WindowLog())
+    assert sum(files.pieces) <= 8 and cross_calls == [sum(files.pieces)]  # one batch, one cross K/V
+    (features,) = detected
+    assert features.shape[0] == 2 and files.languages == ["en", "en"]
+    monkeypatch.undo()
+    for row, probability in enumerate(files.language_probability):
+        language, alone = decode.detect_language(m, features[row : row + 1])
+        assert language == files.languages[row] and alone == pytest.approx(probability, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_full_first_window_is_encoded_once_for_detection_and_decoding(whisper_base_engine, fixtures_dir, monkeypatch):
+    """Sequential windows without a forced language: a first window of a full 30 s is the mel the
+    detection saw, so its encoder output and cross K/V are reused, and the text is the one decoding
+    with that language forced gives."""
+    from polyasr.models.whisper import model as net
+
+    audio = load_audio(fixtures_dir / "en_long.wav")
+    assert audio_duration(audio) > 30
+    encoded, encode = [], net.encode
+    monkeypatch.setattr(net, "encode", lambda *a: encoded.append(1) or encode(*a))
+    auto = whisper_base_engine.transcribe(audio, TranscribeOptions(batch_size=1))
+    assert auto.language == "en" and len(encoded) == auto.info["chunks"]
+    forced = whisper_base_engine.transcribe(audio, TranscribeOptions(batch_size=1, language="en"))
+    assert [(s.start, s.end, s.text) for s in auto.segments] == [(s.start, s.end, s.text) for s in forced.segments]
+    encoded.clear()
+    short = whisper_base_engine.transcribe(audio[: 10 * SR], TranscribeOptions(batch_size=1))
+    assert len(encoded) == short.info["chunks"] + 1  # a short file's detection sees the padded signal
