@@ -32,11 +32,6 @@ class WideLinear:
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight_t.shape)
 
-    @property
-    def nbytes(self) -> int:
-        n = self.weight_t.numel() * self.weight_t.element_size()
-        return n * (2 if self.packed is not None else 1)
-
     def linear(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] == 1:

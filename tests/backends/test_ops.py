@@ -333,7 +333,10 @@ def case_sync_points(B):
 
 @case("prepare_linear", "linear")
 def case_linear(B):
-    for shape, cout, bias in (((2, 5, 7), 3, True), ((1, 7), 3, False), ((1, 1, 33), 1, True), ((4, 1), 6, True)):
+    wide = 16384  # a vocabulary-wide output: torch's CPU layout for it differs by row count (`WideLinear`)
+    cases = (((2, 5, 7), 3, True), ((1, 7), 3, False), ((1, 1, 33), 1, True), ((4, 1), 6, True))
+    cases += (((1, 1, 16), wide, True), ((3, 1, 16), wide, False), ((5, 16), wide, True), ((1, 16), wide, False))
+    for shape, cout, bias in cases:
         x, w = f32(*shape), f32(cout, shape[-1])
         b = f32(cout) if bias else None
         y = B.linear(B.asarray(x), B.prepare_linear(B.asarray(w)), None if b is None else B.asarray(b))
@@ -1021,3 +1024,23 @@ def test_backend_class_implements_every_member_with_the_protocols_signature(name
         )
     missing = [a for a in attributes if not hasattr(backend, a)]
     assert not missing, f"{type(backend).__name__} lacks the attributes {missing}"
+
+
+def test_torch_wide_linear_packs_its_copy_on_the_first_multi_row_call():
+    """A vocabulary-wide fp32 weight on torch's CPU backend: one row multiplies the (Cin, Cout)
+    copy, and the oneDNN-packed copy is made only once several rows come (then reused)."""
+    from polyasr.backends.torch import TorchBackend
+    from polyasr.backends.torch_wide_linear import WIDE_OUTPUT, WideLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN")
+    B = TorchBackend("cpu", "float32")
+    w = B.prepare_linear(B.asarray(f32(WIDE_OUTPUT, 8)))
+    assert isinstance(w, WideLinear) and w.shape == (8, WIDE_OUTPUT) and w.packed is None
+    B.linear(B.asarray(f32(1, 1, 8)), w)
+    assert w.packed is None
+    B.linear(B.asarray(f32(4, 1, 8)), w)
+    packed = w.packed
+    B.linear(B.asarray(f32(2, 8)), w)
+    assert packed is not None and w.packed is packed
+    assert not isinstance(B.prepare_linear(B.asarray(f32(WIDE_OUTPUT - 1, 8))), WideLinear)
