@@ -111,7 +111,8 @@ class EncoderPlan:
     """Host-side index arrays of one batch (see `plan_encoder`)."""
 
     chunks: np.ndarray  # (n_chunks,) index into the (B * chunks_per_item) chunk grid
-    tokens_rows: np.ndarray  # (N,) the kept conv tokens (index into n_chunks * per_chunk), in window order
+    tokens_rows: np.ndarray | None  # (N,) the kept conv tokens (index into n_chunks * per_chunk), in window
+    # order; None when that is all of them in order (one item of whole chunks)
     windows: list[tuple[int, int, int]]  # (first token, windows, tokens per window): runs of equal windows
     restore: np.ndarray | None  # (N,) window order -> items' tokens in order; None when they coincide
     tokens: list[int]  # encoder output length per item
@@ -146,9 +147,10 @@ def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
             windows.append([start, 1, e - s])
         start += e - s
     in_order = bool(np.all(order == np.arange(order.size)))
+    rows = np.asarray(kept, np.int64)[order]
     return EncoderPlan(
         np.asarray(chunks, np.int64),
-        np.asarray(kept, np.int64)[order],
+        None if np.array_equal(rows, np.arange(len(chunks) * per_chunk)) else rows,
         [tuple(w) for w in windows],
         None if in_order else np.argsort(order),
         [audio_tokens(f, cfg) for f in frames],
@@ -203,7 +205,9 @@ def encode(params, cfg, B, mel, frames):
     chunks = B.transpose(mel.reshape(n_items, n_mels, grid, a.chunk_frames), (0, 2, 1, 3))
     chunks = chunks.reshape(n_items * grid, 1, n_mels, a.chunk_frames)[B.asarray(plan.chunks)]
     x = _conv_stem(params, cfg, B, chunks) + params["audio_tower.positions"]
-    x = x.reshape(-1, a.d_model)[B.asarray(plan.tokens_rows)]  # (N, d): kept tokens, packed in window order
+    x = x.reshape(-1, a.d_model)  # (N, d): kept tokens, packed in window order
+    if plan.tokens_rows is not None:
+        x = x[B.asarray(plan.tokens_rows)]
     for i in range(a.encoder_layers):
         x = _encoder_layer(params, cfg, B, x, plan.windows, i)
     if plan.restore is not None:
