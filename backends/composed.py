@@ -50,6 +50,10 @@ class ComposedOps:
         gate, up = self.split(gate_up, [gate_up.shape[-1] // 2] * 2)
         return self.silu(gate) * up
 
+    # ---- convolutions -------------------------------------------------------------------------
+    def conv2d_gelu(self, x, w, b=None, stride: int = 1, padding: int = 0):
+        return self.gelu(self.conv2d(x, w, b, stride, padding))
+
     # ---- positions ----------------------------------------------------------------------------
     def rope_tables(self, length: int, dim: int, base: float):
         # angles in fp32 as the upstream models compute them (the product's rounding at large

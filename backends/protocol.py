@@ -141,6 +141,11 @@ class Backend(Protocol):
         both axes; groups = Cin is depthwise. Not channels-last: its users are conv stems over
         (time, frequency) that flatten (Cout, W') per frame right after."""
 
+    def conv2d_gelu(self, x: Array, w: Array, b: Array | None = None, stride: int = 1, padding: int = 0) -> Array:
+        """gelu(conv2d(x, w, b, stride, padding)): a conv stem's layer (groups = 1). The result's
+        memory layout is the backend's choice (torch on the CPU keeps it channels-last, the layout
+        its next convolution runs fastest on); its shape is conv2d's."""
+
     def depthwise_conv1d(self, x: Array, w: Array, b: Array | None = None, padding: int = 0) -> Array:
         """Per-channel convolution along time: x (B, T, C), w (C, K), b (C,) ->
         (B, T + 2 * padding - K + 1, C); out[b, t, c] = b[c] + sum_k w[c, k] x[b, t + k - padding, c]."""

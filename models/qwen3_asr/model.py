@@ -9,9 +9,10 @@ Audio encoder ("AuT", as Qwen's `Qwen3ASRAudioEncoder` computes it):
   attention windows of `post-conv frames per chunk * (n_window_infer // (2 * n_window))` tokens
   (13 * 8 = 104, 8 s, for the released models); a token attends only inside its window. Then
   pre-LN transformer layers, `ln_post`, and the projector proj1 -> GELU -> proj2 to the LLM width.
-  A batch packs every item's kept tokens into one (N, d) sequence for the per-token work; only
-  attention gathers them into windows padded to one length, with padded keys masked, so an item's
-  output does not depend on its batch and no matmul runs on padding.
+  A batch packs every item's kept tokens into one (N, d) sequence for the per-token work, ordered
+  window by window, the windows sorted by length: attention then runs on each run of equal windows
+  as a view, with no padding and no mask, so an item's output does not depend on its batch and no
+  matmul runs on padding.
 
 Decoder: Qwen3 (pre-RMSNorm; GQA with per-head RMSNorm on q and k before RoPE; SwiGLU MLP),
 run on prompt embeddings in which the audio placeholder tokens are replaced by the encoder output.
@@ -110,15 +111,18 @@ class EncoderPlan:
     """Host-side index arrays of one batch (see `plan_encoder`)."""
 
     chunks: np.ndarray  # (n_chunks,) index into the (B * chunks_per_item) chunk grid
-    tokens_rows: np.ndarray  # (N,) the kept conv tokens (index into n_chunks * per_chunk), items in order
-    window_rows: np.ndarray  # (n_windows, W) index into the N kept tokens (padding: 0)
-    window_keep: np.ndarray  # (n_windows, W) bool, True on real tokens
-    out_rows: np.ndarray  # (N,) index into the flat windows (n_windows * W): where each kept token is
+    tokens_rows: np.ndarray | None  # (N,) the kept conv tokens (index into n_chunks * per_chunk), in window
+    # order; None when that is all of them in order (one item of whole chunks)
+    windows: list[tuple[int, int, int]]  # (first token, windows, tokens per window): runs of equal windows
+    restore: np.ndarray | None  # (N,) window order -> items' tokens in order; None when they coincide
     tokens: list[int]  # encoder output length per item
 
 
 def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
-    """Which chunks run, which conv tokens are kept, which kept tokens share an attention window.
+    """Which chunks run, which conv tokens are kept, and the order the encoder keeps them in: every
+    attention window's tokens adjacent, the windows sorted by length (the full ones first), so each
+    run of equal windows is a plain (windows, length, d) view of the packed tokens, with no padding
+    to mask and no gather per layer; the items' order is restored once, after the last layer.
 
     frames: valid mel frames per item; grid_chunks: chunks per item in the padded (B, n_mels, T) batch.
     """
@@ -133,17 +137,22 @@ def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
             kept += range(len(chunks) * per_chunk, len(chunks) * per_chunk + valid)
             chunks.append(b * grid_chunks + c)
         spans += [(s, min(s + window, len(kept))) for s in range(first, len(kept), window)]
-    width = max((e - s for s, e in spans), default=1)
-    rows = np.zeros((len(spans), width), np.int64)
-    keep = np.zeros((len(spans), width), bool)
-    for i, (s, e) in enumerate(spans):
-        rows[i, : e - s], keep[i, : e - s] = np.arange(s, e), True
+    spans.sort(key=lambda span: span[0] - span[1])  # stable: longest first, items in order within a length
+    order = np.concatenate([np.arange(s, e) for s, e in spans]) if spans else np.zeros(0, np.int64)
+    windows, start = [], 0
+    for s, e in spans:
+        if windows and windows[-1][2] == e - s:
+            windows[-1][1] += 1
+        else:
+            windows.append([start, 1, e - s])
+        start += e - s
+    in_order = bool(np.all(order == np.arange(order.size)))
+    rows = np.asarray(kept, np.int64)[order]
     return EncoderPlan(
         np.asarray(chunks, np.int64),
-        np.asarray(kept, np.int64),
-        rows,
-        keep,
-        np.flatnonzero(keep.reshape(-1)),
+        None if np.array_equal(rows, np.arange(len(chunks) * per_chunk)) else rows,
+        [tuple(w) for w in windows],
+        None if in_order else np.argsort(order),
         [audio_tokens(f, cfg) for f in frames],
     )
 
@@ -156,22 +165,26 @@ def _conv_stem(params, cfg, B, x, group: int = 64):
         y = x[s : s + group]
         for i in (1, 2, 3):
             p = f"audio_tower.conv2d{i}"
-            y = B.gelu(B.conv2d(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1))
+            y = B.conv2d_gelu(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1)
         # (n, C, F, T) -> (n, T, C * F), channel-major as upstream flattens it
         y = B.merge_heads(B.transpose(y, (0, 1, 3, 2)))
         outs.append(B.linear(y, params["audio_tower.conv_out.weight"]))
     return outs[0] if len(outs) == 1 else B.concat(outs, axis=0)
 
 
-def _encoder_layer(params, cfg, B, x, plan, keep, i):
-    """x (N, d): an encoder layer on the packed tokens; only attention sees the (windows, W) layout."""
+def _encoder_layer(params, cfg, B, x, windows, i):
+    """x (N, d): an encoder layer on the packed tokens (window order); attention runs on each run of
+    equal windows as a (windows, length, d) view."""
     a, p = cfg.audio, f"audio_tower.layers.{i}"
+    d, n = a.d_model, a.encoder_attention_heads
     h = B.layer_norm(x, params[f"{p}.self_attn_layer_norm.weight"], params[f"{p}.self_attn_layer_norm.bias"])
-    qkv = B.linear(h, params[f"{p}.self_attn.qkv.weight"], params[f"{p}.self_attn.qkv.bias"])[plan[0]]
-    q, k, v = B.split(qkv, [a.d_model] * 3)  # (n_windows, W, d) each
-    n = a.encoder_attention_heads
-    o = B.attention(B.split_heads(q, n), B.split_heads(k, n), B.split_heads(v, n), mask=keep)
-    o = B.merge_heads(o).reshape(-1, a.d_model)[plan[1]]  # back to (N, d)
+    qkv = B.linear(h, params[f"{p}.self_attn.qkv.weight"], params[f"{p}.self_attn.qkv.bias"])
+    outs = []
+    for start, count, length in windows:
+        q, k, v = B.split(qkv[start : start + count * length].reshape(count, length, 3 * d), [d] * 3)
+        o = B.attention(B.split_heads(q, n), B.split_heads(k, n), B.split_heads(v, n))
+        outs.append(B.merge_heads(o).reshape(count * length, d))
+    o = outs[0] if len(outs) == 1 else B.concat(outs, axis=0)
     x = x + B.linear(o, params[f"{p}.self_attn.out_proj.weight"], params[f"{p}.self_attn.out_proj.bias"])
     h = B.layer_norm(x, params[f"{p}.final_layer_norm.weight"], params[f"{p}.final_layer_norm.bias"])
     h = B.gelu(B.linear(h, params[f"{p}.fc1.weight"], params[f"{p}.fc1.bias"]))
@@ -192,11 +205,13 @@ def encode(params, cfg, B, mel, frames):
     chunks = B.transpose(mel.reshape(n_items, n_mels, grid, a.chunk_frames), (0, 2, 1, 3))
     chunks = chunks.reshape(n_items * grid, 1, n_mels, a.chunk_frames)[B.asarray(plan.chunks)]
     x = _conv_stem(params, cfg, B, chunks) + params["audio_tower.positions"]
-    x = x.reshape(-1, a.d_model)[B.asarray(plan.tokens_rows)]  # (N, d): kept tokens, packed
-    rows = (B.asarray(plan.window_rows), B.asarray(plan.out_rows))
-    keep = B.asarray(plan.window_keep)[:, None, None, :]
+    x = x.reshape(-1, a.d_model)  # (N, d): kept tokens, packed in window order
+    if plan.tokens_rows is not None:
+        x = x[B.asarray(plan.tokens_rows)]
     for i in range(a.encoder_layers):
-        x = _encoder_layer(params, cfg, B, x, rows, keep, i)
+        x = _encoder_layer(params, cfg, B, x, plan.windows, i)
+    if plan.restore is not None:
+        x = x[B.asarray(plan.restore)]
     x = B.layer_norm(x, params["audio_tower.ln_post.weight"], params["audio_tower.ln_post.bias"])
     x = B.gelu(B.linear(x, params["audio_tower.proj1.weight"], params["audio_tower.proj1.bias"]))
     return B.linear(x, params["audio_tower.proj2.weight"], params["audio_tower.proj2.bias"]), plan.tokens

@@ -25,6 +25,9 @@ pytest.importorskip("transformers.models.qwen3_asr")
 # (see README), so only such lengths have one answer for both.
 SINGLE = [16000 * 3 + 123]
 BATCH = [16000 * 3 + 160 * 7, 16000 * 1 + 160 * 3, 16000 * 5 + 160]
+# Last attention windows (26 tokens at n_window_infer=200) of 14, 7, 13 and 10 tokens, full ones before:
+# the encoder runs each length as its own run of windows and restores the items' order after.
+TAILS = [16000 * 3 + 160 * 7, 16000 * 2 + 160 * 50, 16000 * 1, 16000 * 4 + 160 * 80]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,7 @@ def test_features_equal_the_reference_extractors(setup):
         )
 
 
-@pytest.mark.parametrize("lengths", [SINGLE, BATCH], ids=["single", "batched"])
+@pytest.mark.parametrize("lengths", [SINGLE, BATCH, TAILS], ids=["single", "batched", "window-lengths"])
 def test_encoder_output(setup, lengths):
     ref, models, _ = setup
     for layout, m in models.items():
