@@ -40,6 +40,7 @@ from polyasr.result import Word
 PIECE_SECS = 30.0
 # faster-whisper's batched pipeline: regions no longer than a window, pauses of 160 ms end one
 VAD_SETTINGS = {"max_speech_duration_s": PIECE_SECS, "min_silence_duration_ms": 160}
+MIN_REST_SECS = 0.5  # the shortest rest of a piece decoded again (`undecoded_from`)
 
 
 @dataclass
@@ -55,6 +56,15 @@ class Piece:
 
     def audio(self, audio: np.ndarray) -> np.ndarray:
         return np.concatenate([audio[s:e] for s, e in self.regions])
+
+    def after(self, offset: int) -> Piece:
+        """The piece from `offset` samples into it (its remaining regions, the first one cut)."""
+        regions, into = [], 0
+        for s, e in self.regions:
+            if into + (e - s) > offset:
+                regions.append((s + max(offset - into, 0), e))
+            into += e - s
+        return Piece(self.file, regions)
 
     def file_time(self, t: float, sample_rate: int, is_end: bool = False) -> float:
         """Seconds into the piece -> seconds into the file. A time on the seam of two regions is the
@@ -102,6 +112,24 @@ def speech_pieces(m, audios: list[np.ndarray], opts) -> list[list[Piece]]:
     return [merge_regions(i, regions, max_samples) for i, regions in enumerate(found)]
 
 
+def undecoded_from(tok, result, duration: float) -> float | None:
+    """Where in a piece (seconds) the speech its decoding left out starts, or None when it left none.
+
+    Whisper closes a segment and opens the next (a timestamp pair) before <|endoftext|> when it sees
+    speech it cannot finish before the window's end; the sequential loop then seeks to the closing
+    timestamp and decodes from there, and so must a piece, which is decoded only once. A rest
+    shorter than MIN_REST_SECS is left alone (it is mostly the padding after the speech)."""
+    tokens, tb = result.tokens, tok.timestamp_begin
+    is_ts = [t >= tb for t in tokens]
+    if len(tokens) < 2 or is_ts[-2:] == [False, True]:  # ends by closing its last segment: done
+        return None
+    pairs = [i for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    if not pairs:
+        return None
+    start = (tokens[pairs[-1]] - tb) * TIME_PRECISION
+    return start if 0 < start <= duration - MIN_REST_SECS else None
+
+
 def piece_segments(tok, result, duration: float) -> list[tuple[float, float, list[int], list[float]]]:
     """A piece's tokens cut at consecutive timestamp pairs -> (start, end, tokens, logprobs) in the
     piece's seconds. Text before the first timestamp starts at 0; text after the last one ends at
@@ -140,9 +168,10 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
     n, forced = len(audios), m.reported_language(opts)
     empty = lambda: [[] for _ in range(n)]  # noqa: E731
     files = _Files([forced] * n, empty(), [len(p) for p in per_file], [0] * n, [0] * n, empty(), [None] * n)
-    pieces = [p for ps in per_file for p in ps]
+    pieces = [p for ps in per_file for p in ps]  # grows by the rests decoding leaves (`undecoded_from`)
     prompt = m.tok.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    for first in range(0, len(pieces), opts.batch_size):
+    first = 0
+    while first < len(pieces):
         batch = pieces[first : first + opts.batch_size]
         features = _encode(m, [p.audio(audios[p.file]) for p in batch], log)
         t0 = time.perf_counter()
@@ -162,10 +191,17 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
         t0 = time.perf_counter()
         for j, (piece, result) in enumerate(zip(batch, results)):
             _collect(m, piece, result, opts, files, features[j : j + 1] if opts.word_timestamps else None)
+            rest = None if _is_silence(result, opts) else undecoded_from(m.tok, result, piece.samples / m.sample_rate)
+            if rest is not None:
+                pieces.append(piece.after(round(rest * m.sample_rate)))
+                files.pieces[piece.file] += 1
         if opts.word_timestamps:
             log.timings["words"] = log.timings.get("words", 0.0) + time.perf_counter() - t0
+        first += len(batch)
         if progress is not None:
-            progress(min(first + opts.batch_size, len(pieces)) / len(pieces))
+            progress(first / len(pieces))
+    for segments in files.segments:  # a rest's segments were collected after later pieces'
+        segments.sort(key=lambda seg: seg.start)
     for i in range(n):  # a file with no speech still reports a language when it must detect one
         if files.languages[i] is None:
             files.languages[i], files.language_probability[i] = _detect_whole(m, audios[i], log)

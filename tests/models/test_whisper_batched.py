@@ -16,7 +16,14 @@ from polyasr import TranscribeOptions
 from polyasr.audio import audio_duration, load_audio
 from polyasr.benchmark import word_error_rate
 from polyasr.models.whisper.decode import DecodeResult
-from polyasr.models.whisper.pieces import Piece, merge_regions, piece_segments, transcribe_batched
+from polyasr.models.whisper.pieces import (
+    Piece,
+    merge_regions,
+    piece_segments,
+    speech_pieces,
+    transcribe_batched,
+    undecoded_from,
+)
 from polyasr.models.whisper.pipeline import WindowLog
 
 SR = 16000
@@ -60,6 +67,45 @@ def test_piece_segments_cut_at_timestamp_pairs_and_keep_trailing_text():
     (only,) = piece_segments(_Tok, _result([7, 8]), duration=2.5)  # without timestamps: the whole piece
     assert only[:3] == (0.0, 2.5, [7, 8])
     assert piece_segments(_Tok, _result([]), duration=2.5) == []
+
+
+def test_speech_left_after_an_opened_segment_is_decoded_again():
+    """A piece whose tokens end by opening a segment (a timestamp pair, then <|endoftext|>) left the
+    speech from the closing stamp on undecoded: the sequential loop would seek there."""
+    tb = _Tok.timestamp_begin
+    opened = [tb, 1, 2, tb + 1200, tb + 1200]  # closes at 24 s, opens again, stops
+    assert undecoded_from(_Tok, _result(opened), duration=27.0) == pytest.approx(24.0)
+    assert undecoded_from(_Tok, _result(opened), duration=24.3) is None  # only padding after it
+    assert undecoded_from(_Tok, _result([tb, 1, 2, tb + 1200]), duration=27.0) is None  # closed: done
+    assert undecoded_from(_Tok, _result([tb, 1, tb + 50, tb + 50, 3, 4]), duration=27.0) == 1.0  # cut text
+    assert undecoded_from(_Tok, _result([tb, tb, 1]), duration=27.0) is None  # at 0: would not advance
+    assert undecoded_from(_Tok, _result([5, 6]), duration=27.0) is None  # no timestamps
+    piece = Piece(0, [(SR, 2 * SR), (5 * SR, 7 * SR)])
+    assert piece.after(SR // 2).regions == [(SR + SR // 2, 2 * SR), (5 * SR, 7 * SR)]
+    assert piece.after(SR).regions == [(5 * SR, 7 * SR)]
+    assert piece.after(SR + SR // 4).regions == [(5 * SR + SR // 4, 7 * SR)]
+
+
+@pytest.mark.slow
+def test_pieces_lose_no_speech_where_whisper_stops_early(whisper_base_engine, fixtures_dir):
+    """On the fixtures tiled with pauses, base stops a piece by opening a segment it does not
+    finish; the rest is decoded as a piece of its own, so batched decoding keeps every sentence
+    and matches the sequential windows' WER."""
+    import numpy as np
+
+    long, medium = load_audio(fixtures_dir / "en_long.wav"), load_audio(fixtures_dir / "en_medium.wav")
+    pause = lambda s: np.zeros(int(s * SR), np.float32)  # noqa: E731
+    audio = np.tile(np.concatenate([long, pause(4), medium, pause(8)]), 2)
+    text = " ".join((fixtures_dir / f).read_text(encoding="utf-8") for f in ("en_long.txt", "en_medium.txt") * 2)
+    opts = TranscribeOptions(language="en", beam_size=1, vad=True)
+    batched = whisper_base_engine.transcribe(audio, dataclasses.replace(opts, batch_size=8))
+    sequential = whisper_base_engine.transcribe(audio, dataclasses.replace(opts, batch_size=1))
+    (made,) = speech_pieces(whisper_base_engine.model, [audio], dataclasses.replace(opts, batch_size=8))
+    assert batched.info["speech_pieces"] > len(made)  # the pieces VAD made, and at least one rest
+    assert batched.text.count("until it gets dark") == 2
+    assert word_error_rate(text, batched.text) <= word_error_rate(text, sequential.text) + 0.005
+    starts = [s.start for s in batched.segments]
+    assert starts == sorted(starts)
 
 
 @pytest.mark.slow
@@ -150,8 +196,7 @@ def test_a_full_first_window_is_encoded_once_for_detection_and_decoding(whisper_
     with that language forced gives."""
     from polyasr.models.whisper import model as net
 
-    audio = load_audio(fixtures_dir / "en_long.wav")
-    assert audio_duration(audio) > 30
+    audio = load_audio(fixtures_dir / "en_long.wav")[: 34 * SR]  # a full window, then a short one
     encoded, encode = [], net.encode
     monkeypatch.setattr(net, "encode", lambda *a: encoded.append(1) or encode(*a))
     auto = whisper_base_engine.transcribe(audio, TranscribeOptions(batch_size=1))
