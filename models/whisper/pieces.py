@@ -190,8 +190,8 @@ def transcribe_batched(m, audios: list[np.ndarray], opts, log, progress=None) ->
         log.add("decoder", t0)
         t0 = time.perf_counter()
         for j, (piece, result) in enumerate(zip(batch, results)):
-            _collect(m, piece, result, opts, files, features[j : j + 1] if opts.word_timestamps else None)
             rest = None if _is_silence(result, opts) else undecoded_from(m.tok, result, piece.samples / m.sample_rate)
+            _collect(m, piece, result, opts, files, features[j : j + 1] if opts.word_timestamps else None, rest)
             if rest is not None:
                 pieces.append(piece.after(round(rest * m.sample_rate)))
                 files.pieces[piece.file] += 1
@@ -272,9 +272,11 @@ def _add_words(m, piece: Piece, parts, audio_features, opts, language, segments)
             seg.start, seg.end = seg.words[0].start, seg.words[-1].end
 
 
-def _collect(m, piece: Piece, result, opts, files: _Files, audio_features=None):
+def _collect(m, piece: Piece, result, opts, files: _Files, audio_features=None, until: float | None = None):
     """A piece's result -> segments in its file's time (none when the model thinks it is silence);
-    with `audio_features` (the piece's encoder output), their words too."""
+    with `audio_features` (the piece's encoder output), their words too. until: where the piece's
+    rest starts (`undecoded_from`): text from there on is the rest's to decode, as the sequential
+    loop drops a window's text after the timestamp it seeks to."""
     rate, f = m.sample_rate, piece.file
     files.fallbacks[f] += result.temperature > 0
     if needs_fallback(result, opts):
@@ -283,6 +285,8 @@ def _collect(m, piece: Piece, result, opts, files: _Files, audio_features=None):
         files.skipped[f] += 1
         return
     parts = piece_segments(m.tok, result, piece.samples / rate)
+    if until is not None:
+        parts = [part for part in parts if part[0] < until]
     segments = [
         _segment(m.tok, tokens, lps, piece.file_time(start, rate), piece.file_time(end, rate, is_end=True))
         for start, end, tokens, lps in parts

@@ -86,6 +86,25 @@ def test_speech_left_after_an_opened_segment_is_decoded_again():
     assert piece.after(SR + SR // 4).regions == [(5 * SR + SR // 4, 7 * SR)]
 
 
+def test_text_after_the_rest_start_is_left_to_the_rest(whisper_tiny_en_engine):
+    """A piece cut after a timestamp pair with text following (no closing stamp): that text is the
+    rest's to decode, so the piece keeps only its segments before the pair, as the sequential loop
+    drops a window's text after the timestamp it seeks to."""
+    from polyasr.models.whisper.pieces import _collect, _Files
+
+    m = whisper_tiny_en_engine.model
+    tb, hello, world = m.tok.timestamp_begin, m.tok.encode(" Hello"), m.tok.encode(" world")
+    tokens = [tb, *hello, tb + 50, tb + 50, *world]
+    result = DecodeResult(tokens, "", -0.1, 0.0, 0.0, 1.0, [-0.1] * len(tokens), finish="length")
+    piece = Piece(0, [(0, 4 * SR)])
+    rest = undecoded_from(m.tok, result, 4.0)
+    assert rest == pytest.approx(1.0)
+    files = _Files(["en"], [[]], [1], [0], [0], [[]], [None])
+    _collect(m, piece, result, TranscribeOptions(), files, until=rest)
+    assert [(s.start, s.end, s.text) for s in files.segments[0]] == [(0.0, 1.0, " Hello")]
+    assert piece.after(round(rest * SR)).regions == [(SR, 4 * SR)]
+
+
 @pytest.mark.slow
 def test_pieces_lose_no_speech_where_whisper_stops_early(whisper_base_engine, fixtures_dir):
     """On the fixtures tiled with pauses, base stops a piece by opening a segment it does not
