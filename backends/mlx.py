@@ -108,8 +108,8 @@ class MLXBackend(ComposedOps):
         mx.eval(*xs)
 
     # ---- layers ---------------------------------------------------------------------------
-    def prepare_linear(self, w):
-        """(Cout, Cin) -> (Cin, Cout): `linear` is then one plain matmul. With `quantize`, a
+    def prepare_linear(self, w, many_rows: bool = False):
+        """(Cout, Cin) -> (Cin, Cout) for any row count: `linear` is then one plain matmul. With `quantize`, a
         `mlx_quant.QuantizedWeight` instead, unless the layer cannot be quantised (Cin not a multiple
         of group_size), which stays (Cin, Cout) in full precision; a weight read quantised from a
         checkpoint (`param`) stays as it is."""

@@ -20,7 +20,7 @@ from polyasr.backends import torch_quant
 from polyasr.backends.composed import ComposedOps
 from polyasr.backends.kernel_dispatch import resolve_kernels
 from polyasr.backends.quant_layout import QuantizedArray
-from polyasr.backends.torch_wide_linear import WIDE_OUTPUT, WideLinear, packing_available
+from polyasr.backends.torch_packed_linear import WIDE_OUTPUT, PackedLinear, WideLinear, packing_available
 from polyasr.errors import BackendError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -151,25 +151,30 @@ class TorchBackend(ComposedOps):
         self.synchronize()
 
     # ---- layers ---------------------------------------------------------------------------
-    def prepare_linear(self, w):
-        """On CPU (Cin, Cout), contiguous: a decoder step is a chain of (1, Cin) GEMVs whose weights
-        come from DRAM, and MKL streams the transposed layout faster (`docs/architecture.md`); the
-        encoder's large GEMMs are indifferent. A vocabulary-wide fp32 weight becomes a `WideLinear`
-        (`torch_wide_linear.py`), multiplied by oneDNN when several rows come. GPUs keep (Cout, Cin). With `quantize`, a
-        `torch_quant.QuantizedWeight` instead, unless the layer is left in full precision
-        (`Quantizer.selects`); a weight read quantised from a checkpoint (`param`) stays as it is."""
+    def prepare_linear(self, w, many_rows: bool = False):
+        """On CPU, fp32: a weight that multiplies whole sequences (`many_rows`, an encoder layer)
+        is packed once by oneDNN (`PackedLinear`); any other is (Cin, Cout), contiguous, because a
+        decoder step is a chain of (1, Cin) GEMVs whose weights come from DRAM and MKL streams the
+        transposed layout faster (`docs/architecture.md`), and a vocabulary-wide one becomes a
+        `WideLinear`, multiplied by oneDNN when several rows come (`torch_packed_linear.py`). GPUs
+        keep (Cout, Cin). With `quantize`, a `torch_quant.QuantizedWeight` instead, unless the
+        layer is left in full precision (`Quantizer.selects`); a weight read quantised from a
+        checkpoint (`param`) stays as it is."""
         if isinstance(w, torch_quant.QuantizedWeight) or (self.quantizer and self.quantizer.selects(w)):
             self.quantized_layers += 1
             return w if isinstance(w, torch_quant.QuantizedWeight) else self.quantizer.quantize(w)
         self.full_precision_layers += 1
         if not self.on_cpu:
             return w
-        if w.shape[0] >= WIDE_OUTPUT and w.dtype == torch.float32 and packing_available():
-            return WideLinear(w.t().contiguous())
+        if w.dtype == torch.float32 and packing_available():
+            if many_rows:
+                return PackedLinear(w)
+            if w.shape[0] >= WIDE_OUTPUT:
+                return WideLinear(w.t().contiguous())
         return w.t().contiguous()
 
     def linear(self, x, w, b=None):
-        if isinstance(w, (torch_quant.QuantizedWeight, WideLinear)):
+        if isinstance(w, (torch_quant.QuantizedWeight, PackedLinear, WideLinear)):
             return w.linear(x, b)
         if not self.on_cpu:
             return F.linear(x, w, b)

@@ -10,6 +10,7 @@ and print the share of it each encoder reaches (model FLOPs counted by torch's F
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -102,14 +103,21 @@ def _timed(fn) -> float:
 
 def count_flops(fn):
     """Run `fn` once under torch's FlopCounterMode (matmuls, convolutions, attention) -> (FLOPs, its result).
-    CPU's flash attention op is counted with the formula torch uses for the GPU ones."""
+    CPU's flash attention op is counted with the formula torch uses for the GPU ones, and the
+    oneDNN product with a packed weight (`PackedLinear`) as the GEMM it is."""
     import torch
     from torch.utils import flop_counter
 
     def sdpa(q, k, v, *args, out_shape=None, **kwargs):
         return flop_counter.sdpa_flop_count(q, k, v)
 
-    extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    def packed_linear(x, w, *args, out_shape=None, **kwargs):  # oneDNN's packed weight: (Cout, Cin)
+        return 2 * math.prod(x[:-1]) * x[-1] * w[0]
+
+    extra = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
+        torch.ops.mkldnn._linear_pointwise: packed_linear,
+    }
     with torch.inference_mode(), flop_counter.FlopCounterMode(display=False, custom_mapping=extra) as counter:
         out = fn()
     return counter.get_total_flops(), out

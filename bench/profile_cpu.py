@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from polyasr.backends.torch import TorchBackend
 
 GEMM_OPS = {
+    "mkldnn::_linear_pointwise",
     "aten::mm",
     "aten::addmm",
     "aten::bmm",

@@ -5,7 +5,10 @@ checkpoints are checked against, as a plain dict) and, for the weights the backe
 another layout, which kind of layer they belong to. `prepare` turns those, once at load time:
 
     linear     (out, in)        -> B.prepare_linear (the backend's matmul layout, maybe quantised)
-    conv1x1    (out, in, 1)     -> B.prepare_linear of (out, in): a 1x1 conv is a linear per frame
+    seq_linear (out, in)        -> the same, `many_rows=True`: it only multiplies whole sequences
+                                   (encoder layers), which a backend may lay out for large GEMMs
+    conv1x1    (out, in, 1)     -> B.prepare_linear of (out, in), many rows: a 1x1 conv is a linear
+                                   per frame
     depthwise  (C, 1, K)        -> (C, K) contiguous, what `glu_dwconv_silu` takes
     per_head   (H, D)           -> (H, 1, D) contiguous, broadcast over the time axis
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 PREPARE = {
     "linear": lambda B, w: B.prepare_linear(w),
-    "conv1x1": lambda B, w: B.prepare_linear(w[..., 0]),
+    "seq_linear": lambda B, w: B.prepare_linear(w, many_rows=True),
+    "conv1x1": lambda B, w: B.prepare_linear(w[..., 0], many_rows=True),
     "depthwise": lambda B, w: B.contiguous(w[:, 0, :]),
     "per_head": lambda B, w: B.contiguous(w[:, None, :]),
 }
@@ -29,8 +33,10 @@ class ParamShapes(dict):
         super().__init__()
         self.kinds: dict[str, str] = {}
 
-    def linear(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
-        self._weight(prefix, (n_out, n_in), "linear", bias)
+    def linear(self, prefix: str, n_out: int, n_in: int, bias: bool = True, many_rows: bool = False) -> None:
+        """`many_rows`: the layer multiplies whole sequences at every call (an encoder's), never a
+        single decoder row."""
+        self._weight(prefix, (n_out, n_in), "seq_linear" if many_rows else "linear", bias)
 
     def conv1x1(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
         self._weight(prefix, (n_out, n_in, 1), "conv1x1", bias)

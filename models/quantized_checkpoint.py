@@ -191,9 +191,9 @@ class _Probe:
                 self.host[id(t)] = id(x)
                 return t
 
-            def prepare_linear(self, w):
+            def prepare_linear(self, w, many_rows=False):
                 if id(w) in self.host:
                     self.prepared[id(w)] = weakref.ref(w)
-                return super().prepare_linear(w)
+                return super().prepare_linear(w, many_rows)
 
         return Probe()

@@ -301,14 +301,15 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
     from polyasr.models.layers import ParamShapes, prepare
 
     class Layout:
-        def prepare_linear(self, w):
-            return ("linear", w.shape)
+        def prepare_linear(self, w, many_rows=False):
+            return ("linear", w.shape, many_rows)
 
         def contiguous(self, w):
             return ("contiguous", w.shape)
 
     shapes = ParamShapes()
     shapes.linear("a", 4, 3)
+    shapes.linear("s", 4, 3, bias=False, many_rows=True)
     shapes.conv1x1("b", 4, 3, bias=False)
     shapes.depthwise("c", 4, 5)
     shapes.norm("n", 4)
@@ -318,6 +319,7 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
     assert shapes == {
         "a.weight": (4, 3),
         "a.bias": (4,),
+        "s.weight": (4, 3),
         "b.weight": (4, 3, 1),
         "c.weight": (4, 1, 5),
         "c.bias": (4,),
@@ -326,7 +328,8 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
         "emb.weight": (7, 4),
         "u": (2, 2),
     }
-    assert out["a.weight"] == ("linear", (4, 3)) and out["b.weight"] == ("linear", (4, 3))
+    assert out["a.weight"] == ("linear", (4, 3), False) and out["b.weight"] == ("linear", (4, 3), True)
+    assert out["s.weight"] == ("linear", (4, 3), True)
     assert out["c.weight"] == ("contiguous", (4, 5)) and out["u"] == ("contiguous", (2, 1, 2))
     assert all(out[n] is params[n] for n in ("a.bias", "c.bias", "n.weight", "emb.weight"))
     assert "a.weight" not in prepare({"x": params["a.bias"]}, shapes, Layout())  # a subset is fine

@@ -64,18 +64,18 @@ def param_shapes(cfg) -> ParamShapes:
         shapes[f"{_ENC}.pre_encode.conv.{2 * i}.bias"] = (d,)
         c_in = d
     if cfg.subsampling == "conv2d":
-        shapes.linear(f"{_ENC}.pre_encode.out", d, d * stem_freq_bins(cfg))
+        shapes.linear(f"{_ENC}.pre_encode.out", d, d * stem_freq_bins(cfg), many_rows=True)
     ff = d * cfg.ff_expansion_factor
     for i in range(cfg.n_layers):
         p = f"{_ENC}.layers.{i}"
         for n in _NORMS:
             shapes.norm(f"{p}.{n}", d)
         for j in (1, 2):
-            shapes.linear(f"{p}.feed_forward{j}.linear1", ff, d)
-            shapes.linear(f"{p}.feed_forward{j}.linear2", d, ff)
-        shapes.linear(f"{p}.self_attn.qk", 2 * d, d)
+            shapes.linear(f"{p}.feed_forward{j}.linear1", ff, d, many_rows=True)
+            shapes.linear(f"{p}.feed_forward{j}.linear2", d, ff, many_rows=True)
+        shapes.linear(f"{p}.self_attn.qk", 2 * d, d, many_rows=True)
         for n in ("linear_v", "linear_out"):
-            shapes.linear(f"{p}.self_attn.{n}", d, d)
+            shapes.linear(f"{p}.self_attn.{n}", d, d, many_rows=True)
         conv_module_shapes(shapes, p, d, cfg.conv_kernel_size, True, cfg.conv_norm_type == "batch_norm")
     shapes.conv1x1("head.decoder_layers.0", cfg.num_classes, d)
     return shapes

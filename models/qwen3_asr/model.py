@@ -38,17 +38,20 @@ def param_shapes(cfg) -> ParamShapes:
     d, c, shapes = a.d_model, a.downsample_hidden_size, ParamShapes()
     lin = shapes.linear
 
+    def enc(prefix, n_out, n_in, bias=True):  # the audio encoder multiplies whole sequences
+        lin(prefix, n_out, n_in, bias, many_rows=True)
+
     def ln(name):
         shapes.norm(name, d)
 
     for i, c_in in ((1, 1), (2, c), (3, c)):
         shapes[f"audio_tower.conv2d{i}.weight"], shapes[f"audio_tower.conv2d{i}.bias"] = (c, c_in, 3, 3), (c,)
-    lin("audio_tower.conv_out", d, c * a.conv_freq_bins, bias=False)
+    enc("audio_tower.conv_out", d, c * a.conv_freq_bins, bias=False)
     for i in range(a.encoder_layers):
         p = f"audio_tower.layers.{i}"
-        ln(f"{p}.self_attn_layer_norm"), lin(f"{p}.self_attn.qkv", 3 * d, d), lin(f"{p}.self_attn.out_proj", d, d)
-        ln(f"{p}.final_layer_norm"), lin(f"{p}.fc1", a.encoder_ffn_dim, d), lin(f"{p}.fc2", d, a.encoder_ffn_dim)
-    ln("audio_tower.ln_post"), lin("audio_tower.proj1", d, d), lin("audio_tower.proj2", a.output_dim, d)
+        ln(f"{p}.self_attn_layer_norm"), enc(f"{p}.self_attn.qkv", 3 * d, d), enc(f"{p}.self_attn.out_proj", d, d)
+        ln(f"{p}.final_layer_norm"), enc(f"{p}.fc1", a.encoder_ffn_dim, d), enc(f"{p}.fc2", d, a.encoder_ffn_dim)
+    ln("audio_tower.ln_post"), enc("audio_tower.proj1", d, d), enc("audio_tower.proj2", a.output_dim, d)
     h, hd = t.hidden_size, t.head_dim
     q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
     shapes["model.embed_tokens.weight"] = (t.vocab_size, h)

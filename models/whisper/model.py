@@ -24,6 +24,9 @@ def param_shapes(cfg) -> ParamShapes:
     d, shapes = cfg.d_model, ParamShapes()
     lin = shapes.linear
 
+    def enc(prefix, n_out, n_in):  # the encoder multiplies whole sequences
+        lin(prefix, n_out, n_in, many_rows=True)
+
     def ln(prefix):
         shapes.norm(prefix, d)
 
@@ -38,15 +41,16 @@ def param_shapes(cfg) -> ParamShapes:
     )
     for i in range(cfg.encoder_layers):
         p = f"encoder.blocks.{i}"
-        ln(f"{p}.attn_ln"), lin(f"{p}.attn.qkv", 3 * d, d), lin(f"{p}.attn.out", d, d)
-        ln(f"{p}.mlp_ln"), lin(f"{p}.mlp1", cfg.encoder_ffn_dim, d), lin(f"{p}.mlp2", d, cfg.encoder_ffn_dim)
+        ln(f"{p}.attn_ln"), enc(f"{p}.attn.qkv", 3 * d, d), enc(f"{p}.attn.out", d, d)
+        ln(f"{p}.mlp_ln"), enc(f"{p}.mlp1", cfg.encoder_ffn_dim, d), enc(f"{p}.mlp2", d, cfg.encoder_ffn_dim)
     ln("encoder.ln_post")
     shapes["decoder.token_embedding.weight"] = (cfg.vocab_size, d)
     shapes["decoder.positional_embedding"] = (cfg.max_target_positions, d)
     for i in range(cfg.decoder_layers):
         p = f"decoder.blocks.{i}"
         ln(f"{p}.attn_ln"), lin(f"{p}.attn.qkv", 3 * d, d), lin(f"{p}.attn.out", d, d)
-        ln(f"{p}.cross_attn_ln"), lin(f"{p}.cross_attn.q", d, d), lin(f"{p}.cross_attn.kv", 2 * d, d)
+        ln(f"{p}.cross_attn_ln"), lin(f"{p}.cross_attn.q", d, d)
+        enc(f"{p}.cross_attn.kv", 2 * d, d)  # applied once to the encoder's output
         lin(f"{p}.cross_attn.out", d, d)
         ln(f"{p}.mlp_ln"), lin(f"{p}.mlp1", cfg.decoder_ffn_dim, d), lin(f"{p}.mlp2", d, cfg.decoder_ffn_dim)
     ln("decoder.ln")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import itertools
 import math
 
 import numpy as np
@@ -336,13 +337,15 @@ def case_linear(B):
     wide = 16384  # a vocabulary-wide output: torch's CPU layout for it differs by row count (`WideLinear`)
     cases = (((2, 5, 7), 3, True), ((1, 7), 3, False), ((1, 1, 33), 1, True), ((4, 1), 6, True))
     cases += (((1, 1, 16), wide, True), ((3, 1, 16), wide, False), ((5, 16), wide, True), ((1, 16), wide, False))
-    for shape, cout, bias in cases:
+    cases += (((3, 40, 96), 160, True), ((130, 64), 48, False))  # encoder-like: sequences of frames
+    for (shape, cout, bias), many_rows in itertools.product(cases, (False, True)):
         x, w = f32(*shape), f32(cout, shape[-1])
         b = f32(cout) if bias else None
-        y = B.linear(B.asarray(x), B.prepare_linear(B.asarray(w)), None if b is None else B.asarray(b))
+        prepared = B.prepare_linear(B.asarray(w), many_rows=many_rows)
+        y = B.linear(B.asarray(x), prepared, None if b is None else B.asarray(b))
         ref = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if b is None else b)
         mag = np.abs(x) @ np.abs(w).T.astype(np.float64) + (0 if b is None else np.abs(b))
-        check(B, y, ref, fp32_tol(mag, n=shape[-1] + 1), f"linear {shape} -> {cout}")
+        check(B, y, ref, fp32_tol(mag, n=shape[-1] + 1), f"linear {shape} -> {cout}, many_rows={many_rows}")
 
 
 @case("conv1d")
@@ -1052,7 +1055,7 @@ def test_torch_wide_linear_packs_its_copy_on_the_first_multi_row_call():
     """A vocabulary-wide fp32 weight on torch's CPU backend: one row multiplies the (Cin, Cout)
     copy, and the oneDNN-packed copy is made only once several rows come (then reused)."""
     from polyasr.backends.torch import TorchBackend
-    from polyasr.backends.torch_wide_linear import WIDE_OUTPUT, WideLinear, packing_available
+    from polyasr.backends.torch_packed_linear import WIDE_OUTPUT, WideLinear, packing_available
 
     if not packing_available():
         pytest.skip("this torch build has no oneDNN")
@@ -1066,3 +1069,20 @@ def test_torch_wide_linear_packs_its_copy_on_the_first_multi_row_call():
     B.linear(B.asarray(f32(2, 8)), w)
     assert packed is not None and w.packed is packed
     assert not isinstance(B.prepare_linear(B.asarray(f32(WIDE_OUTPUT - 1, 8))), WideLinear)
+
+
+def test_torch_cpu_packs_sequence_weights_once_and_keeps_decoder_weights_transposed():
+    """On torch's CPU backend an fp32 weight that only multiplies sequences is held in oneDNN's
+    packed layout alone (no (Cin, Cout) copy beside it); a decoder weight stays (Cin, Cout)."""
+    from polyasr.backends.torch import TorchBackend
+    from polyasr.backends.torch_packed_linear import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN")
+    B = TorchBackend("cpu", "float32")
+    w = f32(24, 8)
+    seq, step = B.prepare_linear(B.asarray(w), many_rows=True), B.prepare_linear(B.asarray(w))
+    assert isinstance(seq, PackedLinear) and seq.shape == (8, 24) and vars(seq).keys() == {"packed", "shape"}
+    assert tuple(step.shape) == (8, 24) and step.is_contiguous()
+    x = f32(2, 5, 8)
+    np.testing.assert_allclose(B.to_numpy(B.linear(B.asarray(x), seq)), x @ w.T, rtol=1e-5, atol=1e-5)
