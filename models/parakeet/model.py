@@ -7,6 +7,7 @@ Encoder (NeMo `ConformerEncoder`, FastConformer settings):
             Padded frames are zeroed after every stage (transformers does the same; it makes a
             padded batch equal its items computed alone).
   positions sinusoids of the relative distances T'-1 .. -(T'-1) (sin and cos interleaved), (2T'-1, d).
+            Each layer's linear_pos of them depends on T' alone: kept once computed (PositionProjections).
   layers    macaron Conformer: x + 1/2 FF(LN x); + RelMHSA(LN x); + Conv(LN x); + 1/2 FF(LN x); LN.
             RelMHSA is Transformer-XL's (Dai et al. 2019, sec. 3.3): scores = (q + u) k^T + rel_shift((q + v) p^T),
             p = linear_pos(positions), u / v = pos_bias_u / pos_bias_v per head, scaled by 1/sqrt(d_head).
@@ -54,7 +55,9 @@ def param_shapes(cfg) -> ParamShapes:
     `prepare` lays each weight out (models/layers.py)."""
     d, c, k, h = cfg.d_model, cfg.subsampling_conv_channels, cfg.subsampling_conv_kernel_size, cfg.n_heads
     ff, s = d * cfg.ff_expansion_factor, ParamShapes()
-    linear = s.linear
+
+    def linear(prefix, n_out, n_in, bias):  # every encoder layer multiplies whole sequences
+        s.linear(prefix, n_out, n_in, bias, many_rows=True)
 
     pre = f"{_ENC}.pre_encode"
     for first, pw in stem_conv_indices(cfg):
@@ -71,7 +74,7 @@ def param_shapes(cfg) -> ParamShapes:
             linear(f"{p}.feed_forward{j}.linear2", d, ff, cfg.use_bias)
         for n in ("linear_q", "linear_k", "linear_v", "linear_out"):
             linear(f"{p}.self_attn.{n}", d, d, cfg.use_bias)
-        s.kinds[f"{p}.self_attn.linear_qkv.weight"] = "linear"  # what weights.fuse_qkv makes of q, k and v
+        s.kinds[f"{p}.self_attn.linear_qkv.weight"] = "seq_linear"  # what weights.fuse_qkv makes of q, k and v
         linear(f"{p}.self_attn.linear_pos", d, d, False)
         for n in ("pos_bias_u", "pos_bias_v"):
             s[f"{p}.self_attn.{n}"], s.kinds[f"{p}.self_attn.{n}"] = (h, d // h), "per_head"
@@ -81,9 +84,9 @@ def param_shapes(cfg) -> ParamShapes:
     for n in range(cfg.pred_rnn_layers):
         s[f"{LSTM}.weight_ih_l{n}"] = s[f"{LSTM}.weight_hh_l{n}"] = (4 * pred, pred)
         s[f"{LSTM}.bias_ih_l{n}"] = s[f"{LSTM}.bias_hh_l{n}"] = (4 * pred,)
-    linear("joint.enc", joint, d, True)
-    linear("joint.pred", joint, pred, True)
-    linear("joint.joint_net.2", classes + len(cfg.durations), joint, True)
+    linear("joint.enc", joint, d, True)  # once over the whole encoder output
+    s.linear("joint.pred", joint, pred, True)  # these two run per decoding step
+    s.linear("joint.joint_net.2", classes + len(cfg.durations), joint, True)
     return s
 
 
@@ -91,9 +94,22 @@ def prepare(params, cfg, B) -> dict:
     """Encoder parameters (as `weights.map_weights` returns them: BatchNorm folded, q/k/v fused into
     `linear_qkv`) -> what `encode` takes, once at load time (models/layers.py). The prediction
     network and joint are not passed in: the decoding loop takes them as they are. The feed-forwards'
-    macaron 1/2 is folded into their second linear."""
+    macaron 1/2 is folded into their second linear. Under `POSITIONS`, the per-layer position
+    projections `encode` computes once and keeps."""
     check_folded(params)
-    return layers.prepare(halve_feed_forward_outputs(params, cfg.n_layers), param_shapes(cfg), B)
+    out = layers.prepare(halve_feed_forward_outputs(params, cfg.n_layers), param_shapes(cfg), B)
+    out[POSITIONS] = PositionProjections(held_position_frames(cfg))
+    return out
+
+
+# The projected positions `encode` holds (`PositionProjections`), and the input length they are held
+# up to: the pipeline's longest chunk (CHUNK_SECS plus overlap) fits.
+POSITIONS = "encoder.position_projections"
+HELD_POSITION_SECS = 125.0
+
+
+def held_position_frames(cfg) -> int:
+    return int(np.ceil(HELD_POSITION_SECS / cfg.window_stride / cfg.subsampling_factor)) + 1
 
 
 STEM_BYTES = 1 << 28  # first stem stage's output per slice of the batch (see _stem)
@@ -142,26 +158,64 @@ def relative_positions(B, length: int, d_model: int):
     return B.asarray(table)
 
 
-def _self_attention(params, cfg, B, x, p, positions, keep):
-    """x (B, T, d) normalised, positions (2T-1, d) -> (B, T, d). keep: (B, T) bool, or None."""
+def project_positions(params, cfg, B, length: int) -> list:
+    """Every layer's `linear_pos` of the relative-position sinusoids for `length` frames, split into
+    heads: a list of (H, 2T-1, D)."""
+    positions = relative_positions(B, length, cfg.d_model)[None]
+    return [
+        B.split_heads(linear(params, B, positions, f"{_ENC}.layers.{i}.self_attn.linear_pos"), cfg.n_heads)[0]
+        for i in range(cfg.n_layers)
+    ]
+
+
+class PositionProjections:
+    """`project_positions` held for the longest length seen so far, up to `max_frames`: the
+    projections depend on the weights and the length alone, and recomputing them per call is a
+    (2T-1, d) x (d, d) product per layer, about 1/15 of a short input's encoder FLOPs. Length T reads
+    the middle 2T-1 rows (distances T-1 .. -(T-1)) of the held table. Longer inputs project their
+    own table per call, so the memory held stays bounded: n_layers x (2 max_frames - 1) x d floats."""
+
+    ROUND = 64  # frames a held table's length is rounded up to, so slowly growing inputs reuse it
+
+    def __init__(self, max_frames: int):
+        self.max_frames = max_frames
+        self.held = (0, None)  # (frames, tables): replaced whole, so a concurrent reader sees one pair
+
+    def get(self, params, cfg, B, length: int) -> list:
+        if length > self.max_frames:
+            return project_positions(params, cfg, B, length)
+        frames, tables = self.held
+        if length > frames:
+            frames = min(self.max_frames, -(-length // self.ROUND) * self.ROUND)
+            tables = project_positions(params, cfg, B, frames)
+            B.evaluate(*tables)
+            self.held = (frames, tables)
+        if length == frames:
+            return tables
+        start = frames - length
+        return [t[:, start : start + 2 * length - 1] for t in tables]  # views, strided as the full table
+
+
+def _self_attention(params, cfg, B, x, p, pos, keep):
+    """x (B, T, d) normalised, pos (H, 2T-1, D) projected positions -> (B, T, d). keep: (B, T)
+    bool, or None."""
     h, a = cfg.n_heads, f"{p}.self_attn"
     d = cfg.d_model
     q, k, v = (B.split_heads(t, h) for t in B.split(linear(params, B, x, f"{a}.linear_qkv"), [d, d, d]))
-    pos = B.split_heads(linear(params, B, positions[None], f"{a}.linear_pos"), h)[0]  # (H, 2T-1, D)
     mask = None if keep is None else keep[:, None, None, :]
     out = B.rel_pos_attention(q, k, v, pos, params[f"{a}.pos_bias_u"], params[f"{a}.pos_bias_v"], mask=mask)
     return linear(params, B, B.merge_heads(out), f"{a}.linear_out")
 
 
-def layer(params, cfg, B, x, i: int, positions, keep):
-    """One FastConformer block: x (B, T, d) -> (B, T, d)."""
+def layer(params, cfg, B, x, i: int, pos, keep):
+    """One FastConformer block: x (B, T, d) -> (B, T, d); pos: this layer's projected positions."""
     p = f"{_ENC}.layers.{i}"
     return macaron_block(
         params,
         B,
         x,
         p,
-        lambda h: _self_attention(params, cfg, B, h, p, positions, keep),
+        lambda h: _self_attention(params, cfg, B, h, p, pos, keep),
         lambda h: conv_module(params, B, h, p, keep),
     )
 
@@ -176,9 +230,10 @@ def encode(params, cfg, B, features, lengths=None):
         x = x * float(np.sqrt(cfg.d_model))
     t = x.shape[1]
     keep = B.length_mask(lengths, t) if bool((lengths < t).any()) else None
-    positions = relative_positions(B, t, cfg.d_model)
+    held = params.get(POSITIONS)
+    pos = held.get(params, cfg, B, t) if held is not None else project_positions(params, cfg, B, t)
     for i in range(cfg.n_layers):
-        x = layer(params, cfg, B, x, i, positions, keep)
+        x = layer(params, cfg, B, x, i, pos[i], keep)
     return x, lengths
 
 

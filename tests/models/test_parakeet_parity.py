@@ -167,3 +167,23 @@ def test_stem_in_batch_slices_equals_one_pass(reference, monkeypatch):
     sliced, lengths2 = net.encode(m.params, m.cfg, m.B, feats, frames)
     np.testing.assert_array_equal(lengths, lengths2)
     assert_close(sliced, whole, **encoder_arithmetic(m.cfg), what="stem in slices")
+
+
+def test_position_projections_are_held_and_read_as_slices(reference):
+    """Each layer's linear_pos table is computed once for the longest length seen (rounded up, up
+    to the cap) and shorter inputs read its middle rows, equal to projecting their own; a length
+    past the cap is projected per call and not held."""
+    _, _, loaded = reference
+    m = loaded["nemo"]
+    held = net.PositionProjections(max_frames=100)
+    held.get(m.params, m.cfg, m.B, 30)
+    assert held.held[0] == held.ROUND
+    held.get(m.params, m.cfg, m.B, 70)
+    frames, tables = held.held
+    assert frames == 100 and len(tables) == m.cfg.n_layers
+    for length in (70, 30, 5, 1, 100, 130):
+        got, own = held.get(m.params, m.cfg, m.B, length), net.project_positions(m.params, m.cfg, m.B, length)
+        assert held.held[1] is tables, f"length {length} replaced the held table"
+        for i, (g, o) in enumerate(zip(got, own, strict=True)):
+            assert tuple(g.shape) == (m.cfg.n_heads, 2 * length - 1, m.cfg.d_model // m.cfg.n_heads)
+            np.testing.assert_allclose(g.numpy(), o.numpy(), rtol=1e-5, atol=1e-6, err_msg=f"T={length} layer {i}")
