@@ -113,7 +113,10 @@ def cross_kv(params, cfg, B, audio_features) -> tuple[list, list]:
 
 
 def take_cross_kv(B, cross: tuple[list, list], rows) -> tuple[list, list]:
-    """The cross K/V of some windows (host ints) of a `cross_kv`."""
+    """The cross K/V of some windows (host ints) of a `cross_kv`; all of them in order is `cross`
+    itself (not a copy of tens of megabytes per window)."""
+    if np.array_equal(rows, np.arange(cross[0][0].shape[0])):
+        return cross
     return tuple([B.take_rows(x, rows) for x in part] for part in cross)
 
 
@@ -132,11 +135,16 @@ def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1, cros
 
 def expand_cache(B, cache: KVCache, group: int) -> None:
     """A cache of one row per audio (its given tokens decoded once) -> `group` identical rows per
-    audio: the filled positions become the group's `shared` prefix."""
-    rows = np.repeat(np.arange(cache.self_k[0].shape[0]), group)
-    cache.self_k = [B.take_rows(k, rows) for k in cache.self_k]
-    cache.self_v = [B.take_rows(v, rows) for v in cache.self_v]
-    cache.group, cache.shared = group, cache.length
+    audio: the filled positions become the group's `shared` prefix. Only those are copied; the
+    room left for decoding starts as zeros (gathering it whole costs as much as the steps)."""
+    rows, filled = np.repeat(np.arange(cache.self_k[0].shape[0]), group), cache.length
+
+    def expand(buf):
+        return B.cache_write(B.zeros((len(rows), *buf.shape[1:])), B.take_rows(buf[:, :, :filled], rows), 0)
+
+    cache.self_k = [expand(k) for k in cache.self_k]
+    cache.self_v = [expand(v) for v in cache.self_v]
+    cache.group, cache.shared = group, filled
 
 
 def reorder_cache(B, cache: KVCache, rows) -> None:
@@ -153,9 +161,9 @@ def reorder_cache(B, cache: KVCache, rows) -> None:
             elif filled > shared:  # beams swap places: one gather of what differs, written back
                 B.cache_write(buf, B.take_rows(buf[:, :, shared:filled], rows), shared)
     if len(rows) != n_rows:
-        audios = rows[:: cache.group] // cache.group
-        cache.cross_k = [B.take_rows(k, audios) for k in cache.cross_k]
-        cache.cross_v = [B.take_rows(v, audios) for v in cache.cross_v]
+        cache.cross_k, cache.cross_v = take_cross_kv(
+            B, (cache.cross_k, cache.cross_v), rows[:: cache.group] // cache.group
+        )
 
 
 def _cross_attention(params, cfg, B, x, cache: KVCache, i: int, cross_queries: dict | None = None):

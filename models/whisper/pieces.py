@@ -233,7 +233,8 @@ def _detect(m, batch, features, cross, files: _Files):
     if not rows:
         return
     index = list(rows.values())
-    found = detect_languages(m, m.B.take_rows(features, index), net.take_cross_kv(m.B, cross, index))
+    picked = features if index == list(range(len(batch))) else m.B.take_rows(features, index)
+    found = detect_languages(m, picked, net.take_cross_kv(m.B, cross, index))
     for file, (lang, p) in zip(rows, found):
         files.languages[file], files.language_probability[file] = lang, p
 
