@@ -171,19 +171,28 @@ def test_stem_in_batch_slices_equals_one_pass(reference, monkeypatch):
 
 def test_position_projections_are_held_and_read_as_slices(reference):
     """Each layer's linear_pos table is computed once for the longest length seen (rounded up, up
-    to the cap) and shorter inputs read its middle rows, equal to projecting their own; a length
-    past the cap is projected per call and not held."""
-    _, _, loaded = reference
+    to the cap) and shorter inputs read its middle rows; every length's heads equal the reference's
+    `relative_k_proj` of the relative-position sinusoids, computed in float64. A length past the
+    cap is projected per call and not held."""
+    model, _, loaded = reference
     m = loaded["nemo"]
+    cfg, h = m.cfg, m.cfg.n_heads
+    sd = {k: v.double().numpy() for k, v in model.state_dict().items() if k.endswith("relative_k_proj.weight")}
+    weights = [next(v for k, v in sd.items() if f"layers.{i}." in k) for i in range(cfg.n_layers)]
     held = net.PositionProjections(max_frames=100)
-    held.get(m.params, m.cfg, m.B, 30)
+    held.get(m.params, cfg, m.B, 30)
     assert held.held[0] == held.ROUND
-    held.get(m.params, m.cfg, m.B, 70)
+    held.get(m.params, cfg, m.B, 70)
     frames, tables = held.held
-    assert frames == 100 and len(tables) == m.cfg.n_layers
+    assert frames == 100 and len(tables) == cfg.n_layers
     for length in (70, 30, 5, 1, 100, 130):
-        got, own = held.get(m.params, m.cfg, m.B, length), net.project_positions(m.params, m.cfg, m.B, length)
+        got = held.get(m.params, cfg, m.B, length)
         assert held.held[1] is tables, f"length {length} replaced the held table"
-        for i, (g, o) in enumerate(zip(got, own, strict=True)):
-            assert tuple(g.shape) == (m.cfg.n_heads, 2 * length - 1, m.cfg.d_model // m.cfg.n_heads)
-            np.testing.assert_allclose(g.numpy(), o.numpy(), rtol=1e-5, atol=1e-6, err_msg=f"T={length} layer {i}")
+        table = net.relative_positions(m.B, length, cfg.d_model).numpy().astype(np.float64)
+        for i, (g, w) in enumerate(zip(got, weights, strict=True)):
+            split = lambda y: y.reshape(y.shape[0], h, -1).transpose(1, 0, 2)  # noqa: E731
+            # fp32 rounding of a d-term sum: u * sqrt(d) * sum |x||w|, a few roundings per term
+            tol = 8 * 2.0**-24 * np.sqrt(cfg.d_model) * split(np.abs(table) @ np.abs(w).T)
+            err = np.abs(g.numpy() - split(table @ w.T))
+            assert tuple(g.shape) == (h, 2 * length - 1, cfg.d_model // h)
+            assert (err <= tol).all(), f"T={length} layer {i}: off by {err.max():.3g}"
