@@ -10,6 +10,7 @@
 
 #include "ctc_greedy.h"
 #include "tdt_greedy.h"
+#include "top_k.h"
 
 namespace nb = nanobind;
 using polyasr::CtcBatchResult;
@@ -141,6 +142,25 @@ nb::tuple tdt_greedy(const Array<float>& enc_proj, const Lengths& lengths, const
                           to_numpy(std::move(r.offsets)));
 }
 
+nb::tuple top_k(const nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>& scores, int64_t k) {
+    const int64_t rows = scores.shape(0), n = scores.shape(1);
+    if (k < 1 || k > n) {
+        throw nb::value_error(("k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) +
+                               "], the scores per row").c_str());
+    }
+    auto* index = new std::vector<int64_t>(rows * k);
+    auto* value = new std::vector<float>(rows * k);
+    {
+        nb::gil_scoped_release release;
+        polyasr::top_k_rows(scores.data(), rows, n, k, index->data(), value->data());
+    }
+    nb::capsule own_index(index, [](void* p) noexcept { delete static_cast<std::vector<int64_t>*>(p); });
+    nb::capsule own_value(value, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+    const size_t shape[2] = {static_cast<size_t>(rows), static_cast<size_t>(k)};
+    return nb::make_tuple(nb::ndarray<nb::numpy, int64_t, nb::ndim<2>>(index->data(), 2, shape, own_index),
+                          nb::ndarray<nb::numpy, float, nb::ndim<2>>(value->data(), 2, shape, own_value));
+}
+
 }  // namespace
 
 NB_MODULE(_decode, m) {
@@ -168,5 +188,9 @@ NB_MODULE(_decode, m) {
           "w_ih and w_hh (L, 4P, P) with gate rows i, f, g, o, bias (L, 4P) = b_ih + b_hh, pred_w (J, P), pred_b (J,),\n"
           "out_w (V1 + D, J), out_b (V1 + D,); lengths (B,) and durations (D,) int64. threads=0: one per core.\n"
           "Item i's emissions are [offsets[i], offsets[i+1]).");
+    m.def("top_k", &top_k, nb::arg("scores").noconvert(), nb::arg("k"),
+          "top_k(scores, k) -> (index int64, value float32), each (rows, k)\n"
+          "The k largest of each row of scores (rows, n) float32 C-contiguous, best first, equal scores in\n"
+          "index order; one pass per row whatever the ties (NaN scores are not allowed).");
     m.def("tdt_kernel_isa", &polyasr::tdt_kernel_isa, "The ISA of the matrix-vector kernel in use.");
 }

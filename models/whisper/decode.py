@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from polyasr import _decode
 from polyasr.models.whisper import model as net
 
 TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 encoder positions)
@@ -96,8 +97,10 @@ def _top_tokens(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The n most likely tokens of each row of logits (rows, vocab) float32, best first (equal
     values: lower token first), and their log-probabilities, (rows, n) each: the values a float32
     log-softmax of the whole row gives (the reference ranks beams by those), computed at the n
-    tokens only. The log-softmax is monotonic in the logits, so their top n are the same tokens."""
-    top = np.argpartition(logits, -n, axis=1)[:, -n:]
+    tokens only. The log-softmax is monotonic in the logits, so their top n are the same tokens.
+    The selection is one pass per row in C++: a partial sort degenerates when most of a row is
+    -inf, as the timestamp rules leave it."""
+    top, _ = _decode.top_k(np.ascontiguousarray(logits, dtype=np.float32), n)
     m = logits.max(axis=1, keepdims=True)
     with np.errstate(divide="ignore"):
         log_sum = np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
