@@ -33,6 +33,8 @@ class MLXBackend(ComposedOps):
     kernels = "mlx"
     # the batched device loop evaluates a few steps at a time; no host copies
     decode_on_host = False
+    # unified memory on a GPU: the batch fills it
+    max_pass_rows = None
 
     def __init__(
         self,
@@ -90,6 +92,10 @@ class MLXBackend(ComposedOps):
 
     def zeros(self, shape, dtype=None):
         return mx.zeros(shape, dtype=dtype or self.dtype)
+
+    def empty(self, shape):
+        # MLX has no uninitialised allocation; its zeros are lazy, filled only where evaluated
+        return mx.zeros(shape, dtype=self.dtype)
 
     @staticmethod
     def contiguous(x):

@@ -67,6 +67,12 @@ class Backend(Protocol):
     tiny ops then pays the dispatch cost per step and C++ is faster. False where the batched
     loop on backend ops keeps the data on the device and evaluates a few steps at a time (CUDA,
     MLX)."""
+    max_pass_rows: int | None
+    """Capability hint: the most sequence rows (batch x positions) one whole-sequence pass (an
+    encoder) should take at once; a larger batch runs in slices of whole sequences, or None for no
+    limit. On the CPU a GEMM runs at its rate with well under a thousand rows, and more rows only
+    push each layer's activations out of the cache (Whisper base's encoder: one 30 s window per
+    pass costs ~30% less per window than 16 in one); accelerators need the batch to fill them."""
     quantization: str | None
     """Weight quantisation of linear layers as a label naming the scheme, reported as
     `info["quantize"]`, or None for full precision: "<bits>bit-g<group>" for affine groups of that
@@ -104,6 +110,11 @@ class Backend(Protocol):
 
     def zeros(self, shape: Sequence[int], dtype: DType | None = None) -> Array:
         """A new array of zeros, in `dtype` or the compute dtype."""
+
+    def empty(self, shape: Sequence[int]) -> Array:
+        """A new array in the compute dtype whose values are unspecified: for buffers every element
+        of which is written before it is read (a KV cache read up to its filled length). Zeroing a
+        large buffer touches every page up front, and most of a cache's positions are never reached."""
 
     def contiguous(self, x: Array) -> Array:
         """`x` laid out densely in row-major order (a copy only when it is not already)."""

@@ -83,6 +83,7 @@ class TorchBackend(ComposedOps):
         self.kernels = resolve_kernels(kernels, self.device.type)  # "torch" | "triton"
         # eager ops on host memory: Parakeet's TDT loop runs faster in C++ than op by op
         self.decode_on_host = self.device.type == "cpu"
+        self.max_pass_rows = 2048 if self.on_cpu else None  # see the protocol: cache-sized passes on the CPU
         self.quantizer = None
         if quantize is not None:
             self.quantizer = torch_quant.Quantizer(quantize, group_size, self.device, self.dtype)
@@ -133,6 +134,9 @@ class TorchBackend(ComposedOps):
 
     def zeros(self, shape, dtype=None) -> torch.Tensor:
         return torch.zeros(shape, device=self.device, dtype=dtype or self.dtype)
+
+    def empty(self, shape) -> torch.Tensor:
+        return torch.empty(shape, device=self.device, dtype=self.dtype)
 
     @staticmethod
     def contiguous(x):

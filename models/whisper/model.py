@@ -62,7 +62,16 @@ def _mlp(params, B, x, prefix):
 
 
 def encode(params, cfg, B, mel):
-    """mel: (B, n_mels, 2 * n_ctx) -> audio features (B, n_ctx, d_model)."""
+    """mel: (B, n_mels, 2 * n_ctx) -> audio features (B, n_ctx, d_model); a batch of more rows than
+    the backend's `max_pass_rows` runs in slices of whole windows."""
+    n, frames = mel.shape[0], mel.shape[2] // 2
+    per_pass = max(1, B.max_pass_rows // frames) if B.max_pass_rows else n
+    if n > per_pass:
+        return B.concat([_encode(params, cfg, B, mel[s : s + per_pass]) for s in range(0, n, per_pass)], axis=0)
+    return _encode(params, cfg, B, mel)
+
+
+def _encode(params, cfg, B, mel):
     x = B.transpose(mel, (0, 2, 1))
     x = B.gelu(B.conv1d(x, params["encoder.conv1.weight"], params["encoder.conv1.bias"], padding=1))
     x = B.gelu(B.conv1d(x, params["encoder.conv2.weight"], params["encoder.conv2.bias"], stride=2, padding=1))
@@ -86,9 +95,9 @@ class KVCache:
 
     The sequences of one audio (beams, sampled candidates) are `group` consecutive rows, R = N * group:
     they share that audio's cross K/V row instead of holding copies of it. `length` is how many
-    positions are filled; the first `shared` of them hold the same keys/values in every row of a
-    group (the given tokens, computed once per audio and copied by `expand_cache`), so reordering
-    a group's rows never moves them."""
+    positions are filled (the rest is never read, and never zeroed); the first `shared` of them
+    hold the same keys/values in every row of a group (the given tokens, computed once per audio
+    and copied by `expand_cache`), so reordering a group's rows never moves them."""
 
     self_k: list
     self_v: list
@@ -128,19 +137,19 @@ def new_cache(params, cfg, B, audio_features, max_len: int, group: int = 1, cros
     keys, values = cross if cross is not None else cross_kv(params, cfg, B, audio_features)
     cache = KVCache([], [], list(keys), list(values), group=group)
     for _ in range(cfg.decoder_layers):
-        cache.self_k.append(B.zeros(shape))
-        cache.self_v.append(B.zeros(shape))
+        cache.self_k.append(B.empty(shape))  # read only up to `length`: never zeroed
+        cache.self_v.append(B.empty(shape))
     return cache
 
 
 def expand_cache(B, cache: KVCache, group: int) -> None:
     """A cache of one row per audio (its given tokens decoded once) -> `group` identical rows per
     audio: the filled positions become the group's `shared` prefix. Only those are copied; the
-    room left for decoding starts as zeros (gathering it whole costs as much as the steps)."""
+    room left for decoding is left unwritten (gathering it whole costs as much as the steps)."""
     rows, filled = np.repeat(np.arange(cache.self_k[0].shape[0]), group), cache.length
 
     def expand(buf):
-        return B.cache_write(B.zeros((len(rows), *buf.shape[1:])), B.take_rows(buf[:, :, :filled], rows), 0)
+        return B.cache_write(B.empty((len(rows), *buf.shape[1:])), B.take_rows(buf[:, :, :filled], rows), 0)
 
     cache.self_k = [expand(k) for k in cache.self_k]
     cache.self_v = [expand(v) for v in cache.self_v]

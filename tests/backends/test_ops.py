@@ -251,6 +251,7 @@ def case_attributes(B):
     assert B.zeros((1,)).dtype == B.dtype == B.asarray(np.zeros(1)).dtype
     assert isinstance(B.kernels, str) and B.kernels
     assert isinstance(B.decode_on_host, bool)
+    assert B.max_pass_rows is None or (isinstance(B.max_pass_rows, int) and B.max_pass_rows > 0)
     # the suite's backends are made without quantisation: every prepared linear is counted full precision
     assert B.quantization is None and B.quantized_layers == 0
     before = B.full_precision_layers
@@ -311,6 +312,14 @@ def case_zeros(B):
     assert tuple(z.shape) == (2, 0, 3) and z.dtype == B.dtype
     exact(B, B.zeros((2, 3)), np.zeros((2, 3), np.float32), "zeros")
     assert B.zeros([4], dtype=B.dtype).dtype == B.dtype
+
+
+@case("empty")
+def case_empty(B):
+    e = B.empty((2, 3, 5, 4))
+    assert tuple(e.shape) == (2, 3, 5, 4) and e.dtype == B.dtype
+    x = f32(2, 3, 5, 4)
+    exact(B, B.cache_write(e, B.asarray(x), 0), x, "empty, then written whole")
 
 
 @case("contiguous")

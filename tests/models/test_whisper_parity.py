@@ -58,6 +58,20 @@ def test_encoder_matches(pair):
 
 
 @torch.inference_mode()
+@pytest.mark.parametrize("windows_per_pass", [1, 2])
+def test_encoder_batch_in_slices_matches(pair, windows_per_pass, monkeypatch):
+    """A batch larger than the backend's `max_pass_rows` runs in slices of whole windows (the last
+    one shorter): each window's output is still the reference's."""
+    ref, ours = pair
+    mel = torch.cat([_features(ours, seed) for seed in (1, 2, 3)])
+    monkeypatch.setattr(ours.B, "max_pass_rows", windows_per_pass * ours.cfg.max_source_positions + 1)
+    got = net.encode(ours.params, ours.cfg, ours.B, mel)
+    expected = ref.model.encoder(mel).last_hidden_state
+    assert got.shape == expected.shape
+    assert_close(got, expected, **encoder_arithmetic(ours.cfg), what="encoder output in slices")
+
+
+@torch.inference_mode()
 def test_decoder_logits_match_prefill_and_cached_steps(pair):
     ref, ours = pair
     mel = _features(ours)
