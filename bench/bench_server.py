@@ -38,8 +38,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, RESULTS, note, record
 
-from polyasr import AsrEngine, TranscribeOptions
+from polyasr import AsrEngine, TranscribeOptions, keep_freed_memory
 from polyasr.audio import audio_duration, load_audio
+
+keep_freed_memory()  # as `polyasr serve` does first thing, before torch and the server's threads
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")

@@ -29,6 +29,7 @@ from polyasr.errors import (
     UnsupportedAudioFormatError,
     WeightsMismatchError,
 )
+from polyasr.host_memory import keep_freed_memory
 from polyasr.models.base import AsrModel, Capabilities, CheckpointLayout, Family, ModelOutput
 from polyasr.options import TranscribeOptions
 from polyasr.registry import REGISTRY, ModelSpec, ModelType, register_family
@@ -54,6 +55,7 @@ __all__ = [
     "Family",
     "CheckpointLayout",
     "register_family",
+    "keep_freed_memory",
     "AsrError",
     "AudioError",
     "AudioFileNotFoundError",

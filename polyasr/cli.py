@@ -16,6 +16,7 @@ from polyasr.backends import DEVICES, DTYPES, GROUP_SIZES, QUANTIZE_BITS, check_
 from polyasr.backends.kernel_dispatch import KERNEL_CHOICES
 from polyasr.benchmark import ALL_MODELS, parse_model_paths, peak_rss_mb, run_benchmark
 from polyasr.errors import AsrError, InvalidOptionError, ModelNotFoundError
+from polyasr.host_memory import keep_freed_memory
 from polyasr.options import TASKS, TranscribeOptions
 from polyasr.outputs import EXTENSIONS, FORMATS, SubtitleOptions, format_result, write_result
 from polyasr.registry import DEFAULT_MODEL, FAMILIES, REGISTRY, converter_for, get_spec
@@ -690,6 +691,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    keep_freed_memory()  # this process decodes batch after batch (polyasr/host_memory.py)
     try:
         return COMMANDS[args.command](args)
     except AsrError as e:

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from polyasr.audio import load_audio
 from polyasr.errors import AsrError, AudioError, InvalidOptionError, ModelNotFoundError
+from polyasr.host_memory import keep_freed_memory
 from polyasr.options import TranscribeOptions
 from polyasr.registry import get_spec
 from polyasr.server.batching import Job, ModelWorker, QueueFull, ShuttingDown
@@ -313,7 +314,9 @@ def _decode_upload(upload: UploadFile):
 
 def create_app(engines: dict, config: ServerConfig | None = None) -> FastAPI:
     """The ASGI app serving `engines` ({model id: AsrEngine}); workers start with the app's lifespan
-    and, at shutdown, finish what is queued before the app exits."""
+    and, at shutdown, finish what is queued before the app exits. A server process decodes batch
+    after batch: its allocator keeps freed memory for the next (`keep_freed_memory`)."""
+    keep_freed_memory()
     config = config or ServerConfig()
     server = Server(engines, config)
 
