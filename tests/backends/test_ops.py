@@ -523,7 +523,8 @@ def case_log_softmax(B):
 @case("attention")
 def case_attention(B):
     """Self-attention, causal with queries as the last Tq positions (a cached decode step), key padding
-    with a length-1 row, GQA, an additive per-query mask, Tk = 1, an odd head size."""
+    with a length-1 row, GQA, an additive per-query mask, Tk = 1, an odd head size, and decoder
+    steps' few queries over many keys."""
     cases = [
         # (B, H, Hkv, Tq, Tk, D, causal, key lengths or None, additive)
         (2, 3, 3, 7, 7, 16, False, None, False),
@@ -535,6 +536,10 @@ def case_attention(B):
         (2, 4, 1, 1, 5, 8, False, [5, 2], False),
         (2, 2, 2, 3, 1, 8, False, None, False),
         (2, 2, 2, 4, 6, 8, False, None, True),
+        # decoder steps over Whisper's 1500 audio keys: one row, and 5 beams folded into the query axis
+        (1, 8, 8, 1, 1500, 64, False, None, False),
+        (3, 8, 8, 5, 1500, 64, False, None, False),
+        (2, 3, 3, 1, 40, 16, True, None, False),
     ]
     for b, h, hkv, tq, tk, d, causal, lengths, additive in cases:
         q, k, v = f32(b, h, tq, d), f32(b, hkv, tk, d), f32(b, hkv, tk, d)
