@@ -186,6 +186,21 @@ def test_batch_and_blocks_change_nothing(reference, monkeypatch):
     assert regions == [speech_timestamps(a) for a in audios]
 
 
+def _float64_probabilities(audio: np.ndarray) -> np.ndarray:
+    """Our network (silero's weights) computed in float64 on the torch backend, which offers only
+    fp32 / fp16 / bf16 to users: its dtype table is widened for this call."""
+    from polyasr.backends import torch as torch_backend
+    from polyasr.models.silero_vad.pipeline import SileroVAD
+
+    dtypes = torch_backend._DTYPES
+    try:
+        torch_backend._DTYPES = {**dtypes, "float64": torch.float64}
+        vad = SileroVAD.load(torch_backend.TorchBackend("cpu", "float64"), None, "jit")
+        return vad.probabilities([audio.astype(np.float64)])[0]
+    finally:
+        torch_backend._DTYPES = dtypes
+
+
 def test_8khz_input_is_resampled(silero, fixtures_dir):
     audio16 = read(fixtures_dir, "speech_pauses.flac")
     import soxr
@@ -193,7 +208,14 @@ def test_8khz_input_is_resampled(silero, fixtures_dir):
     audio8 = soxr.resample(audio16, 16000, 8000, quality="HQ").astype(np.float32)
     up = validate_samples(audio8, source_rate=8000)  # what we run: the 8 kHz signal at 16 kHz
     assert len(up) == 2 * len(audio8)
-    assert_close(speech_probabilities(audio8, 8000), silero_probs(silero, up), atol=PROB_ATOL, what="8 kHz")
+    ours, theirs = speech_probabilities(audio8, 8000), silero_probs(silero, up)
+    # On some CPUs silero's own fp32 model is ~1e-4 off on a window of this signal: the float64 run
+    # of the same network (`_float64_probabilities`) is the arbiter. Ours stays within PROB_ATOL of
+    # it, and of silero's within PROB_ATOL plus silero's own distance from it.
+    truth = _float64_probabilities(up)
+    assert_close(ours, truth, atol=PROB_ATOL, what="8 kHz, against the float64 network")
+    theirs_error = float(np.abs(theirs - truth).max())
+    assert_close(ours, theirs, atol=PROB_ATOL + theirs_error, what="8 kHz, against silero's model")
     expected = [(s // 2, -(-e // 2)) for s, e in silero_regions(silero, up)]
     assert expected and speech_timestamps(audio8, sample_rate=8000) == expected
 
