@@ -5,8 +5,8 @@ values, the beams' KV caches, each step's logits) and frees them when the batch 
 next batch allocates them again. glibc's malloc serves blocks over its mmap threshold (at most
 32 MB, dynamically) with fresh mappings and unmaps them on free, and a thread other than the
 main one allocates from an arena of at most 64 MB heaps, so each batch faults in every page of
-its buffers anew, one fault per 4 KB: a third of a 16-request batched Whisper base decode on two
-cores. `keep_freed_memory` makes every thread allocate from the main heap, with no size going
+its buffers anew, one fault per 4 KB: about a fifth of a 16-request batched Whisper base decode
+on two cores. `keep_freed_memory` makes every thread allocate from the main heap, with no size going
 to mmap and up to `KEEP_BYTES` of freed memory kept at its top, so the next batch reuses pages
 already mapped. The cost is that memory freed after a peak stays with the process (up to
 KEEP_BYTES above what it uses), which is what a server that meets the same peak again wants.

@@ -1,7 +1,7 @@
 """keep_freed_memory: batch after batch of large buffers reuse the pages the previous batch
 freed, in the main thread and in a worker thread, instead of mapping and faulting them in anew
 (glibc's default for blocks over its mmap threshold). Measured on torch tensors, the decoders'
-buffers (numpy asks for huge pages, which would hide the 4 KB faults)."""
+buffers, with huge pages off for the child process (they would hide the 4 KB faults)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ import pytest
 pytest.importorskip("torch")
 
 _CHILD = textwrap.dedent("""
-    import json, resource, sys, threading
+    import ctypes, json, resource, sys, threading
     from polyasr.host_memory import keep_freed_memory
+
+    # 4 KB pages whatever the machine's transparent-huge-page mode (PR_SET_THP_DISABLE): with huge
+    # pages a fresh mapping faults once per 2 MB, and the count below would not show it
+    assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0
 
     applied = keep_freed_memory() if sys.argv[1] == "keep" else None  # first, as the CLI does
     import torch
@@ -54,8 +58,9 @@ def test_later_batches_reuse_freed_pages():
     pages = 2 * 6 * 40 * 2**20 // 4096  # the held buffers of two batches
     default, kept = _faults("default"), _faults("keep")
     assert kept["applied"] is True
-    # glibc's default: every 40 MB buffer is mapped anew and each of its pages faulted in
-    assert default["main"] > pages and default["thread"] > pages, default
+    # glibc's default: most 40 MB buffers are mapped anew and each of their pages faulted in (its
+    # dynamic mmap threshold lets a few land in the heap), in both threads
+    assert default["main"] > pages / 2 and default["thread"] > pages / 2, default
     # kept: freed pages serve most of the next batches (how many are mapped anew depends on where
     # glibc finds room for each size; a 16-request Whisper decode measured ~0 after its first batch)
     assert kept["main"] + kept["thread"] < (default["main"] + default["thread"]) / 2, (default, kept)

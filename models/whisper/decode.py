@@ -100,11 +100,12 @@ def _top_tokens(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     tokens only. The log-softmax is monotonic in the logits, so their top n are the same tokens.
     The selection is one pass per row in C++: a partial sort degenerates when most of a row is
     -inf, as the timestamp rules leave it."""
-    top, _ = _decode.top_k(np.ascontiguousarray(logits, dtype=np.float32), n)
-    m = logits.max(axis=1, keepdims=True)
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    top, picked = _decode.top_k(logits, n)
+    m = picked[:, :1]  # the best of a row is its maximum
     with np.errstate(divide="ignore"):
         log_sum = np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-    values = np.take_along_axis(logits, top, axis=1) - m - log_sum
+    values = picked - m - log_sum
     order = np.lexsort((top, -values), axis=1)
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
 
