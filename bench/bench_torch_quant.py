@@ -33,7 +33,7 @@ from polyasr.benchmark import word_error_rate
 
 THREADS = torch.get_num_threads()
 AUDIO = "en_medium"
-OPTS = TranscribeOptions(language="en", temperatures=(0.0,))
+OPTS = TranscribeOptions(language="en", temperatures=(0.0,), beam_size=1)  # greedy, as faster-whisper is run below
 WHISPER = f"Whisper base on CPU, {AUDIO}.wav, {THREADS} threads"
 FW = "faster-whisper int8"
 SECONDS = [10.0] + ([30.0] if os.environ.get("POLYASR_BENCH_FULL") else [])
