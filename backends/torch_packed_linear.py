@@ -40,6 +40,10 @@ class PackedLinear:
         self.packed = _pack(w, None)  # no hint: the row count follows the audio's length
         self.shape = (w.shape[1], w.shape[0])
 
+    @property
+    def nbytes(self) -> int:  # the logical size: oneDNN's opaque tensor does not expose its blocked storage
+        return self.packed.numel() * self.packed.element_size()
+
     def linear(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         y = _packed_linear(x.reshape(-1, x.shape[-1]), self.packed, b)
         return y.view(*x.shape[:-1], self.shape[1])
@@ -57,6 +61,11 @@ class WideLinear:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight_t.shape)
+
+    @property
+    def nbytes(self) -> int:
+        held = (self.weight_t,) if self.packed is None else (self.weight_t, self.packed)
+        return sum(t.numel() * t.element_size() for t in held)
 
     def linear(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])

@@ -1077,11 +1077,11 @@ def test_torch_wide_linear_packs_its_copy_on_the_first_multi_row_call():
     w = B.prepare_linear(B.asarray(f32(WIDE_OUTPUT, 8)))
     assert isinstance(w, WideLinear) and w.shape == (8, WIDE_OUTPUT) and w.packed is None
     B.linear(B.asarray(f32(1, 1, 8)), w)
-    assert w.packed is None
+    assert w.packed is None and w.nbytes == 4 * 8 * WIDE_OUTPUT
     B.linear(B.asarray(f32(4, 1, 8)), w)
     packed = w.packed
     B.linear(B.asarray(f32(2, 8)), w)
-    assert packed is not None and w.packed is packed
+    assert packed is not None and w.packed is packed and w.nbytes == 2 * 4 * 8 * WIDE_OUTPUT
     assert not isinstance(B.prepare_linear(B.asarray(f32(WIDE_OUTPUT - 1, 8))), WideLinear)
 
 
@@ -1097,6 +1097,7 @@ def test_torch_cpu_packs_sequence_weights_once_and_keeps_decoder_weights_transpo
     w = f32(24, 8)
     seq, step = B.prepare_linear(B.asarray(w), many_rows=True), B.prepare_linear(B.asarray(w))
     assert isinstance(seq, PackedLinear) and seq.shape == (8, 24) and vars(seq).keys() == {"packed", "shape"}
+    assert seq.nbytes == 4 * 24 * 8
     assert tuple(step.shape) == (8, 24) and step.is_contiguous()
     x = f32(2, 5, 8)
     np.testing.assert_allclose(B.to_numpy(B.linear(B.asarray(x), seq)), x @ w.T, rtol=1e-5, atol=1e-5)
