@@ -35,6 +35,7 @@ class MLXBackend(ComposedOps):
     decode_on_host = False
     # unified memory on a GPU: the batch fills it
     max_pass_rows = None
+    host_threads = 1  # the TDT loop runs on MLX ops, not on the host
 
     def __init__(
         self,

@@ -67,6 +67,10 @@ class Backend(Protocol):
     tiny ops then pays the dispatch cost per step and C++ is faster. False where the batched
     loop on backend ops keeps the data on the device and evaluates a few steps at a time (CUDA,
     MLX)."""
+    host_threads: int
+    """Threads a loop in the C++ extension may use on the host (Parakeet's greedy TDT splits a batch's
+    items over them; results do not depend on the count): the backend's own CPU budget, read when
+    asked, so it follows what the user set (torch's intra-op threads); 1 where no loop runs there."""
     max_pass_rows: int | None
     """Capability hint: the most sequence rows (batch x positions) one whole-sequence pass (an
     encoder) should take at once; a larger batch runs in slices of whole sequences, or None for no

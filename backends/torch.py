@@ -146,6 +146,12 @@ class TorchBackend(ComposedOps):
     def contiguous(x):
         return x.contiguous()
 
+    @property
+    def host_threads(self) -> int:
+        # torch's intra-op threads as the user left them (`torch.set_num_threads`, `polyasr batch
+        # --threads`): the TDT loop on the CPU then uses the cores the encoder just used
+        return torch.get_num_threads() if self.on_cpu else 1
+
     def synchronize(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

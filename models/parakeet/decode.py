@@ -14,6 +14,7 @@ The rule, per utterance (transformers' `ParakeetForTDT.generate`, NeMo's label-l
 Two implementations of the same rule:
 * CPU: the whole loop in C++ (`polyasr._decode.tdt_greedy`, GIL released), fed host fp32 copies
   of the predictor and joint weights; a loop of tiny matrix-vector products is what C++ is for.
+  A batch's items are split over the backend's `host_threads` (torch's intra-op threads).
 * other devices (CUDA, MLX): `greedy_device`, a batched loop on backend ops where all utterances
   advance together (finished ones are masked), the state update is selected per row, and the host
   is asked whether anyone is still running only every `_SYNC_EVERY` steps, so a GPU is not
@@ -76,6 +77,7 @@ class Transducer:
             self.durations,
             self.cfg.blank_id,
             max_symbols or self.cfg.max_symbols,
+            threads=self.B.host_threads,
         )
 
     # ---- devices: batched loop on backend ops -----------------------------------------------------

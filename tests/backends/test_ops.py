@@ -251,6 +251,7 @@ def case_attributes(B):
     assert B.zeros((1,)).dtype == B.dtype == B.asarray(np.zeros(1)).dtype
     assert isinstance(B.kernels, str) and B.kernels
     assert isinstance(B.decode_on_host, bool)
+    assert isinstance(B.host_threads, int) and B.host_threads >= 1
     assert B.max_pass_rows is None or (isinstance(B.max_pass_rows, int) and B.max_pass_rows > 0)
     # the suite's backends are made without quantisation: every prepared linear is counted full precision
     assert B.quantization is None and B.quantized_layers == 0

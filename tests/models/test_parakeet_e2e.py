@@ -171,6 +171,24 @@ def test_cpp_and_device_loop_agree_on_ragged_batches(engine, fixtures_dir):
         assert_close(h.confidences, d.confidences, transducer_confidence_tolerance(m.cfg), what="confidences")
 
 
+def test_cpp_loop_splits_a_batch_over_torchs_threads(engine, fixtures_dir, monkeypatch):
+    """The C++ loop gets the backend's `host_threads`, torch's intra-op count as the user set it."""
+    from polyasr.models.parakeet import decode
+
+    m, seen, real = engine.model, [], decode.tdt_greedy
+    monkeypatch.setattr(decode, "tdt_greedy", lambda *a, **k: seen.append(k["threads"]) or real(*a, **k))
+    audio = load_audio(fixtures_dir / "en_short.wav")
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                m.decode(*m.encode([audio, audio]))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 3]
+
+
 def test_ten_minutes_run_in_chunks_with_every_word_once(engine, fixtures_dir):
     phrase = load_audio(fixtures_dir / "en_short.wav")
     pause = np.zeros(8000, np.float32)
