@@ -27,7 +27,7 @@ def _load_ctranslate2_before_torch() -> None:
     global symbol scope. A CTranslate2 loaded after torch binds its OpenMP calls to torch's runtime:
     its worker threads then count among torch's, libgomp sees more threads than cores and stops
     spinning between parallel regions, and each of torch's small products (a decoder step's one-row
-    GEMVs) waits for a futex wake-up. Measured on Whisper base greedy decoding, polyasr ran ~1.7x
+    GEMVs) waits for a futex wake-up. Measured on Whisper base greedy decoding, polyasr ran ~1.5-1.7x
     slower beside faster-whisper than alone, while faster-whisper's own time did not change. Loaded
     first, each library keeps its own runtime, as in separate processes, which is how users run them."""
     if "torch" in sys.modules:  # pytest imports this file before the bench modules; a script may not
