@@ -15,7 +15,6 @@ themselves); the load average is printed with each figure.
 from __future__ import annotations
 
 import os
-import resource
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ import pytest
 from conftest import FIXTURES, FULL, note, record
 
 from polyasr.audio import load_audio
+from polyasr.benchmark import peak_rss_mb
 from polyasr.diarization import DiarizeOptions, diarize_signal, embed_speech, load_embedding
 from polyasr.vad import load_vad, speech_timestamps
 
@@ -160,7 +160,7 @@ def test_one_hour(benchmark, threads):
     threads(1)
     benchmark.pedantic(lambda: diarize_signal(audio, DiarizeOptions(), vad=vad, encoder=encoder), rounds=1)
     threads(2)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     _rtf(
         "diarization, 1 h",
         f"polyasr.diarize, 1 torch thread (peak RSS {peak:.0f} MB)",

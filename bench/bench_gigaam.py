@@ -10,7 +10,6 @@ rate (measured in the same run) each side reaches.
 
 from __future__ import annotations
 
-import resource
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "models"))
 gigaam_refs = pytest.importorskip("gigaam_refs", reason="needs the gigaam reference package (see .ci/setup)")
 
 from polyasr.backends.torch import TorchBackend  # noqa: E402
+from polyasr.benchmark import peak_rss_mb  # noqa: E402
 from polyasr.models.gigaam import model as net  # noqa: E402
 from polyasr.models.gigaam.config import GigaAMConfig  # noqa: E402
 from polyasr.models.gigaam.weights import map_weights  # noqa: E402
@@ -45,10 +45,6 @@ def _features(seconds: float, batch: int, gc):
     return torch.randn(batch, gc.feat_in, frames, generator=g), torch.full((batch,), frames)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @pytest.mark.parametrize("seconds, batch", ENCODER_SHAPES)
 def test_encoder(benchmark, models, gemm_rate, seconds, batch):
     ref, params, gc, B = models
@@ -65,9 +61,9 @@ def test_encoder(benchmark, models, gemm_rate, seconds, batch):
     group = f"GigaAM v3 encoder, {seconds:.0f} s x {batch}, {torch.get_num_threads()} threads"
     t_ours, t_ref = side_by_side(benchmark, group, "reference", ours, theirs, rounds, warmup)
     audio_secs = seconds * batch
-    benchmark.extra_info.update(rtf=t_ours / audio_secs, peak_rss_mb=_peak_rss_mb(), gflop=flops / 1e9)
+    benchmark.extra_info.update(rtf=t_ours / audio_secs, peak_rss_mb=peak_rss_mb(), gflop=flops / 1e9)
     note(group, f"RTF polyasr {t_ours / audio_secs:.4f}, reference {t_ref / audio_secs:.4f}; {flops / 1e9:.0f} GFLOP")
     gemm_share(group, "polyasr", flops, t_ours, gemm_rate)
     gemm_share(group, "reference", flops, t_ref, gemm_rate)
-    note(group, f"peak RSS of the process so far {_peak_rss_mb():.0f} MB")
+    note(group, f"peak RSS of the process so far {peak_rss_mb():.0f} MB")
     np.testing.assert_equal(np.isfinite(out.float().numpy()).all(), True)

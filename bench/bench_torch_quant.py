@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from polyasr import AsrEngine, TranscribeOptions
 from polyasr.audio import load_audio
 from polyasr.backends.torch_packed_linear import PackedLinear, WideLinear
 from polyasr.backends.torch_quant import QuantizedWeight
-from polyasr.benchmark import word_error_rate
+from polyasr.benchmark import peak_rss_mb, word_error_rate
 
 THREADS = torch.get_num_threads()
 AUDIO = "en_medium"
@@ -171,17 +170,6 @@ def test_encoder(benchmark, family, bits, seconds):
 
 
 # ---- child processes: one model, one run, print peak RSS ------------------------------------------------------
-def _peak_rss_mb() -> float:
-    """This process's peak RSS since its exec: Linux's VmHWM belongs to the address space exec made.
-    getrusage's ru_maxrss is inherited across fork and exec, so a child of the bench (whose RSS holds
-    the models built so far) would report the parent's peak instead of its own."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _main(argv: list[str]) -> None:
     kind = argv[1]
     if kind == "whisper":
@@ -205,9 +193,9 @@ def _main(argv: list[str]) -> None:
         held = psutil.Process().memory_info().rss / 2**20  # after the build's transients (random fp32 draws)
         with torch.inference_mode():
             run(float(argv[4]))
-        print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "held_mb": held}))
+        print(json.dumps({"peak_rss_mb": peak_rss_mb(), "held_mb": held}))
         return
-    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}))  # noqa: T201
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -37,9 +37,16 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+    """Peak resident memory of this process since it started, in MB. On Linux that is /proc's VmHWM,
+    which belongs to the address space exec made: getrusage's ru_maxrss is inherited across fork and
+    exec, so a process started by a larger one (a test, a bench, a Ray worker) would report its
+    parent's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 
 
 ALL_MODELS = "all"

@@ -598,3 +598,18 @@ def test_trim_word_pauses_flag(flag, trim):
 
     args = cli._build_parser().parse_args(["transcribe", str(SHORT), "--word-timestamps", *flag])
     assert cli._options(args).trim_word_pauses is trim
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """`peak_rss_mb` (the CLI's and `polyasr benchmark`'s figure) in a process started by a larger one:
+    getrusage's ru_maxrss carries the parent's peak across fork and exec, so the child's own figure
+    must come from its own address space. The parent holds 400 MB while the child starts."""
+    held = bytearray(400 * 2**20)
+    held[::4096] = b"\1" * (len(held) // 4096)  # every page touched: resident
+    code = "from polyasr.benchmark import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    with open("/proc/self/status", encoding="ascii") as f:
+        parent = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    del held
+    assert 0 < child < parent - 300, (child, parent)
