@@ -28,6 +28,11 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 # SDPA's flash kernel tiles for long queries; for this few a plain matmul, softmax, matmul over the
 # keys takes about half its time (Whisper's cross-attention of one row over 1500 keys).
 SHORT_QUERIES = 8
+# The positional scores one block of `rel_pos_attention`'s queries makes on the CPU. Whole, they are
+# (B, H, T, 2T-1): 36 MB per layer for one minute of Parakeet. glibc maps blocks over its mmap
+# threshold (32 MB at most) afresh at every call and faults their pages in one by one; blocks under
+# it reuse the heap's pages, and stay in cache between the product and the softmax.
+ATTENTION_BLOCK_BYTES = 8 << 20
 
 
 def _key_mask(mask, batch: int, tk: int):
@@ -318,7 +323,11 @@ class TorchBackend(ComposedOps):
             return rel_pos_attention(q, k, v, pos, bias_u, bias_v, key_mask=key_mask)
         from polyasr.kernels.rel_pos_attention import rel_pos_attention_ref
 
-        return rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, mask=mask)
+        rows = None
+        if self.on_cpu:  # blocks of queries whose positional term stays under ATTENTION_BLOCK_BYTES
+            b, h, t, _ = q.shape
+            rows = max(1, ATTENTION_BLOCK_BYTES // (b * h * 2 * t * q.element_size()))
+        return rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, mask=mask, rows=rows)
 
     def rope(self, x, cos, sin):
         return self.qk_norm_rope(x, None, cos, sin)

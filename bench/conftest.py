@@ -155,19 +155,46 @@ def gemm_share(group: str, name: str, flops: int, seconds: float, rate: float) -
     note(group, f"{name}: {flops / seconds / 1e9:.0f} GFLOP/s = {flops / seconds / rate:.0%} of the fp32 matmul rate")
 
 
+def _minor_faults() -> int:
+    """Page faults this process has taken so far that needed no disk read (first touches of memory)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _counting_faults(fn, counts: list):
+    def run():
+        before = _minor_faults()
+        out = fn()
+        counts.append(_minor_faults() - before)
+        return out
+
+    return run
+
+
 def side_by_side(benchmark, group: str, baseline: str, ours, theirs, rounds: int, warmup: int, name="polyasr"):
     """Time `ours` with pytest-benchmark and `theirs` in its setup hook, so the two alternate round
-    by round and see the same machine load (this CPU may be shared); record both minima in `group`.
+    by round and see the same machine load (this CPU may be shared); record both minima in `group`,
+    and each side's page faults per call (memory a call maps afresh and touches: in a VM each fault
+    costs microseconds, so a call that maps hundreds of megabytes pays for it in time).
     Returns the minima (ours, theirs)."""
     import torch
 
-    times = []
+    times, faults_ours, faults_theirs = [], [], []
+    run_ours, timed_theirs = _counting_faults(ours, faults_ours), _counting_faults(theirs, faults_theirs)
 
     def run_theirs():
-        times.append(_timed(theirs))
+        times.append(_timed(timed_theirs))
 
     with torch.inference_mode():
-        benchmark.pedantic(ours, setup=run_theirs, rounds=rounds, iterations=1, warmup_rounds=warmup)
+        benchmark.pedantic(run_ours, setup=run_theirs, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    note(
+        group,
+        f"page faults per call, fewest of the rounds: {name} {min(faults_ours[warmup:])}, "
+        f"{baseline} {min(faults_theirs[warmup:])}",
+    )
     theirs_min = min(times[warmup:])  # the first `warmup` calls ran beside ours' warm-up rounds
     RESULTS.setdefault(group, (baseline, {}))[1][baseline] = theirs_min
     record(group, baseline, name, benchmark)

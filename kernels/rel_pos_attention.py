@@ -24,8 +24,8 @@ the flops of the ideal position term, still O(T^2 D) and no (T, T) or (T, 2T-1) 
 Rows whose every key is masked out are zero (the reference gives NaN there: the torch
 backend's masks always keep at least one key per item).
 
-``rel_pos_attention_ref`` is the plain-torch spec (the torch backend's CPU path, unchanged
-from before this kernel existed); ``rel_pos_attention`` launches the Triton kernel (CUDA
+``rel_pos_attention_ref`` is the plain-torch spec (the torch backend's CPU path, in blocks of queries
+there); ``rel_pos_attention`` launches the Triton kernel (CUDA
 tensors, or CPU tensors when ``TRITON_INTERPRET=1`` was set before this import).
 """
 
@@ -211,24 +211,33 @@ def _rel_pos_attention_fwd_kernel(
 # ---- reference ----------------------------------------------------------------------------------
 
 
-def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None):
+def rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, *, mask=None, rows=None):
     """The spec in plain torch, in the inputs' dtype (pass fp32 for the fp32 reference).
 
     q, k, v: (B, H, T, D); pos: (H, 2T-1, D), the projected embeddings of distances T-1 .. -(T-1);
     bias_u, bias_v: (H, 1, D); mask: bool (B, 1, 1, T), True on valid keys, or None.
     scores[i, j] = ((q_i + u) . k_j + (q_i + v) . pos[T-1-i+j]) / sqrt(D) -> softmax -> @ v.
-    The positional term is computed for all 2T-1 distances and shifted into place by a
-    strided view (element [i, j] of the shifted matrix is [i, T-1-i+j] of the full one),
-    which is the pad-and-reshape `rel_shift` of the references without its copies.
+    The positional term is computed for the distances the queries need and shifted into place by
+    a strided view (element [i, j] of the shifted matrix is [i, T-1-i+j] of the full one), which
+    is the pad-and-reshape `rel_shift` of the references without its copies.
+
+    rows: queries per block (None: all T at once). A block of n queries needs T + n - 1 of the
+    distances, so its (B, H, n, T + n - 1) positional term stays small: the CPU path bounds it
+    (`backends/torch.py`), and the whole-T product is twice the attention matrix.
     """
     b, h, t, d = q.shape
     # the scale goes on (q + v), (B, H, T, D), rather than on the (B, H, T, T) scores
-    full = torch.matmul((q + bias_v).mul_(d**-0.5), pos.transpose(-1, -2)).contiguous()  # (B, H, T, 2T-1)
-    w = 2 * t - 1
-    bd = full.as_strided((b, h, t, t), (h * t * w, t * w, w - 1, 1), full.storage_offset() + t - 1)
-    # one pass writes the shifted scores out, masked or not (SDPA wants them dense)
-    bd = bd.contiguous() if mask is None else bd.masked_fill(~mask, -torch.inf)
-    return F.scaled_dot_product_attention(q + bias_u, k, v, attn_mask=bd)
+    qv, qu = (q + bias_v).mul_(d**-0.5), q + bias_u
+    out = []
+    for i0 in range(0, t, rows or t):
+        n = min(t, i0 + (rows or t)) - i0
+        w = t + n - 1  # pos rows T-1-i+j for the block's i and every j < T: T-i0-n .. 2T-2-i0
+        full = torch.matmul(qv[:, :, i0 : i0 + n], pos[:, t - i0 - n : 2 * t - 1 - i0].transpose(-1, -2)).contiguous()
+        bd = full.as_strided((b, h, n, t), (h * n * w, n * w, w - 1, 1), full.storage_offset() + n - 1)
+        # one pass writes the shifted scores out, masked or not (SDPA wants them dense)
+        bd = bd.contiguous() if mask is None else bd.masked_fill(~mask, -torch.inf)
+        out.append(F.scaled_dot_product_attention(qu[:, :, i0 : i0 + n], k, v, attn_mask=bd))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
 # ---- launcher -----------------------------------------------------------------------------------

@@ -47,13 +47,35 @@ def _rel_shift(x):
     return x[..., : (w + 1) // 2]
 
 
+@pytest.mark.parametrize("rows", [None, 1, 2, 4, 9])
 @pytest.mark.parametrize("t", [1, 2, 9])
-def test_ref_is_the_formula(t):
+def test_ref_is_the_formula(t, rows):
+    """In one block or in blocks of `rows` queries (the last one shorter)."""
     q, k, v, pos, u, vb = _inputs(3, 2, t, 8, torch.float64, "cpu")
     keep = _key_mask(3, t, "cpu")
     expected = _formula(q, k, v, pos, u, vb, keep)
-    assert_close(rel_pos_attention_ref(q, k, v, pos, u, vb, mask=keep[:, None, None, :]), expected, atol=1e-12)
-    assert_close(rel_pos_attention_ref(q, k, v, pos, u, vb), _formula(q, k, v, pos, u, vb, None), atol=1e-12)
+    got = rel_pos_attention_ref(q, k, v, pos, u, vb, mask=keep[:, None, None, :], rows=rows)
+    assert_close(got, expected, atol=1e-12)
+    got = rel_pos_attention_ref(q, k, v, pos, u, vb, rows=rows)
+    assert_close(got, _formula(q, k, v, pos, u, vb, None), atol=1e-12)
+
+
+def test_cpu_path_bounds_the_positional_block(monkeypatch):
+    """The torch backend's CPU path splits the queries so each block's positional scores stay under
+    ATTENTION_BLOCK_BYTES, and gives the one-block result."""
+    from polyasr.backends import torch as torch_backend
+
+    q, k, v, pos, u, vb = _inputs(2, 2, 40, 8, torch.float32, "cpu")
+    keep = _key_mask(2, 40, "cpu")[:, None, None, :]
+    whole = rel_pos_attention_ref(q, k, v, pos, u, vb, mask=keep)
+    monkeypatch.setattr(torch_backend, "ATTENTION_BLOCK_BYTES", 2 * 2 * 2 * 40 * 4 * 7)  # 7 rows a block
+    seen = []
+    real_matmul = torch.matmul
+    monkeypatch.setattr(torch, "matmul", lambda a, b: seen.append(a.shape[2]) or real_matmul(a, b))
+    got = torch_backend.TorchBackend("cpu", "float32").rel_pos_attention(q, k, v, pos, u, vb, mask=keep)
+    monkeypatch.undo()
+    assert seen == [7] * 5 + [5]
+    torch.testing.assert_close(got, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_ref_shift_is_nemo_rel_shift():

@@ -138,6 +138,22 @@ def test_parakeet_features_encoder_and_tdt_loop(parakeet, fixtures_dir):
     assert sum(len(h.tokens) for h in host) > 0
 
 
+def test_parakeet_stem_in_pieces(parakeet, fixtures_dir, monkeypatch):
+    """The stem's pieces (spans of one subsampling unit, context cut off again) on MLX give the
+    encoder output torch gives in one pass."""
+    from polyasr.models.parakeet import model as net
+
+    t, m = (e.model for e in parakeet)
+    audios = _clips(fixtures_dir)
+    pt, lt = t.encode(audios)
+    monkeypatch.setattr(net, "STEM_PIECE_BYTES", 1)
+    pm, lm = m.encode(audios)
+    assert lt.tolist() == lm.tolist()
+    for i, n in enumerate(lt):
+        ours, ref = m.B.to_numpy(pm)[i, :n], t.B.to_numpy(pt)[i, :n]
+        assert_close(ours, ref, **encoder_arithmetic(t.cfg), what=f"joint projection {i}, stem in pieces")
+
+
 def test_parakeet_same_transcript(parakeet, fixtures_dir):
     _same_tokens(*parakeet, load_audio(fixtures_dir / "en_short.wav"))
 

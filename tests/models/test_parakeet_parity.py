@@ -23,8 +23,10 @@ from parakeet_refs import (
 )
 
 from polyasr.backends.torch import TorchBackend
+from polyasr.models import layers
 from polyasr.models.parakeet import model as net
 from polyasr.models.parakeet.checkpoint import read_parakeet_checkpoint
+from polyasr.models.parakeet.config import ParakeetConfig
 from polyasr.models.parakeet.pipeline import ParakeetModel
 
 pytest.importorskip("transformers")  # the reference the checkpoints are made from
@@ -157,16 +159,56 @@ def test_greedy_matches_generate(reference, fmt):
         assert one.tokens.tolist() == expected[i][0]
 
 
-def test_stem_in_batch_slices_equals_one_pass(reference, monkeypatch):
-    """The stem runs a large batch in slices (bounded memory); the result must not change."""
+def _stem_frame_bytes(cfg) -> int:
+    """The stem's first-stage output per input frame, the unit STEM_PIECE_BYTES counts in."""
+    return cfg.subsampling_conv_channels * (cfg.feat_in // 2 + 1) * 2
+
+
+@pytest.mark.parametrize("piece", ["items", "spans of 5 units", "spans of one unit"])
+def test_stem_in_pieces_equals_one_pass(reference, monkeypatch, piece):
+    """The stem runs in pieces (groups of items, or spans of an item's time with context cut off
+    again); on a ragged batch the result must not change, at any piece size."""
     _, _, loaded = reference
     m, signals = loaded["nemo"], _signals()
     feats, frames = m.features(signals)
     whole, lengths = net.encode(m.params, m.cfg, m.B, feats, frames)
-    monkeypatch.setattr(net, "STEM_BYTES", 1)  # one item per slice
-    sliced, lengths2 = net.encode(m.params, m.cfg, m.B, feats, frames)
+    unit, per_frame = m.cfg.subsampling_factor, _stem_frame_bytes(m.cfg)
+    size = {"items": per_frame * feats.shape[-1], "spans of 5 units": per_frame * 5 * unit, "spans of one unit": 1}
+    monkeypatch.setattr(net, "STEM_PIECE_BYTES", size[piece])
+    calls = []
+    monkeypatch.setattr(net, "_stem_slice", lambda *a, f=net._stem_slice, c=calls: c.append(1) or f(*a))
+    pieces, lengths2 = net.encode(m.params, m.cfg, m.B, feats, frames)
+    assert len(calls) >= len(signals) if piece == "items" else len(calls) > len(signals) * 2
     np.testing.assert_array_equal(lengths, lengths2)
-    assert_close(sliced, whole, **encoder_arithmetic(m.cfg), what="stem in slices")
+    assert_close(pieces, whole, **encoder_arithmetic(m.cfg), what=f"stem in {piece}")
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("factor", [4, 8])
+def test_stem_edge_frames_cover_every_kernel(monkeypatch, kernel, factor):
+    """`stem_edge_frames` is enough context for any stem kernel and depth: spans of one subsampling
+    unit give the one-pass output on a ragged batch (random weights, torch fp32)."""
+    cfg = ParakeetConfig(
+        features=16, feat_in=16, n_layers=1, d_model=32, n_heads=2, subsampling_factor=factor,
+        subsampling_conv_channels=8, subsampling_conv_kernel_size=kernel,
+    )  # fmt: skip
+    B, rng = TorchBackend("cpu", "float32"), np.random.default_rng(kernel)
+    shapes = net.param_shapes(cfg)
+    stem = {k: rng.standard_normal(s).astype(np.float32) * 0.3 for k, s in shapes.items() if "pre_encode" in k}
+    params = layers.prepare({k: B.param(v) for k, v in stem.items()}, shapes, B)
+    feats = B.asarray(rng.standard_normal((3, 203, cfg.feat_in)).astype(np.float32))
+    for batch, lengths in ((feats, np.array([203, 150, 77])), (feats[:1], np.array([203]))):
+        monkeypatch.setattr(net, "STEM_PIECE_BYTES", 1 << 30)
+        whole, n_whole = net._stem(params, cfg, B, batch, lengths)
+        monkeypatch.setattr(net, "STEM_PIECE_BYTES", 1)
+        calls = []
+        monkeypatch.setattr(net, "_stem_slice", lambda *a, f=net._stem_slice, c=calls: c.append(1) or f(*a))
+        pieces, n_pieces = net._stem(params, cfg, B, batch, lengths)
+        monkeypatch.undo()
+        assert len(calls) >= 203 // factor * len(lengths), "the stem did not run in spans"
+        np.testing.assert_array_equal(n_whole, n_pieces)
+        assert tuple(pieces.shape) == tuple(whole.shape)
+        np.testing.assert_allclose(pieces.numpy(), whole.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_position_projections_are_held_and_read_as_slices(reference):

@@ -84,9 +84,12 @@ def test_features_equal_the_reference_extractors(setup):
         )
 
 
+@pytest.mark.parametrize("group_bytes", [None, 1], ids=["stem-groups-by-size", "stem-one-chunk-a-group"])
 @pytest.mark.parametrize("lengths", [SINGLE, BATCH, TAILS], ids=["single", "batched", "window-lengths"])
-def test_encoder_output(setup, lengths):
+def test_encoder_output(setup, lengths, group_bytes, monkeypatch):
     ref, models, _ = setup
+    if group_bytes is not None:
+        monkeypatch.setattr(net, "STEM_GROUP_BYTES", group_bytes)
     for layout, m in models.items():
         feats, frames = log_mel(_audios(lengths), m.mel, m.B)
         with torch.no_grad():
