@@ -157,6 +157,10 @@ class MLXBackend(ComposedOps):
         return mx.transpose(y + b if b is not None else y, (0, 3, 1, 2))
 
     @staticmethod
+    def prepare_conv2d(w):
+        return w  # `conv2d` transposes per call: a prepared copy would change the shape models see
+
+    @staticmethod
     def depthwise_conv1d(x, w, b=None, padding: int = 0):
         y = mx.conv1d(x, w[:, :, None], padding=padding, groups=w.shape[0])
         return y + b if b is not None else y

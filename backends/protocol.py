@@ -158,6 +158,10 @@ class Backend(Protocol):
         both axes; groups = Cin is depthwise. Not channels-last: its users are conv stems over
         (time, frequency) that flatten (Cout, W') per frame right after."""
 
+    def prepare_conv2d(self, w: Array) -> Array:
+        """A (Cout, Cin, kh, kw) weight `conv2d_gelu` takes -> the same values and shape in the memory
+        layout this backend convolves fastest (once, at load time), so no call converts it again."""
+
     def conv2d_gelu(self, x: Array, w: Array, b: Array | None = None, stride: int = 1, padding: int = 0) -> Array:
         """gelu(conv2d(x, w, b, stride, padding)): a conv stem's layer (groups = 1). The result's
         memory layout is the backend's choice (torch on the CPU keeps it channels-last, the layout

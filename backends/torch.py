@@ -211,6 +211,13 @@ class TorchBackend(ComposedOps):
     def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, groups: int = 1):
         return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
 
+    def prepare_conv2d(self, w):
+        """CPU: channels-last, the layout `conv2d_gelu` runs oneDNN in; with the weight in the
+        checkpoint's layout, each call reordered it first (a copy of the whole weight)."""
+        if not self.on_cpu or w.shape[1] == 1:  # a one-channel image is a GEMM over patches instead
+            return w
+        return w.contiguous(memory_format=torch.channels_last)
+
     def conv2d_gelu(self, x, w, b=None, stride: int = 1, padding: int = 0):
         """CPU: the result stays channels-last (a strided view of (B, H', W', Cout)), the layout oneDNN
         convolves fastest and the next layer then gets as input; a one-channel image (a spectrogram)

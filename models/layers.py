@@ -10,9 +10,10 @@ another layout, which kind of layer they belong to. `prepare` turns those, once 
     conv1x1    (out, in, 1)     -> B.prepare_linear of (out, in), many rows: a 1x1 conv is a linear
                                    per frame
     depthwise  (C, 1, K)        -> (C, K) contiguous, what `glu_dwconv_silu` takes
+    conv2d     (out, in, kh, kw) -> B.prepare_conv2d: same shape, the backend's memory layout
     per_head   (H, D)           -> (H, 1, D) contiguous, broadcast over the time axis
 
-Everything else (norms, biases, embeddings, conv stems) stays as the checkpoint has it.
+Everything else (norms, biases, embeddings, the other conv stems) stays as the checkpoint has it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PREPARE = {
     "seq_linear": lambda B, w: B.prepare_linear(w, many_rows=True),
     "conv1x1": lambda B, w: B.prepare_linear(w[..., 0], many_rows=True),
     "depthwise": lambda B, w: B.contiguous(w[:, 0, :]),
+    "conv2d": lambda B, w: B.prepare_conv2d(w),
     "per_head": lambda B, w: B.contiguous(w[:, None, :]),
 }
 
@@ -40,6 +42,10 @@ class ParamShapes(dict):
 
     def conv1x1(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
         self._weight(prefix, (n_out, n_in, 1), "conv1x1", bias)
+
+    def conv2d(self, prefix: str, n_out: int, n_in: int, kernel: int, bias: bool = True) -> None:
+        """A `conv2d_gelu` layer's (out, in, kernel, kernel) weight."""
+        self._weight(prefix, (n_out, n_in, kernel, kernel), "conv2d", bias)
 
     def depthwise(self, prefix: str, channels: int, kernel: int, bias: bool = True) -> None:
         self._weight(prefix, (channels, 1, kernel), "depthwise", bias)

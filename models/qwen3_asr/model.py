@@ -45,7 +45,7 @@ def param_shapes(cfg) -> ParamShapes:
         shapes.norm(name, d)
 
     for i, c_in in ((1, 1), (2, c), (3, c)):
-        shapes[f"audio_tower.conv2d{i}.weight"], shapes[f"audio_tower.conv2d{i}.bias"] = (c, c_in, 3, 3), (c,)
+        shapes.conv2d(f"audio_tower.conv2d{i}", c, c_in, 3)
     enc("audio_tower.conv_out", d, c * a.conv_freq_bins, bias=False)
     for i in range(a.encoder_layers):
         p = f"audio_tower.layers.{i}"
@@ -160,29 +160,40 @@ def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
     )
 
 
-# The first conv's output one group of the stem's chunks makes (see _conv_stem).
+# The stem's blocks (see _conv_stem): the first conv's output for one group of chunks, and the
+# flattened conv output `conv_out` multiplies at once.
 STEM_GROUP_BYTES = 16 << 20
 
 
 def _conv_stem(params, cfg, B, x):
-    """x (n_chunks, 1, n_mels, chunk) -> (n_chunks, tokens per chunk, d_model), in groups of chunks
-    whose first conv output (C x n_mels/2 x chunk/2 floats per chunk, 6 MB at C = 480) stays under
-    STEM_GROUP_BYTES: malloc maps a larger block afresh at every call and faults its pages in one by
-    one, while blocks under its mmap threshold reuse the heap's pages. Two chunks a group run the
-    convolutions as fast as more."""
+    """x (n_chunks, 1, n_mels, chunk) -> (n_chunks, tokens per chunk, d_model).
+
+    The convolutions run on groups of chunks whose first conv output (C x n_mels/2 x chunk/2 floats
+    per chunk, 6 MB at C = 480) stays under STEM_GROUP_BYTES: malloc maps a larger block afresh at
+    every call and faults its pages in one by one, while blocks under its mmap threshold reuse the
+    heap's pages; two chunks a group convolve as fast as more. `conv_out` then multiplies the
+    flattened outputs of as many groups as fit the same bound at once: per group, its product
+    would have a few dozen rows, which runs at half the rate of a few hundred."""
     n_mels, chunk = x.shape[2], x.shape[3]
     per_chunk = cfg.audio.downsample_hidden_size * -(-n_mels // 2) * -(-chunk // 2) * 4
     group = max(1, STEM_GROUP_BYTES // per_chunk)
+    flat_per_chunk = per_chunk // 16  # after two more stride-2 convs: a quarter on each axis
+    rows = max(1, STEM_GROUP_BYTES // (flat_per_chunk * group)) * group
     outs = []
-    for s in range(0, x.shape[0], group):
-        y = x[s : s + group]
-        for i in (1, 2, 3):
-            p = f"audio_tower.conv2d{i}"
-            y = B.conv2d_gelu(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1)
-        # (n, C, F, T) -> (n, T, C * F), channel-major as upstream flattens it
-        y = B.merge_heads(B.transpose(y, (0, 1, 3, 2)))
+    for r in range(0, x.shape[0], rows):
+        flat = [_conv_group(params, B, x[s : s + group]) for s in range(r, min(x.shape[0], r + rows), group)]
+        y = flat[0] if len(flat) == 1 else B.concat(flat, axis=0)
         outs.append(B.linear(y, params["audio_tower.conv_out.weight"]))
     return outs[0] if len(outs) == 1 else B.concat(outs, axis=0)
+
+
+def _conv_group(params, B, y):
+    """(n, 1, n_mels, chunk) -> (n, tokens per chunk, C * n_mels / 8): the three conv + GELU stages,
+    flattened channel-major per token as upstream does."""
+    for i in (1, 2, 3):
+        p = f"audio_tower.conv2d{i}"
+        y = B.conv2d_gelu(y, params[f"{p}.weight"], params[f"{p}.bias"], stride=2, padding=1)
+    return B.merge_heads(B.transpose(y, (0, 1, 3, 2)))  # (n, C, F, T) -> (n, T, C * F)
 
 
 def _encoder_layer(params, cfg, B, x, windows, i):

@@ -390,23 +390,24 @@ def case_conv2d(B):
         check(B, y, ref, fp32_tol(mag, n=cin // groups * k * k + 1), f"conv2d groups={groups} stride={stride}")
 
 
-@case("conv2d_gelu")
+@case("conv2d_gelu", "prepare_conv2d")
 def case_conv2d_gelu(B):
     # one input channel (a spectrogram; torch on the CPU: a GEMM over patches) and several (oneDNN,
-    # channels-last), with and without bias; the result also read back the way a stem flattens it
-    for cin, stride, padding, hw, bias in (
-        (1, 2, 1, (9, 7), True),
-        (1, 1, 0, (4, 5), False),
-        (4, 2, 1, (8, 5), True),
-        (3, 1, 1, (1, 1), False),
+    # channels-last), with and without bias, the weight as the checkpoint has it and prepared
+    # (same shape); the result also read back the way a stem flattens it
+    for (cin, stride, padding, hw, bias), prepared in itertools.product(
+        ((1, 2, 1, (9, 7), True), (1, 1, 0, (4, 5), False), (4, 2, 1, (8, 5), True), (3, 1, 1, (1, 1), False)),
+        (False, True),
     ):
         x, w, b = f32(2, cin, *hw), f32(8, cin, 3, 3), f32(8) if bias else None
-        y = B.conv2d_gelu(B.asarray(x), B.asarray(w), None if b is None else B.asarray(b), stride, padding)
+        weight = B.prepare_conv2d(B.asarray(w)) if prepared else B.asarray(w)
+        assert tuple(weight.shape) == w.shape
+        y = B.conv2d_gelu(B.asarray(x), weight, None if b is None else B.asarray(b), stride, padding)
         conv, mag = _conv2d_ref(x, w, b, stride, padding, 1)
         ref = conv / 2 * (1 + _ERF(conv / math.sqrt(2)))
         # the convolution's error passes through gelu (slope below 1.13), then gelu's own (u |x|)
         tol = 1.13 * fp32_tol(mag, n=cin * 9 + 1) + fp32_tol(np.abs(conv), n=2)
-        what = f"conv2d_gelu cin={cin} stride={stride} bias={bias}"
+        what = f"conv2d_gelu cin={cin} stride={stride} bias={bias} prepared={prepared}"
         check(B, y, ref, tol, what)
         flat = ref.transpose(0, 3, 1, 2).reshape(2, ref.shape[3], -1)  # (B, W', Cout * H')
         check(B, B.merge_heads(B.transpose(y, (0, 1, 3, 2))), flat, tol.transpose(0, 3, 1, 2).reshape(flat.shape), what)
