@@ -36,6 +36,7 @@ class MLXBackend(ComposedOps):
     # unified memory on a GPU: the batch fills it
     max_pass_rows = None
     host_threads = 1  # the TDT loop runs on MLX ops, not on the host
+    small_blocks = False  # MLX's allocator keeps freed buffers for reuse
 
     def __init__(
         self,

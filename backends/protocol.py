@@ -77,6 +77,13 @@ class Backend(Protocol):
     limit. On the CPU a GEMM runs at its rate with well under a thousand rows, and more rows only
     push each layer's activations out of the cache (Whisper base's encoder: one 30 s window per
     pass costs ~30% less per window than 16 in one); accelerators need the batch to fill them."""
+    small_blocks: bool
+    """Capability hint: True when models should keep the arrays one op makes per call to a few
+    megabytes, splitting their largest intermediates (a conv stem's first stage) into pieces where
+    they can. Torch on the CPU: glibc's malloc maps a block over its mmap threshold (32 MB at most)
+    afresh at every allocation and unmaps it on free, so each call faults its pages in one by one
+    (microseconds a page in a VM), while blocks under it reuse the heap's pages. False where the
+    allocator keeps freed memory for reuse and large ops fill the device better (CUDA, MLX)."""
     quantization: str | None
     """Weight quantisation of linear layers as a label naming the scheme, reported as
     `info["quantize"]`, or None for full precision: "<bits>bit-g<group>" for affine groups of that

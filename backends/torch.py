@@ -93,6 +93,7 @@ class TorchBackend(ComposedOps):
         # eager ops on host memory: Parakeet's TDT loop runs faster in C++ than op by op
         self.decode_on_host = self.device.type == "cpu"
         self.max_pass_rows = 2048 if self.on_cpu else None  # see the protocol: cache-sized passes on the CPU
+        self.small_blocks = self.on_cpu  # glibc's malloc: blocks over its mmap threshold fault in anew
         self.quantizer = None
         if quantize is not None:
             self.quantizer = torch_quant.Quantizer(quantize, group_size, self.device, self.dtype)
@@ -331,7 +332,7 @@ class TorchBackend(ComposedOps):
         from polyasr.kernels.rel_pos_attention import rel_pos_attention_ref
 
         rows = None
-        if self.on_cpu:  # blocks of queries whose positional term stays under ATTENTION_BLOCK_BYTES
+        if self.small_blocks:  # blocks of queries whose positional term stays under ATTENTION_BLOCK_BYTES
             b, h, t, _ = q.shape
             rows = max(1, ATTENTION_BLOCK_BYTES // (b * h * 2 * t * q.element_size()))
         return rel_pos_attention_ref(q, k, v, pos, bias_u, bias_v, mask=mask, rows=rows)

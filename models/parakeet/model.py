@@ -112,9 +112,10 @@ def held_position_frames(cfg) -> int:
     return int(np.ceil(HELD_POSITION_SECS / cfg.window_stride / cfg.subsampling_factor)) + 1
 
 
-# The first stem stage's output one piece of the stem's work makes (see _stem): under glibc's
-# dynamic mmap threshold, so the pieces reuse pages of the heap instead of mapping fresh ones.
+# The first stem stage's output one piece of the stem's work makes (see _stem): on a backend that
+# wants `small_blocks`, under glibc's mmap threshold; elsewhere, a bound on memory alone.
 STEM_PIECE_BYTES = 8 << 20
+STEM_BYTES = 1 << 28
 
 
 def stem_edge_frames(cfg) -> int:
@@ -134,20 +135,23 @@ def _stem(params, cfg, B, features, lengths):
 
     The first stage's output, C x T/2 x F/2 floats per item, is the encoder's largest tensor
     (262 MB for 8 x 10 s at C = 256, F = 128). The stem runs in pieces whose first-stage output
-    stays under STEM_PIECE_BYTES: groups of whole items, or, for a longer item, spans of its time
-    (a multiple of the subsampling factor) read with `stem_edge_frames` of context on each side,
-    whose outputs are cut off again. Blocks that large are mapped afresh by malloc at every call and
-    their pages faulted in one by one, which took most of the stem's time; pieces reuse the heap's
-    pages and stay in cache. Peak memory does not grow with the batch or the length either.
+    stays under a bound: groups of whole items, or, for a longer item, spans of its time (a
+    multiple of the subsampling factor) read with `stem_edge_frames` of context on each side, whose
+    outputs are cut off again. Where the backend wants `small_blocks` (torch on the CPU) the bound
+    is STEM_PIECE_BYTES: larger blocks are mapped afresh by malloc at every call and their pages
+    faulted in one by one, which took most of the stem's time, while pieces reuse the heap's pages
+    and stay in cache. Elsewhere it is STEM_BYTES, so peak memory does not grow with the batch or
+    the length.
     """
     n, frames, feats = features.shape
+    bound = STEM_PIECE_BYTES if B.small_blocks else STEM_BYTES
     unit = 2**cfg.subsampling_stages
     frame_bytes = cfg.subsampling_conv_channels * (feats // 2 + 1) * 2  # first-stage output per input frame
     item_bytes = frame_bytes * frames
-    if n * item_bytes <= STEM_PIECE_BYTES:
+    if n * item_bytes <= bound:
         return _stem_slice(params, cfg, B, features, lengths)
-    items = max(1, STEM_PIECE_BYTES // item_bytes)
-    span = frames if item_bytes <= STEM_PIECE_BYTES else max(unit, STEM_PIECE_BYTES // frame_bytes // unit * unit)
+    items = max(1, bound // item_bytes)
+    span = frames if item_bytes <= bound else max(unit, bound // frame_bytes // unit * unit)
     halo = stem_edge_frames(cfg) * unit
     groups = []
     for i in range(0, n, items):

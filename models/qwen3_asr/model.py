@@ -160,25 +160,31 @@ def plan_encoder(frames, cfg, grid_chunks: int) -> EncoderPlan:
     )
 
 
-# The stem's blocks (see _conv_stem): the first conv's output for one group of chunks, and the
-# flattened conv output `conv_out` multiplies at once.
+# The stem's blocks on a backend that wants `small_blocks` (see _conv_stem): the first conv's output
+# for one group of chunks, and the flattened conv output `conv_out` multiplies at once. Elsewhere,
+# groups of STEM_GROUP_CHUNKS (a bound on memory: 393 MB of first-conv output at C = 480).
 STEM_GROUP_BYTES = 16 << 20
+STEM_GROUP_CHUNKS = 64
 
 
 def _conv_stem(params, cfg, B, x):
     """x (n_chunks, 1, n_mels, chunk) -> (n_chunks, tokens per chunk, d_model).
 
-    The convolutions run on groups of chunks whose first conv output (C x n_mels/2 x chunk/2 floats
-    per chunk, 6 MB at C = 480) stays under STEM_GROUP_BYTES: malloc maps a larger block afresh at
-    every call and faults its pages in one by one, while blocks under its mmap threshold reuse the
-    heap's pages; two chunks a group convolve as fast as more. `conv_out` then multiplies the
-    flattened outputs of as many groups as fit the same bound at once: per group, its product
-    would have a few dozen rows, which runs at half the rate of a few hundred."""
+    Where the backend wants `small_blocks` (torch on the CPU), the convolutions run on groups of
+    chunks whose first conv output (C x n_mels/2 x chunk/2 floats per chunk, 6 MB at C = 480) stays
+    under STEM_GROUP_BYTES: malloc maps a larger block afresh at every call and faults its pages in
+    one by one, while blocks under its mmap threshold reuse the heap's pages; two chunks a group
+    convolve as fast as more. `conv_out` then multiplies the flattened outputs of as many groups as
+    fit the same bound at once: per group, its product would have a few dozen rows, which runs at
+    half the rate of a few hundred. Elsewhere, groups of STEM_GROUP_CHUNKS."""
     n_mels, chunk = x.shape[2], x.shape[3]
-    per_chunk = cfg.audio.downsample_hidden_size * -(-n_mels // 2) * -(-chunk // 2) * 4
-    group = max(1, STEM_GROUP_BYTES // per_chunk)
-    flat_per_chunk = per_chunk // 16  # after two more stride-2 convs: a quarter on each axis
-    rows = max(1, STEM_GROUP_BYTES // (flat_per_chunk * group)) * group
+    if not B.small_blocks:
+        group = rows = STEM_GROUP_CHUNKS
+    else:
+        per_chunk = cfg.audio.downsample_hidden_size * -(-n_mels // 2) * -(-chunk // 2) * 4
+        group = max(1, STEM_GROUP_BYTES // per_chunk)
+        flat_per_chunk = per_chunk // 16  # after two more stride-2 convs: a quarter on each axis
+        rows = max(1, STEM_GROUP_BYTES // (flat_per_chunk * group)) * group
     outs = []
     for r in range(0, x.shape[0], rows):
         flat = [_conv_group(params, B, x[s : s + group]) for s in range(r, min(x.shape[0], r + rows), group)]

@@ -252,6 +252,7 @@ def case_attributes(B):
     assert isinstance(B.kernels, str) and B.kernels
     assert isinstance(B.decode_on_host, bool)
     assert isinstance(B.host_threads, int) and B.host_threads >= 1
+    assert isinstance(B.small_blocks, bool)
     assert B.max_pass_rows is None or (isinstance(B.max_pass_rows, int) and B.max_pass_rows > 0)
     # the suite's backends are made without quantisation: every prepared linear is counted full precision
     assert B.quantization is None and B.quantized_layers == 0
