@@ -162,8 +162,7 @@ def _stem(params, cfg, B, features, lengths):
             first = (start - a) // unit
             pieces.append(x[:, first : first + span // unit] if start + span < frames else x[:, first:])
         groups.append(pieces[0] if len(pieces) == 1 else B.concat(pieces, axis=1))
-    stages = cfg.subsampling_stages
-    return B.concat(groups), subsampled_lengths(lengths, cfg.subsampling_conv_kernel_size, stages)
+    return B.concat(groups), subsampled_lengths(lengths, cfg.subsampling_conv_kernel_size, cfg.subsampling_stages)
 
 
 def _stem_slice(params, cfg, B, features, lengths):
