@@ -116,7 +116,7 @@ class MLXBackend(ComposedOps):
         mx.eval(*xs)
 
     # ---- layers ---------------------------------------------------------------------------
-    def prepare_linear(self, w, many_rows: bool = False):
+    def prepare_linear(self, w, many_rows: bool | int = False):
         """(Cout, Cin) -> (Cin, Cout) for any row count: `linear` is then one plain matmul. With `quantize`, a
         `mlx_quant.QuantizedWeight` instead, unless the layer cannot be quantised (Cin not a multiple
         of group_size), which stays (Cin, Cout) in full precision; a weight read quantised from a

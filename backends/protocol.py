@@ -141,13 +141,16 @@ class Backend(Protocol):
         decoding loops every few steps. Waits for the device; MLX evaluates its lazy graph here."""
 
     # ---- layers -------------------------------------------------------------------------------
-    def prepare_linear(self, w: Array, many_rows: bool = False) -> Any:
+    def prepare_linear(self, w: Array, many_rows: bool | int = False) -> Any:
         """A (Cout, Cin) checkpoint weight -> the object `linear` takes, in the layout this backend
         multiplies fastest (once, at load time). Opaque to models: it may be transposed, packed, or
         a quantised structure (see `quantization`); models pass it only to `linear`. A weight
         `param` returned quantised passes through unchanged. `many_rows`: every call multiplies a
         whole sequence (an encoder layer over its frames), never one decoder row at a time, so the
-        layout may favour large products over single rows."""
+        layout may favour large products over single rows: True where the sequence's length
+        follows the audio, or, where the family fixes it, the fewest rows a call multiplies
+        (Whisper's encoder: one 1500-frame window), which lets a backend choose its GEMM for that
+        size."""
 
     def linear(self, x: Array, w: Any, b: Array | None = None) -> Array:
         """x (..., Cin) @ W^T + b -> (..., Cout), with w as `prepare_linear` returned it, b (Cout,)."""

@@ -171,15 +171,15 @@ class TorchBackend(ComposedOps):
         self.synchronize()
 
     # ---- layers ---------------------------------------------------------------------------
-    def prepare_linear(self, w, many_rows: bool = False):
+    def prepare_linear(self, w, many_rows: bool | int = False):
         """On CPU, fp32: a weight that multiplies whole sequences (`many_rows`, an encoder layer)
-        is packed once by oneDNN (`PackedLinear`); any other is (Cin, Cout), contiguous, because a
-        decoder step is a chain of (1, Cin) GEMVs whose weights come from DRAM and MKL streams the
-        transposed layout faster (`docs/architecture.md`), and a vocabulary-wide one becomes a
-        `WideLinear`, multiplied by oneDNN when several rows come (`torch_packed_linear.py`). GPUs
-        keep (Cout, Cin). With `quantize`, a `torch_quant.QuantizedWeight` instead, unless the
-        layer is left in full precision (`Quantizer.selects`); a weight read quantised from a
-        checkpoint (`param`) stays as it is."""
+        is packed once, by MKL or oneDNN as its rows say (`PackedLinear`); any other is (Cin, Cout),
+        contiguous, because a decoder step is a chain of (1, Cin) GEMVs whose weights come from DRAM
+        and MKL streams the transposed layout faster (`docs/architecture.md`), and a vocabulary-wide
+        one becomes a `WideLinear`, multiplied by oneDNN when several rows come
+        (`torch_packed_linear.py`). GPUs keep (Cout, Cin). With `quantize`, a
+        `torch_quant.QuantizedWeight` instead, unless the layer is left in full precision
+        (`Quantizer.selects`); a weight read quantised from a checkpoint (`param`) stays as it is."""
         if isinstance(w, torch_quant.QuantizedWeight) or (self.quantizer and self.quantizer.selects(w)):
             self.quantized_layers += 1
             return w if isinstance(w, torch_quant.QuantizedWeight) else self.quantizer.quantize(w)
@@ -188,7 +188,7 @@ class TorchBackend(ComposedOps):
             return w
         if w.dtype == torch.float32 and packing_available():
             if many_rows:
-                return PackedLinear(w)
+                return PackedLinear(w, rows=None if many_rows is True else many_rows)
             if w.shape[0] >= WIDE_OUTPUT:
                 return WideLinear(w.t().contiguous())
         return w.t().contiguous()

@@ -132,7 +132,7 @@ def _timed(fn) -> float:
 def count_flops(fn):
     """Run `fn` once under torch's FlopCounterMode (matmuls, convolutions, attention) -> (FLOPs, its result).
     CPU's flash attention op is counted with the formula torch uses for the GPU ones, and the
-    oneDNN product with a packed weight (`PackedLinear`) as the GEMM it is."""
+    products with a packed weight (`PackedLinear`, by oneDNN or MKL) as the GEMMs they are."""
     import torch
     from torch.utils import flop_counter
 
@@ -142,10 +142,15 @@ def count_flops(fn):
     def packed_linear(x, w, *args, out_shape=None, **kwargs):  # oneDNN's packed weight: (Cout, Cin)
         return 2 * math.prod(x[:-1]) * x[-1] * w[0]
 
+    def mkl_linear(x, packed, dims, *args, out_shape=None, **kwargs):  # dims: (Cout, Cin)
+        return 2 * math.prod(x[:-1]) * x[-1] * dims[0]
+
     extra = {
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
         torch.ops.mkldnn._linear_pointwise: packed_linear,
     }
+    if hasattr(torch.ops.mkl, "_mkl_linear"):
+        extra[torch.ops.mkl._mkl_linear] = mkl_linear
     with torch.inference_mode(), flop_counter.FlopCounterMode(display=False, custom_mapping=extra) as counter:
         out = fn()
     return counter.get_total_flops(), out

@@ -6,7 +6,9 @@ another layout, which kind of layer they belong to. `prepare` turns those, once 
 
     linear     (out, in)        -> B.prepare_linear (the backend's matmul layout, maybe quantised)
     seq_linear (out, in)        -> the same, `many_rows=True`: it only multiplies whole sequences
-                                   (encoder layers), which a backend may lay out for large GEMMs
+                                   (encoder layers), which a backend may lay out for large GEMMs;
+                                   `many_rows=` the count in `shapes.rows` where the family fixes
+                                   every call's rows (Whisper's encoder windows)
     conv1x1    (out, in, 1)     -> B.prepare_linear of (out, in), many rows: a 1x1 conv is a linear
                                    per frame
     depthwise  (C, 1, K)        -> (C, K) contiguous, what `glu_dwconv_silu` takes
@@ -29,16 +31,20 @@ PREPARE = {
 
 
 class ParamShapes(dict):
-    """name -> shape, plus `kinds`: name -> a `PREPARE` key for the weights `prepare` lays out."""
+    """name -> shape, plus `kinds`: name -> a `PREPARE` key for the weights `prepare` lays out,
+    and `rows`: name -> the fewest rows a call multiplies, for the sequence weights that have one."""
 
     def __init__(self):
         super().__init__()
         self.kinds: dict[str, str] = {}
+        self.rows: dict[str, int] = {}
 
-    def linear(self, prefix: str, n_out: int, n_in: int, bias: bool = True, many_rows: bool = False) -> None:
+    def linear(self, prefix: str, n_out: int, n_in: int, bias: bool = True, many_rows: bool | int = False) -> None:
         """`many_rows`: the layer multiplies whole sequences at every call (an encoder's), never a
-        single decoder row."""
+        single decoder row; True, or the fewest rows a call multiplies where the family fixes it."""
         self._weight(prefix, (n_out, n_in), "seq_linear" if many_rows else "linear", bias)
+        if many_rows and many_rows is not True:
+            self.rows[f"{prefix}.weight"] = many_rows
 
     def conv1x1(self, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
         self._weight(prefix, (n_out, n_in, 1), "conv1x1", bias)
@@ -68,7 +74,9 @@ def prepare(params: dict, shapes: ParamShapes, B) -> dict:
     (a subset was passed) are skipped."""
     out = dict(params)
     for name, kind in shapes.kinds.items():
-        if name in params:
+        if name in shapes.rows and name in params:
+            out[name] = B.prepare_linear(params[name], many_rows=shapes.rows[name])
+        elif name in params:
             out[name] = PREPARE[kind](B, params[name])
     return out
 

@@ -1,4 +1,6 @@
-"""The benches' process keeps CTranslate2 on its own OpenMP runtime (bench/conftest.py).
+"""The benches' process: what bench/conftest.py sets up and counts.
+
+CTranslate2 keeps its own OpenMP runtime.
 
 faster-whisper's engine and torch each ship a libgomp. Bound to torch's, CTranslate2's threads make
 torch's stop spinning between parallel regions and polyasr's decoder steps slow down beside it, so a
@@ -43,3 +45,23 @@ def test_ctranslate2_keeps_its_own_openmp_runtime():
     as_benches_do = _gomp_binding("import conftest, torch")
     assert "/ctranslate2.libs/" in as_benches_do and not torch_gomp.search(as_benches_do)
     assert torch_gomp.search(_gomp_binding("import torch, ctranslate2"))
+
+
+def test_flop_count_sees_every_cpu_product_layout():
+    """`count_flops` is what the benches' share of the fp32 matmul rate is computed from: a product
+    it does not recognise (a packed weight's op) counts zero and the share falls silently. Every
+    weight layout `prepare_linear` makes on the CPU is counted as its 2 x rows x Cin x Cout."""
+    code = """
+import torch, conftest
+from polyasr.backends.torch import TorchBackend
+B = TorchBackend("cpu", "float32")
+w, x = torch.randn(48, 32), torch.randn(5, 7, 32)
+for many_rows in (False, True, 64, 4096):
+    prepared = B.prepare_linear(w, many_rows=many_rows)
+    flops, _ = conftest.count_flops(lambda: B.linear(x, prepared, torch.randn(48)))
+    print(many_rows, type(prepared).__name__, flops)
+"""
+    env = {**os.environ, "PYTHONPATH": str(BENCH)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    counts = [line.split() for line in out.stdout.splitlines()]
+    assert len(counts) == 4 and all(int(flops) == 2 * 35 * 32 * 48 for *_, flops in counts), counts

@@ -310,6 +310,7 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
     shapes = ParamShapes()
     shapes.linear("a", 4, 3)
     shapes.linear("s", 4, 3, bias=False, many_rows=True)
+    shapes.linear("f", 4, 3, bias=False, many_rows=1500)
     shapes.conv1x1("b", 4, 3, bias=False)
     shapes.depthwise("c", 4, 5)
     shapes.norm("n", 4)
@@ -320,6 +321,7 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
         "a.weight": (4, 3),
         "a.bias": (4,),
         "s.weight": (4, 3),
+        "f.weight": (4, 3),
         "b.weight": (4, 3, 1),
         "c.weight": (4, 1, 5),
         "c.bias": (4,),
@@ -329,7 +331,8 @@ def test_one_prepare_lays_out_what_param_shapes_declares():
         "u": (2, 2),
     }
     assert out["a.weight"] == ("linear", (4, 3), False) and out["b.weight"] == ("linear", (4, 3), True)
-    assert out["s.weight"] == ("linear", (4, 3), True)
+    assert out["s.weight"] == ("linear", (4, 3), True) and out["f.weight"] == ("linear", (4, 3), 1500)
+    assert shapes.rows == {"f.weight": 1500}  # a fixed row count reaches the backend; True is not one
     assert out["c.weight"] == ("contiguous", (4, 5)) and out["u"] == ("contiguous", (2, 1, 2))
     assert all(out[n] is params[n] for n in ("a.bias", "c.bias", "n.weight", "emb.weight"))
     assert "a.weight" not in prepare({"x": params["a.bias"]}, shapes, Layout())  # a subset is fine

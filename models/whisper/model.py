@@ -24,8 +24,8 @@ def param_shapes(cfg) -> ParamShapes:
     d, shapes = cfg.d_model, ParamShapes()
     lin = shapes.linear
 
-    def enc(prefix, n_out, n_in):  # the encoder multiplies whole sequences
-        lin(prefix, n_out, n_in, many_rows=True)
+    def enc(prefix, n_out, n_in):  # the encoder, and K/V over its output: whole windows a call
+        lin(prefix, n_out, n_in, many_rows=cfg.max_source_positions)
 
     def ln(prefix):
         shapes.norm(prefix, d)

@@ -349,7 +349,9 @@ def case_linear(B):
     cases = (((2, 5, 7), 3, True), ((1, 7), 3, False), ((1, 1, 33), 1, True), ((4, 1), 6, True))
     cases += (((1, 1, 16), wide, True), ((3, 1, 16), wide, False), ((5, 16), wide, True), ((1, 16), wide, False))
     cases += (((3, 40, 96), 160, True), ((130, 64), 48, False))  # encoder-like: sequences of frames
-    for (shape, cout, bias), many_rows in itertools.product(cases, (False, True)):
+    # many_rows: False (decoder rows), True (sequences of any length), or a fixed row count on
+    # either side of the torch CPU path's switch from MKL's packing to oneDNN's
+    for (shape, cout, bias), many_rows in itertools.product(cases, (False, True, 64, 1500)):
         x, w = f32(*shape), f32(cout, shape[-1])
         b = f32(cout) if bias else None
         prepared = B.prepare_linear(B.asarray(w), many_rows=many_rows)
@@ -1088,19 +1090,53 @@ def test_torch_wide_linear_packs_its_copy_on_the_first_multi_row_call():
     assert not isinstance(B.prepare_linear(B.asarray(f32(WIDE_OUTPUT - 1, 8))), WideLinear)
 
 
-def test_torch_cpu_packs_sequence_weights_once_and_keeps_decoder_weights_transposed():
-    """On torch's CPU backend an fp32 weight that only multiplies sequences is held in oneDNN's
-    packed layout alone (no (Cin, Cout) copy beside it); a decoder weight stays (Cin, Cout)."""
+@pytest.mark.parametrize("cout, cin", [(24, 8), (1536, 768), (512, 2048)])
+def test_mkl_packed_weight_multiplies_any_row_count(cout, cin):
+    """MKL packs a weight for `MKL_PACK_ROWS` rows, and `PackedLinear` multiplies it by whatever rows
+    a call brings: the row count at packing must choose MKL's blocking only, never the result. From
+    no rows to thousands, on either side of the hint, the products are fp32-exact."""
     from polyasr.backends.torch import TorchBackend
-    from polyasr.backends.torch_packed_linear import PackedLinear, packing_available
+    from polyasr.backends.torch_packed_linear import MKL_PACK_ROWS, PackedLinear, mkl_packing_available
+
+    if not mkl_packing_available():
+        pytest.skip("MKL's packed GEMM is used on Intel CPUs with torch's MKL build only")
+    B = TorchBackend("cpu", "float32")
+    w, b = f32(cout, cin), f32(cout)
+    packed = PackedLinear(B.asarray(w))
+    assert packed.library == "mkl"
+    for rows in (0, 1, 3, MKL_PACK_ROWS - 1, MKL_PACK_ROWS, MKL_PACK_ROWS + 1, 1000, 2500):
+        x = f32(rows, cin)
+        for bias in (None, b):
+            y = packed.linear(B.asarray(x), None if bias is None else B.asarray(bias))
+            ref = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if bias is None else bias)
+            mag = np.abs(x) @ np.abs(w).T.astype(np.float64) + (0 if bias is None else np.abs(bias))
+            check(B, y, ref, fp32_tol(mag, n=cin + 1), f"{rows} rows x ({cin} -> {cout}), bias {bias is not None}")
+
+
+def test_torch_cpu_packs_sequence_weights_once_and_keeps_decoder_weights_transposed():
+    """On torch's CPU backend an fp32 weight that only multiplies sequences is held packed alone
+    (no (Cin, Cout) copy beside it): by MKL on an Intel CPU unless its family fixes every call at
+    thousands of rows, else by oneDNN; a decoder weight stays (Cin, Cout)."""
+    import torch
+
+    from polyasr.backends.torch import TorchBackend
+    from polyasr.backends.torch_packed_linear import (
+        ONEDNN_FROM_ROWS,
+        PackedLinear,
+        mkl_packing_available,
+        packing_available,
+    )
 
     if not packing_available():
         pytest.skip("this torch build has no oneDNN")
     B = TorchBackend("cpu", "float32")
     w = f32(24, 8)
     seq, step = B.prepare_linear(B.asarray(w), many_rows=True), B.prepare_linear(B.asarray(w))
-    assert isinstance(seq, PackedLinear) and seq.shape == (8, 24) and vars(seq).keys() == {"packed", "shape"}
-    assert seq.nbytes == 4 * 24 * 8
+    windows = B.prepare_linear(B.asarray(w), many_rows=ONEDNN_FROM_ROWS)
+    assert isinstance(seq, PackedLinear) and seq.shape == (8, 24) and seq.nbytes == 4 * 24 * 8
+    assert seq.library == ("mkl" if mkl_packing_available() else "onednn") and windows.library == "onednn"
+    held = [t for t in vars(seq).values() if isinstance(t, torch.Tensor) and not t.is_mkldnn]
+    assert all(t.untyped_storage().nbytes() <= 4 for t in held)  # no dense copy of the weight
     assert tuple(step.shape) == (8, 24) and step.is_contiguous()
     x = f32(2, 5, 8)
     np.testing.assert_allclose(B.to_numpy(B.linear(B.asarray(x), seq)), x @ w.T, rtol=1e-5, atol=1e-5)
