@@ -23,6 +23,7 @@ from polyasr.backends.torch import TorchBackend
 
 GEMM_OPS = {
     "mkldnn::_linear_pointwise",
+    "mkl::_mkl_linear",
     "aten::mm",
     "aten::addmm",
     "aten::bmm",
