@@ -6,7 +6,7 @@ frames times a weight of a few megabytes) that packing is a visible share of the
 weight that only ever multiplies whole sequences (`PackedLinear`) is held packed and nothing else:
 - by MKL (`cblas_sgemm_pack`) on Intel CPUs, for sequences whose length follows the audio: at the
   few hundred rows of a batch-1 encoder call its packed product is several percent faster than
-  oneDNN's, and at thousands of rows they tie;
+  oneDNN's, and at thousands of rows they tie at the encoders' widths (768 and more);
 - by oneDNN where a family fixes every call at `ONEDNN_FROM_ROWS` rows or more (Whisper's
   1500-frame windows): at that size oneDNN's is faster at Whisper base's width (by ~10% at 512),
   and the two tie at large-v3's. Also on other CPUs, where MKL's packed kernels were not measured.

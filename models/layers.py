@@ -74,10 +74,10 @@ def prepare(params: dict, shapes: ParamShapes, B) -> dict:
     (a subset was passed) are skipped."""
     out = dict(params)
     for name, kind in shapes.kinds.items():
-        if name in shapes.rows and name in params:
-            out[name] = B.prepare_linear(params[name], many_rows=shapes.rows[name])
-        elif name in params:
-            out[name] = PREPARE[kind](B, params[name])
+        if name not in params:
+            continue
+        rows = shapes.rows.get(name)  # a fixed row count is the one thing a kind key cannot carry
+        out[name] = B.prepare_linear(params[name], many_rows=rows) if rows else PREPARE[kind](B, params[name])
     return out
 
 
